@@ -1,0 +1,324 @@
+//! Campaigns: creation as a draft, start (audience → deliveries, exactly once), cancel,
+//! completion, and the bits of workflow progress the API shows.
+
+use crate::{Result, Store, StoreError, deliveries::DeliveryStatus, new_id, opt_time, time, to_millis};
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sqlx::{AssertSqlSafe, Row};
+use sqlx::any::AnyRow;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CampaignStatus {
+    Created,
+    Active,
+    Completed,
+    Cancelled,
+}
+
+impl CampaignStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignStatus::Created => "CREATED",
+            CampaignStatus::Active => "ACTIVE",
+            CampaignStatus::Completed => "COMPLETED",
+            CampaignStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "CREATED" => CampaignStatus::Created,
+            "ACTIVE" => CampaignStatus::Active,
+            "COMPLETED" => CampaignStatus::Completed,
+            "CANCELLED" => CampaignStatus::Cancelled,
+            other => return Err(StoreError::Corrupt(format!("campaign status {other:?}"))),
+        })
+    }
+}
+
+/// One member of a campaign's audience, with the variables that personalise their message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewCampaign {
+    pub org_id: String,
+    pub name: String,
+    pub title: String,
+    pub body: String,
+    pub audience: Vec<Recipient>,
+    /// The validated workflow definition, in its canonical JSON form.
+    pub definition: String,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Campaign {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub title: String,
+    pub body: String,
+    pub definition: String,
+    pub status: CampaignStatus,
+    pub workflow_id: Option<String>,
+    pub current_step: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Store::start_campaign`] did.
+#[derive(Debug)]
+pub struct StartOutcome {
+    pub campaign: Campaign,
+    /// False when the campaign had already been started: nothing was written this time.
+    pub newly_started: bool,
+}
+
+const CAMPAIGN_COLUMNS: &str = "id, org_id, name, title, body, definition, status, workflow_id, \
+     current_step, created_at, started_at, finished_at";
+
+/// Rows per multi-row INSERT: well under both backends' bind-parameter limits.
+const INSERT_BATCH: usize = 500;
+
+fn campaign(row: &AnyRow) -> Result<Campaign> {
+    Ok(Campaign {
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        name: row.try_get("name")?,
+        title: row.try_get("title")?,
+        body: row.try_get("body")?,
+        definition: row.try_get("definition")?,
+        status: CampaignStatus::parse(&row.try_get::<String, _>("status")?)?,
+        workflow_id: row.try_get("workflow_id")?,
+        current_step: row.try_get("current_step")?,
+        created_at: time(row, "created_at")?,
+        started_at: opt_time(row, "started_at")?,
+        finished_at: opt_time(row, "finished_at")?,
+    })
+}
+
+/// An unguessable code for the recipient's deeplink (128 random bits).
+fn deeplink_code() -> String {
+    let mut random = [0u8; 16];
+    rand::rng().fill_bytes(&mut random);
+    hex::encode(random)
+}
+
+impl Store {
+    /// Stores a draft campaign. With an idempotency key already used by this organisation, the
+    /// earlier campaign is returned instead and `false` says nothing new was written.
+    pub async fn create_campaign(&self, new: NewCampaign) -> Result<(Campaign, bool)> {
+        let audience = serde_json::to_string(&new.audience)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let id = new_id();
+        let inserted = sqlx::query(
+            "INSERT INTO campaigns (id, org_id, name, title, body, audience, definition, status,
+                                    idempotency_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (org_id, idempotency_key) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&new.org_id)
+        .bind(&new.name)
+        .bind(&new.title)
+        .bind(&new.body)
+        .bind(audience)
+        .bind(&new.definition)
+        .bind(CampaignStatus::Created.as_str())
+        .bind(&new.idempotency_key)
+        .bind(to_millis(Utc::now()))
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            return Ok((self.get_campaign(&new.org_id, &id).await?, true));
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE org_id = $1 AND idempotency_key = $2"
+        )))
+        .bind(&new.org_id)
+        .bind(&new.idempotency_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((campaign(&row)?, false))
+    }
+
+    pub async fn get_campaign(&self, org_id: &str, campaign_id: &str) -> Result<Campaign> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1 AND org_id = $2"
+        )))
+        .bind(campaign_id)
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        campaign(&row)
+    }
+
+    /// Moves a draft to ACTIVE and writes one PENDING delivery per recipient, in one
+    /// transaction. Starting an ACTIVE campaign again writes nothing and reports it, so a start
+    /// that crashed after this step can be retried safely.
+    pub async fn start_campaign(&self, org_id: &str, campaign_id: &str, workflow_id: &str) -> Result<StartOutcome> {
+        let mut tx = self.write_tx().await?;
+        let now = to_millis(Utc::now());
+        let audience: Option<String> = sqlx::query(
+            "UPDATE campaigns SET status = $1, started_at = $2, workflow_id = $3
+             WHERE id = $4 AND org_id = $5 AND status = $6 RETURNING audience",
+        )
+        .bind(CampaignStatus::Active.as_str())
+        .bind(now)
+        .bind(workflow_id)
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(CampaignStatus::Created.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| row.try_get("audience"))
+        .transpose()?;
+        let Some(audience) = audience else {
+            tx.rollback().await?;
+            let campaign = self.get_campaign(org_id, campaign_id).await?;
+            return match campaign.status {
+                CampaignStatus::Active => Ok(StartOutcome { campaign, newly_started: false }),
+                other => Err(StoreError::Conflict(format!(
+                    "the campaign is {} and can no longer be started",
+                    other.as_str()
+                ))),
+            };
+        };
+        let audience: Vec<Recipient> =
+            serde_json::from_str(&audience).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for (batch_index, batch) in audience.chunks(INSERT_BATCH).enumerate() {
+            let mut sql = String::from(
+                "INSERT INTO deliveries (id, org_id, campaign_id, seq, user_id, email, display_name,
+                                         variables, status, deeplink_code) VALUES ",
+            );
+            for i in 0..batch.len() {
+                let p = i * 10;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${},${},${},${},${},${},${},${},${},${})",
+                    p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 9, p + 10
+                ));
+            }
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (i, recipient) in batch.iter().enumerate() {
+                let variables = serde_json::to_string(&recipient.variables)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                query = query
+                    .bind(new_id())
+                    .bind(org_id.to_owned())
+                    .bind(campaign_id.to_owned())
+                    .bind((batch_index * INSERT_BATCH + i) as i64)
+                    .bind(recipient.user_id.clone())
+                    .bind(recipient.email.clone())
+                    .bind(recipient.display_name.clone())
+                    .bind(variables)
+                    .bind(DeliveryStatus::Pending.as_str())
+                    .bind(deeplink_code());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(StartOutcome { campaign: self.get_campaign(org_id, campaign_id).await?, newly_started: true })
+    }
+
+    /// Marks a draft or active campaign CANCELLED. Cancelling twice is harmless; a completed
+    /// campaign cannot be cancelled.
+    pub async fn cancel_campaign(&self, org_id: &str, campaign_id: &str) -> Result<Campaign> {
+        sqlx::query(
+            "UPDATE campaigns SET status = $1, finished_at = $2, current_step = NULL
+             WHERE id = $3 AND org_id = $4 AND status IN ($5, $6)",
+        )
+        .bind(CampaignStatus::Cancelled.as_str())
+        .bind(to_millis(Utc::now()))
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(CampaignStatus::Created.as_str())
+        .bind(CampaignStatus::Active.as_str())
+        .execute(&self.pool)
+        .await?;
+        let campaign = self.get_campaign(org_id, campaign_id).await?;
+        match campaign.status {
+            CampaignStatus::Cancelled => Ok(campaign),
+            other => Err(StoreError::Conflict(format!(
+                "the campaign is {} and cannot be cancelled",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// Ends an active campaign: every delivery still unresolved becomes MISSED and the campaign
+    /// COMPLETED, together, so COMPLETED always means every delivery is resolved. Returns how
+    /// many deliveries were marked missed; a campaign no longer ACTIVE is left as it is.
+    pub async fn complete_campaign(&self, org_id: &str, campaign_id: &str) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let now = to_millis(Utc::now());
+        let completed = sqlx::query(
+            "UPDATE campaigns SET status = $1, finished_at = $2, current_step = NULL
+             WHERE id = $3 AND org_id = $4 AND status = $5",
+        )
+        .bind(CampaignStatus::Completed.as_str())
+        .bind(now)
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(CampaignStatus::Active.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if completed == 0 {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let missed = Self::mark_unresolved_missed(&mut tx, org_id, campaign_id, now).await?;
+        tx.commit().await?;
+        Ok(missed)
+    }
+
+    pub async fn set_current_step(&self, org_id: &str, campaign_id: &str, step: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE campaigns SET current_step = $1 WHERE id = $2 AND org_id = $3 AND status = $4",
+        )
+        .bind(step)
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(CampaignStatus::Active.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Claims the right to signal the campaign's workflow now: true for at most one caller per
+    /// `min_interval_ms`, across every API process (the database arbitrates). This keeps the
+    /// signal rate per workflow low whatever the ACK rate.
+    pub async fn claim_signal_slot(&self, campaign_id: &str, min_interval_ms: i64) -> Result<bool> {
+        let now = to_millis(Utc::now());
+        let claimed = sqlx::query(
+            "UPDATE campaigns SET last_signal_at = $1
+             WHERE id = $2 AND (last_signal_at IS NULL OR last_signal_at <= $3)",
+        )
+        .bind(now)
+        .bind(campaign_id)
+        .bind(now - min_interval_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+}

@@ -1,0 +1,446 @@
+//! Deliveries (one campaign message to one recipient) and the actions recipients take on them.
+//!
+//! Status moves only forward: PENDING → SENT → READ → ACKNOWLEDGED, or MISSED / FAILED. The one
+//! exception: a reminder that reaches a FAILED recipient makes them SENT. Every update below
+//! names the statuses it may move from, so a concurrent ACK is never overwritten.
+
+use crate::{
+    Backend, Result, Store, StoreError, campaigns::CampaignStatus, new_id, opt_time, to_millis,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeliveryStatus {
+    Pending,
+    Sent,
+    Read,
+    Acknowledged,
+    Missed,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 6] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Sent,
+        DeliveryStatus::Read,
+        DeliveryStatus::Acknowledged,
+        DeliveryStatus::Missed,
+        DeliveryStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "PENDING",
+            DeliveryStatus::Sent => "SENT",
+            DeliveryStatus::Read => "READ",
+            DeliveryStatus::Acknowledged => "ACKNOWLEDGED",
+            DeliveryStatus::Missed => "MISSED",
+            DeliveryStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt(format!("delivery status {s:?}")))
+    }
+
+    /// ACKNOWLEDGED, MISSED and FAILED are final outcomes for the campaign's progress.
+    pub fn is_resolved(self) -> bool {
+        matches!(self, DeliveryStatus::Acknowledged | DeliveryStatus::Missed | DeliveryStatus::Failed)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ActionKind {
+    Read,
+    Ack,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub campaign_id: String,
+    pub user_id: String,
+    pub status: DeliveryStatus,
+    pub variables: BTreeMap<String, String>,
+    pub deeplink_code: String,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub missed_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub failure_reason: Option<String>,
+    pub reminder_count: i64,
+}
+
+/// Number of deliveries in each status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub sent: u64,
+    pub read: u64,
+    pub acknowledged: u64,
+    pub missed: u64,
+    pub failed: u64,
+}
+
+impl DeliveryCounts {
+    pub fn total(&self) -> u64 {
+        self.pending + self.sent + self.read + self.acknowledged + self.missed + self.failed
+    }
+
+    pub fn unresolved(&self) -> u64 {
+        self.pending + self.sent + self.read
+    }
+
+    fn slot(&mut self, status: DeliveryStatus) -> &mut u64 {
+        match status {
+            DeliveryStatus::Pending => &mut self.pending,
+            DeliveryStatus::Sent => &mut self.sent,
+            DeliveryStatus::Read => &mut self.read,
+            DeliveryStatus::Acknowledged => &mut self.acknowledged,
+            DeliveryStatus::Missed => &mut self.missed,
+            DeliveryStatus::Failed => &mut self.failed,
+        }
+    }
+}
+
+/// What a fan-out step needs to notify one recipient.
+#[derive(Clone, Debug)]
+pub struct NotifyTarget {
+    pub delivery_id: String,
+    pub seq: i64,
+    pub user_id: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub variables: BTreeMap<String, String>,
+    pub deeplink_code: String,
+}
+
+/// One line of the CALL_WEBHOOK payload (seed 001).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeliveryReport {
+    pub delivery_id: String,
+    pub user_id: String,
+    pub status: DeliveryStatus,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+}
+
+/// The result of recording a READ or ACK.
+#[derive(Debug)]
+pub struct ActionOutcome {
+    pub delivery: Delivery,
+    /// False when the action repeated an earlier one and nothing was written.
+    pub changed: bool,
+}
+
+const DELIVERY_COLUMNS: &str = "d.id, d.campaign_id, d.user_id, d.status, d.variables, \
+     d.deeplink_code, d.sent_at, d.read_at, d.acknowledged_at, d.missed_at, d.failed_at, \
+     d.failure_reason, d.reminder_count";
+
+fn variables(row: &AnyRow) -> Result<BTreeMap<String, String>> {
+    serde_json::from_str(&row.try_get::<String, _>("variables")?)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn delivery(row: &AnyRow) -> Result<Delivery> {
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        campaign_id: row.try_get("campaign_id")?,
+        user_id: row.try_get("user_id")?,
+        status: DeliveryStatus::parse(&row.try_get::<String, _>("status")?)?,
+        variables: variables(row)?,
+        deeplink_code: row.try_get("deeplink_code")?,
+        sent_at: opt_time(row, "sent_at")?,
+        read_at: opt_time(row, "read_at")?,
+        acknowledged_at: opt_time(row, "acknowledged_at")?,
+        missed_at: opt_time(row, "missed_at")?,
+        failed_at: opt_time(row, "failed_at")?,
+        failure_reason: row.try_get("failure_reason")?,
+        reminder_count: row.try_get("reminder_count")?,
+    })
+}
+
+impl Store {
+    pub async fn delivery_counts(&self, org_id: &str, campaign_id: &str) -> Result<DeliveryCounts> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM deliveries
+             WHERE campaign_id = $1 AND org_id = $2 GROUP BY status",
+        )
+        .bind(campaign_id)
+        .bind(org_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = DeliveryCounts::default();
+        for row in rows {
+            let status = DeliveryStatus::parse(&row.try_get::<String, _>("status")?)?;
+            *counts.slot(status) = row.try_get::<i64, _>("n")? as u64;
+        }
+        Ok(counts)
+    }
+
+    pub async fn get_delivery(&self, org_id: &str, delivery_id: &str) -> Result<Delivery> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = $1 AND d.org_id = $2"
+        )))
+        .bind(delivery_id)
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        delivery(&row)
+    }
+
+    /// A page of a campaign's deliveries in audience order, after position `after_seq`.
+    pub async fn list_deliveries(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Delivery)>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT d.seq, {DELIVERY_COLUMNS} FROM deliveries d
+             WHERE d.campaign_id = $1 AND d.org_id = $2 AND d.seq > $3 ORDER BY d.seq LIMIT $4"
+        )))
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get("seq")?, delivery(row)?))).collect()
+    }
+
+    /// Records a recipient's READ or ACK: written before the workflow hears of it, idempotent,
+    /// and refused with [`StoreError::Conflict`] when the state forbids it (ACK after MISSED or
+    /// on a cancelled campaign).
+    pub async fn record_action(
+        &self,
+        org_id: &str,
+        delivery_id: &str,
+        kind: ActionKind,
+        source: &str,
+    ) -> Result<ActionOutcome> {
+        let mut tx = self.write_tx().await?;
+        let lock = if self.backend == Backend::Postgres { " FOR UPDATE OF d" } else { "" };
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS}, c.status AS campaign_status FROM deliveries d
+             JOIN campaigns c ON c.id = d.campaign_id
+             WHERE d.id = $1 AND d.org_id = $2{lock}"
+        )))
+        .bind(delivery_id)
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let current = delivery(&row)?;
+        let campaign_status = CampaignStatus::parse(&row.try_get::<String, _>("campaign_status")?)?;
+        let now = to_millis(Utc::now());
+
+        let update = match kind {
+            ActionKind::Ack => {
+                if current.status == DeliveryStatus::Acknowledged {
+                    None
+                } else if campaign_status == CampaignStatus::Cancelled {
+                    return Err(StoreError::Conflict(
+                        "the campaign was cancelled; acknowledgements are no longer accepted".into(),
+                    ));
+                } else if current.status == DeliveryStatus::Missed {
+                    return Err(StoreError::Conflict(
+                        "the deadline has passed and this delivery was marked missed".into(),
+                    ));
+                } else {
+                    Some(
+                        "UPDATE deliveries SET status = 'ACKNOWLEDGED', acknowledged_at = $1,
+                                read_at = COALESCE(read_at, $1)
+                         WHERE id = $2 AND status IN ('PENDING', 'SENT', 'READ', 'FAILED')",
+                    )
+                }
+            }
+            ActionKind::Read => match current.status {
+                DeliveryStatus::Pending | DeliveryStatus::Sent => Some(
+                    "UPDATE deliveries SET status = 'READ', read_at = $1
+                     WHERE id = $2 AND status IN ('PENDING', 'SENT')",
+                ),
+                // Reading never moves a resolved delivery back; the first read time is kept.
+                _ if current.read_at.is_none() => {
+                    Some("UPDATE deliveries SET read_at = $1 WHERE id = $2 AND read_at IS NULL")
+                }
+                _ => None,
+            },
+        };
+        let Some(update) = update else {
+            tx.rollback().await?;
+            return Ok(ActionOutcome { delivery: current, changed: false });
+        };
+        sqlx::query(update).bind(now).bind(delivery_id).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO actions (id, org_id, campaign_id, delivery_id, kind, source, occurred_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(new_id())
+        .bind(org_id)
+        .bind(&current.campaign_id)
+        .bind(delivery_id)
+        .bind(match kind {
+            ActionKind::Read => "READ",
+            ActionKind::Ack => "ACK",
+        })
+        .bind(source)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ActionOutcome { delivery: self.get_delivery(org_id, delivery_id).await?, changed: true })
+    }
+
+    /// The next page of recipients a fan-out step still has to notify, in audience order after
+    /// `after_seq`. A notification goes to PENDING deliveries; a reminder to everyone not yet
+    /// acknowledged or missed. Recipients this step already notified are skipped, so a retried
+    /// step does not notify anyone twice.
+    pub async fn notify_page(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        step_id: &str,
+        reminder: bool,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<NotifyTarget>> {
+        let statuses = if reminder { "('SENT', 'READ', 'FAILED')" } else { "('PENDING')" };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, seq, user_id, email, display_name, variables, deeplink_code FROM deliveries
+             WHERE campaign_id = $1 AND org_id = $2 AND seq > $3 AND status IN {statuses}
+               AND (last_notified_step IS NULL OR last_notified_step <> $4)
+             ORDER BY seq LIMIT $5"
+        )))
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(after_seq)
+        .bind(step_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(NotifyTarget {
+                    delivery_id: row.try_get("id")?,
+                    seq: row.try_get("seq")?,
+                    user_id: row.try_get("user_id")?,
+                    email: row.try_get("email")?,
+                    display_name: row.try_get("display_name")?,
+                    variables: variables(row)?,
+                    deeplink_code: row.try_get("deeplink_code")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records the outcome of notifying a page of recipients for `step_id`: `Ok` means the
+    /// provider accepted the push, `Err(reason)` that it did not.
+    pub async fn record_notified(
+        &self,
+        org_id: &str,
+        step_id: &str,
+        reminder: bool,
+        outcomes: &[(String, Result<(), String>)],
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let now = to_millis(Utc::now());
+        for (delivery_id, outcome) in outcomes {
+            let sql = match (reminder, outcome) {
+                (false, Ok(())) => {
+                    "UPDATE deliveries SET status = 'SENT', sent_at = $1, last_notified_step = $2
+                     WHERE id = $3 AND org_id = $4 AND status = 'PENDING'"
+                }
+                (false, Err(_)) => {
+                    "UPDATE deliveries SET status = 'FAILED', failed_at = $1, last_notified_step = $2,
+                            failure_reason = $5
+                     WHERE id = $3 AND org_id = $4 AND status = 'PENDING'"
+                }
+                (true, Ok(())) => {
+                    "UPDATE deliveries SET reminder_count = reminder_count + 1, last_notified_step = $2,
+                            sent_at = COALESCE(sent_at, $1),
+                            failure_reason = CASE WHEN status = 'FAILED' THEN NULL ELSE failure_reason END,
+                            failed_at = CASE WHEN status = 'FAILED' THEN NULL ELSE failed_at END,
+                            status = CASE WHEN status = 'FAILED' THEN 'SENT' ELSE status END
+                     WHERE id = $3 AND org_id = $4 AND status IN ('SENT', 'READ', 'FAILED')"
+                }
+                (true, Err(_)) => {
+                    "UPDATE deliveries SET last_notified_step = $2, failure_reason = $5
+                     WHERE id = $3 AND org_id = $4 AND status IN ('SENT', 'READ', 'FAILED')"
+                }
+            };
+            let mut query = sqlx::query(sql).bind(now).bind(step_id).bind(delivery_id).bind(org_id);
+            if let Err(reason) = outcome {
+                query = query.bind(reason.clone());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks every unresolved delivery of the campaign MISSED; returns how many.
+    pub async fn mark_missed(&self, org_id: &str, campaign_id: &str) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let missed =
+            Self::mark_unresolved_missed(&mut tx, org_id, campaign_id, to_millis(Utc::now())).await?;
+        tx.commit().await?;
+        Ok(missed)
+    }
+
+    pub(crate) async fn mark_unresolved_missed(
+        tx: &mut Transaction<'static, Any>,
+        org_id: &str,
+        campaign_id: &str,
+        now: i64,
+    ) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE deliveries SET status = 'MISSED', missed_at = $1
+             WHERE campaign_id = $2 AND org_id = $3 AND status IN ('PENDING', 'SENT', 'READ')",
+        )
+        .bind(now)
+        .bind(campaign_id)
+        .bind(org_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+    }
+
+    /// Every delivery's outcome, in audience order, for the CALL_WEBHOOK payload.
+    pub async fn delivery_reports(&self, org_id: &str, campaign_id: &str) -> Result<Vec<DeliveryReport>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, status, sent_at, read_at, acknowledged_at FROM deliveries
+             WHERE campaign_id = $1 AND org_id = $2 ORDER BY seq",
+        )
+        .bind(campaign_id)
+        .bind(org_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeliveryReport {
+                    delivery_id: row.try_get("id")?,
+                    user_id: row.try_get("user_id")?,
+                    status: DeliveryStatus::parse(&row.try_get::<String, _>("status")?)?,
+                    sent_at: opt_time(row, "sent_at")?,
+                    read_at: opt_time(row, "read_at")?,
+                    acknowledged_at: opt_time(row, "acknowledged_at")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,172 @@
+//! Persistence for Pidgr: one module per aggregate, SQLite and PostgreSQL behind one API.
+//!
+//! The backend is chosen by the URL scheme (`sqlite://…` or `postgres://…`) and reached through
+//! sqlx's `Any` driver, so every query is written once. Both dialects share one schema, kept in
+//! `migrations/sqlite` and `migrations/postgres`; only portable SQL is used here (`$n`
+//! placeholders, `ON CONFLICT`, `RETURNING`), and columns hold only types both backends decode
+//! the same way (TEXT, BIGINT): ids are UUID text, timestamps Unix epoch milliseconds.
+//!
+//! May import: sqlx, serde, chrono, uuid and hashing crates — never another crate of ours.
+//! Every query that reads or writes an organisation's data takes that organisation's id.
+
+mod activity_log;
+mod campaigns;
+mod deliveries;
+mod organisations;
+mod push_log;
+
+pub use activity_log::{ActivityEntry, ActivityKind, NewActivity};
+pub use campaigns::{Campaign, CampaignStatus, NewCampaign, Recipient, StartOutcome};
+pub use deliveries::{
+    ActionKind, ActionOutcome, Delivery, DeliveryCounts, DeliveryReport, DeliveryStatus,
+    NotifyTarget,
+};
+pub use organisations::{ApiKey, GeneratedKey, Organisation};
+pub use push_log::{NewPush, PushRecord};
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::time::Duration;
+
+/// Which database a [`Store`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Config(
+                "DATABASE_URL must start with sqlite:// or postgres://".into(),
+            ))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The request is well-formed but the current state refuses it (e.g. ACK after MISSED).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle on the database; cheap to clone (it wraps a connection pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+impl Store {
+    /// Connects to `url`. For SQLite the file is created when missing; WAL mode lets the API and
+    /// the worker read while one of them writes.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let url = match backend {
+            Backend::Sqlite => {
+                options = options.max_connections(8).after_connect(|conn, _| {
+                    Box::pin(async move {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA busy_timeout = 30000",
+                            "PRAGMA foreign_keys = ON",
+                            "PRAGMA synchronous = NORMAL",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                        Ok(())
+                    })
+                });
+                if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") }
+            }
+            Backend::Postgres => {
+                options = options.max_connections(16);
+                url.to_owned()
+            }
+        };
+        let pool = options.connect(&url).await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies every migration not yet applied. Safe to run from several processes at once.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Answers whether the database is reachable (readiness probe).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads first and writes later can fail with
+    /// SQLITE_BUSY instead of waiting when another process wrote in between.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+pub(crate) fn opt_time(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>> {
+    row.try_get::<Option<i64>, _>(column)?.map(from_millis).transpose()
+}
+
+pub(crate) fn time(row: &AnyRow, column: &str) -> Result<DateTime<Utc>> {
+    from_millis(row.try_get::<i64, _>(column)?)
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,136 @@
+//! Organisations and their API keys. A key's secret is shown once at creation; only its
+//! SHA-256 is stored (the secret has 256 bits of entropy, so a slow hash adds nothing).
+
+use crate::{Result, Store, StoreError, new_id, opt_time, time, to_millis};
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+const SECRET_PREFIX: &str = "pidgr_";
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Organisation {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub role: String,
+    /// The first characters of the secret, enough to recognise a key in a list.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A freshly created key with its secret: the only time the secret exists outside the caller.
+#[derive(Debug)]
+pub struct GeneratedKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn api_key(row: &AnyRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        prefix: row.try_get("prefix")?,
+        created_at: time(row, "created_at")?,
+        last_used_at: opt_time(row, "last_used_at")?,
+        revoked_at: opt_time(row, "revoked_at")?,
+    })
+}
+
+impl Store {
+    pub async fn create_organisation(&self, name: &str) -> Result<Organisation> {
+        let org = Organisation { id: new_id(), name: name.to_owned(), created_at: Utc::now() };
+        sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&org.id)
+            .bind(&org.name)
+            .bind(to_millis(org.created_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(org)
+    }
+
+    pub async fn get_organisation(&self, org_id: &str) -> Result<Organisation> {
+        let row = sqlx::query("SELECT id, name, created_at FROM organisations WHERE id = $1")
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(Organisation { id: row.try_get("id")?, name: row.try_get("name")?, created_at: time(&row, "created_at")? })
+    }
+
+    /// Creates an API key for `org_id` carrying `role`, and returns its secret once.
+    pub async fn create_api_key(&self, org_id: &str, name: &str, role: &str) -> Result<GeneratedKey> {
+        let mut random = [0u8; 32];
+        rand::rng().fill_bytes(&mut random);
+        let secret = format!("{SECRET_PREFIX}{}", hex::encode(random));
+        let key = ApiKey {
+            id: new_id(),
+            org_id: org_id.to_owned(),
+            name: name.to_owned(),
+            role: role.to_owned(),
+            prefix: secret[..SECRET_PREFIX.len() + 8].to_owned(),
+            created_at: Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO api_keys (id, org_id, name, role, key_hash, prefix, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&key.id)
+        .bind(&key.org_id)
+        .bind(&key.name)
+        .bind(&key.role)
+        .bind(hash_secret(&secret))
+        .bind(&key.prefix)
+        .bind(to_millis(key.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(GeneratedKey { key, secret })
+    }
+
+    /// Finds the live (not revoked) key whose secret this is, and records that it was used.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiKey>> {
+        if !secret.starts_with(SECRET_PREFIX) {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "UPDATE api_keys SET last_used_at = $1 WHERE key_hash = $2 AND revoked_at IS NULL
+             RETURNING id, org_id, name, role, prefix, created_at, last_used_at, revoked_at",
+        )
+        .bind(to_millis(Utc::now()))
+        .bind(hash_secret(secret))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_key).transpose()
+    }
+
+    pub async fn revoke_api_key(&self, org_id: &str, key_id: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(to_millis(Utc::now()))
+        .bind(key_id)
+        .bind(org_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+}

@@ -1,0 +1,309 @@
+//! Store tests: every body runs on SQLite and, when `PIDGR_TEST_POSTGRES_URL` is set, on
+//! PostgreSQL — each on a database of its own.
+
+use pidgr_store::{
+    ActionKind, ActivityKind, CampaignStatus, DeliveryStatus, NewActivity, NewCampaign, NewPush,
+    Recipient, Store, StoreError, testing,
+};
+use std::collections::BTreeMap;
+use std::future::Future;
+
+/// Runs one test body against each configured backend.
+macro_rules! store_test {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::$name(pidgr_store::testing::sqlite().await.unwrap()).await;
+            }
+
+            #[tokio::test]
+            async fn on_postgres() {
+                super::on_postgres(super::$name).await;
+            }
+        }
+    };
+}
+
+async fn on_postgres<F, Fut>(body: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    match testing::postgres().await.unwrap() {
+        Some(store) => body(store).await,
+        None => eprintln!("skipped: set {} to run this test on PostgreSQL", testing::POSTGRES_URL_VAR),
+    }
+}
+
+fn recipient(user: &str) -> Recipient {
+    Recipient {
+        user_id: user.into(),
+        email: Some(format!("{user}@example.com")),
+        display_name: Some(user.to_uppercase()),
+        variables: BTreeMap::from([("team".to_owned(), format!("team-of-{user}"))]),
+    }
+}
+
+async fn draft(store: &Store, org: &str, users: &[&str]) -> String {
+    let (campaign, created) = store
+        .create_campaign(NewCampaign {
+            org_id: org.into(),
+            name: "Q1 security".into(),
+            title: "Please read".into(),
+            body: "Hello {{name}}".into(),
+            audience: users.iter().map(|u| recipient(u)).collect(),
+            definition: "{}".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(campaign.status, CampaignStatus::Created);
+    campaign.id
+}
+
+async fn started(store: &Store, users: &[&str]) -> (String, String) {
+    let org = store.create_organisation("Acme").await.unwrap().id;
+    let campaign = draft(store, &org, users).await;
+    store.start_campaign(&org, &campaign, &format!("campaign-{campaign}")).await.unwrap();
+    (org, campaign)
+}
+
+async fn delivery_of(store: &Store, org: &str, campaign: &str, user: &str) -> pidgr_store::Delivery {
+    store
+        .list_deliveries(org, campaign, -1, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d)
+        .find(|d| d.user_id == user)
+        .unwrap()
+}
+
+store_test!(starting_twice_creates_each_delivery_once);
+async fn starting_twice_creates_each_delivery_once(store: Store) {
+    let org = store.create_organisation("Acme").await.unwrap().id;
+    let campaign = draft(&store, &org, &["ann", "bob", "cy"]).await;
+    let first = store.start_campaign(&org, &campaign, "campaign-x").await.unwrap();
+    assert!(first.newly_started);
+    assert_eq!(first.campaign.status, CampaignStatus::Active);
+    let again = store.start_campaign(&org, &campaign, "campaign-x").await.unwrap();
+    assert!(!again.newly_started);
+    let counts = store.delivery_counts(&org, &campaign).await.unwrap();
+    assert_eq!((counts.pending, counts.total()), (3, 3));
+    let ann = delivery_of(&store, &org, &campaign, "ann").await;
+    assert_eq!(ann.variables["team"], "team-of-ann");
+    assert_eq!(ann.deeplink_code.len(), 32);
+}
+
+store_test!(a_large_audience_is_written_in_batches_in_order);
+async fn a_large_audience_is_written_in_batches_in_order(store: Store) {
+    let users: Vec<String> = (0..1203).map(|i| format!("user-{i:05}")).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let (org, campaign) = started(&store, &refs).await;
+    let all = store.list_deliveries(&org, &campaign, -1, 5000).await.unwrap();
+    assert_eq!(all.len(), 1203);
+    assert!(all.iter().enumerate().all(|(i, (seq, d))| *seq == i as i64 && d.user_id == users[i]));
+}
+
+store_test!(another_organisation_sees_nothing);
+async fn another_organisation_sees_nothing(store: Store) {
+    let (org, campaign) = started(&store, &["ann"]).await;
+    let other = store.create_organisation("Other").await.unwrap().id;
+    assert!(matches!(store.get_campaign(&other, &campaign).await, Err(StoreError::NotFound)));
+    let ann = delivery_of(&store, &org, &campaign, "ann").await;
+    assert!(matches!(
+        store.record_action(&other, &ann.id, ActionKind::Ack, "test").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.delivery_counts(&other, &campaign).await.unwrap().total(), 0);
+    assert!(store.list_deliveries(&other, &campaign, -1, 10).await.unwrap().is_empty());
+    assert!(matches!(store.cancel_campaign(&other, &campaign).await, Err(StoreError::NotFound)));
+}
+
+store_test!(read_then_ack_is_idempotent_and_never_moves_back);
+async fn read_then_ack_is_idempotent_and_never_moves_back(store: Store) {
+    let (org, campaign) = started(&store, &["ann"]).await;
+    let ann = delivery_of(&store, &org, &campaign, "ann").await;
+    let read = store.record_action(&org, &ann.id, ActionKind::Read, "test").await.unwrap();
+    assert!(read.changed);
+    assert_eq!(read.delivery.status, DeliveryStatus::Read);
+    let read_at = read.delivery.read_at.unwrap();
+    assert!(!store.record_action(&org, &ann.id, ActionKind::Read, "test").await.unwrap().changed);
+    let ack = store.record_action(&org, &ann.id, ActionKind::Ack, "test").await.unwrap();
+    assert!(ack.changed);
+    assert_eq!(ack.delivery.status, DeliveryStatus::Acknowledged);
+    assert_eq!(ack.delivery.read_at, Some(read_at));
+    let again = store.record_action(&org, &ann.id, ActionKind::Ack, "test").await.unwrap();
+    assert!(!again.changed);
+    let late_read = store.record_action(&org, &ann.id, ActionKind::Read, "test").await.unwrap();
+    assert_eq!(late_read.delivery.status, DeliveryStatus::Acknowledged);
+    assert_eq!(store.delivery_counts(&org, &campaign).await.unwrap().acknowledged, 1);
+}
+
+store_test!(ack_after_missed_or_cancel_is_refused);
+async fn ack_after_missed_or_cancel_is_refused(store: Store) {
+    let (org, campaign) = started(&store, &["ann", "bob"]).await;
+    let ann = delivery_of(&store, &org, &campaign, "ann").await;
+    assert_eq!(store.mark_missed(&org, &campaign).await.unwrap(), 2);
+    let refused = store.record_action(&org, &ann.id, ActionKind::Ack, "test").await;
+    assert!(matches!(refused, Err(StoreError::Conflict(m)) if m.contains("missed")));
+
+    let (org, campaign) = started(&store, &["cy"]).await;
+    let cy = delivery_of(&store, &org, &campaign, "cy").await;
+    assert_eq!(store.cancel_campaign(&org, &campaign).await.unwrap().status, CampaignStatus::Cancelled);
+    let refused = store.record_action(&org, &cy.id, ActionKind::Ack, "test").await;
+    assert!(matches!(refused, Err(StoreError::Conflict(m)) if m.contains("cancelled")));
+    assert!(matches!(
+        store.start_campaign(&org, &campaign, "w").await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+store_test!(fan_out_pages_skip_recipients_the_step_already_notified);
+async fn fan_out_pages_skip_recipients_the_step_already_notified(store: Store) {
+    let (org, campaign) = started(&store, &["a", "b", "c", "d", "e"]).await;
+    let page = store.notify_page(&org, &campaign, "notify", false, -1, 2).await.unwrap();
+    assert_eq!(page.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    let outcomes = vec![
+        (page[0].delivery_id.clone(), Ok(())),
+        (page[1].delivery_id.clone(), Err("no registered device".to_owned())),
+    ];
+    store.record_notified(&org, "notify", false, &outcomes).await.unwrap();
+    // A retry from the start finds only those not yet notified.
+    let retry = store.notify_page(&org, &campaign, "notify", false, -1, 10).await.unwrap();
+    assert_eq!(retry.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(), ["c", "d", "e"]);
+    let b = delivery_of(&store, &org, &campaign, "b").await;
+    assert_eq!(b.status, DeliveryStatus::Failed);
+    assert_eq!(b.failure_reason.as_deref(), Some("no registered device"));
+    let a = delivery_of(&store, &org, &campaign, "a").await;
+    assert_eq!(a.status, DeliveryStatus::Sent);
+    assert!(a.sent_at.is_some());
+}
+
+store_test!(reminders_reach_only_the_unacknowledged_and_revive_failed);
+async fn reminders_reach_only_the_unacknowledged_and_revive_failed(store: Store) {
+    let (org, campaign) = started(&store, &["a", "b", "c"]).await;
+    let page = store.notify_page(&org, &campaign, "notify", false, -1, 10).await.unwrap();
+    let outcomes: Vec<_> = page
+        .iter()
+        .map(|t| (t.delivery_id.clone(), if t.user_id == "c" { Err("refused".into()) } else { Ok(()) }))
+        .collect();
+    store.record_notified(&org, "notify", false, &outcomes).await.unwrap();
+    let a = delivery_of(&store, &org, &campaign, "a").await;
+    store.record_action(&org, &a.id, ActionKind::Ack, "test").await.unwrap();
+
+    let due = store.notify_page(&org, &campaign, "remind", true, -1, 10).await.unwrap();
+    assert_eq!(due.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    let outcomes: Vec<_> = due.iter().map(|t| (t.delivery_id.clone(), Ok(()))).collect();
+    store.record_notified(&org, "remind", true, &outcomes).await.unwrap();
+    assert!(store.notify_page(&org, &campaign, "remind", true, -1, 10).await.unwrap().is_empty());
+    let c = delivery_of(&store, &org, &campaign, "c").await;
+    assert_eq!((c.status, c.reminder_count, c.failure_reason), (DeliveryStatus::Sent, 1, None));
+    let b = delivery_of(&store, &org, &campaign, "b").await;
+    assert_eq!((b.status, b.reminder_count), (DeliveryStatus::Sent, 1));
+}
+
+store_test!(completion_marks_the_unresolved_missed);
+async fn completion_marks_the_unresolved_missed(store: Store) {
+    let (org, campaign) = started(&store, &["a", "b", "c"]).await;
+    let a = delivery_of(&store, &org, &campaign, "a").await;
+    store.record_action(&org, &a.id, ActionKind::Ack, "test").await.unwrap();
+    assert_eq!(store.complete_campaign(&org, &campaign).await.unwrap(), 2);
+    let counts = store.delivery_counts(&org, &campaign).await.unwrap();
+    assert_eq!((counts.acknowledged, counts.missed, counts.unresolved()), (1, 2, 0));
+    let done = store.get_campaign(&org, &campaign).await.unwrap();
+    assert_eq!(done.status, CampaignStatus::Completed);
+    assert!(done.finished_at.is_some());
+    // Completing again changes nothing; a completed campaign cannot be cancelled.
+    assert_eq!(store.complete_campaign(&org, &campaign).await.unwrap(), 0);
+    assert!(matches!(store.cancel_campaign(&org, &campaign).await, Err(StoreError::Conflict(_))));
+    let reports = store.delivery_reports(&org, &campaign).await.unwrap();
+    assert_eq!(reports.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [DeliveryStatus::Acknowledged, DeliveryStatus::Missed, DeliveryStatus::Missed]);
+    assert!(reports[0].acknowledged_at.is_some() && reports[1].acknowledged_at.is_none());
+}
+
+store_test!(api_keys_authenticate_until_revoked);
+async fn api_keys_authenticate_until_revoked(store: Store) {
+    let org = store.create_organisation("Acme").await.unwrap();
+    let generated = store.create_api_key(&org.id, "dev", "super_admin").await.unwrap();
+    assert!(generated.secret.starts_with(&generated.key.prefix));
+    let key = store.authenticate(&generated.secret).await.unwrap().unwrap();
+    assert_eq!((key.org_id.as_str(), key.role.as_str()), (org.id.as_str(), "super_admin"));
+    assert!(key.last_used_at.is_some());
+    assert!(store.authenticate("pidgr_not-a-key").await.unwrap().is_none());
+    let other = store.create_organisation("Other").await.unwrap();
+    assert!(matches!(store.revoke_api_key(&other.id, &key.id).await, Err(StoreError::NotFound)));
+    store.revoke_api_key(&org.id, &key.id).await.unwrap();
+    assert!(store.authenticate(&generated.secret).await.unwrap().is_none());
+}
+
+store_test!(an_idempotency_key_returns_the_first_campaign);
+async fn an_idempotency_key_returns_the_first_campaign(store: Store) {
+    let org = store.create_organisation("Acme").await.unwrap().id;
+    let new = NewCampaign {
+        org_id: org.clone(),
+        name: "n".into(),
+        title: "t".into(),
+        body: "b".into(),
+        audience: vec![recipient("a")],
+        definition: "{}".into(),
+        idempotency_key: Some("k1".into()),
+    };
+    let (first, created) = store.create_campaign(new.clone()).await.unwrap();
+    assert!(created);
+    let (second, created) = store.create_campaign(new).await.unwrap();
+    assert!(!created);
+    assert_eq!(first.id, second.id);
+}
+
+store_test!(signal_slots_are_rationed);
+async fn signal_slots_are_rationed(store: Store) {
+    let (_org, campaign) = started(&store, &["a"]).await;
+    assert!(store.claim_signal_slot(&campaign, 60_000).await.unwrap());
+    assert!(!store.claim_signal_slot(&campaign, 60_000).await.unwrap());
+    assert!(store.claim_signal_slot(&campaign, 0).await.unwrap());
+}
+
+store_test!(activity_log_and_push_log_keep_order);
+async fn activity_log_and_push_log_keep_order(store: Store) {
+    let (org, campaign) = started(&store, &["a"]).await;
+    for (kind, message) in [(ActivityKind::StepStarted, "one"), (ActivityKind::WebhookFailed, "two")] {
+        store
+            .append_activity(NewActivity {
+                org_id: &org,
+                campaign_id: &campaign,
+                step_id: Some("report"),
+                kind,
+                message: message.into(),
+                details: serde_json::json!({"attempt": 1}),
+            })
+            .await
+            .unwrap();
+    }
+    let log = store.list_activity(&org, &campaign, 0, 10).await.unwrap();
+    assert_eq!(log.iter().map(|e| (e.kind, e.message.as_str())).collect::<Vec<_>>(),
+        [(ActivityKind::StepStarted, "one"), (ActivityKind::WebhookFailed, "two")]);
+    assert_eq!(log[1].details["attempt"], 1);
+    let after_first = store.list_activity(&org, &campaign, log[0].id, 10).await.unwrap();
+    assert_eq!(after_first.len(), 1);
+
+    let a = delivery_of(&store, &org, &campaign, "a").await;
+    store
+        .record_push(NewPush {
+            org_id: &org,
+            campaign_id: &campaign,
+            delivery_id: &a.id,
+            step_id: "notify",
+            provider: "log",
+            title: "T",
+            body: "B",
+            deeplink: "http://x/c/1",
+        })
+        .await
+        .unwrap();
+    let pushes = store.list_pushes(&org, &campaign).await.unwrap();
+    assert_eq!((pushes.len(), pushes[0].step_id.as_str()), (1, "notify"));
+}
