@@ -1,0 +1,413 @@
+//! The campaign workflow: interprets a campaign's definition one step at a time.
+//!
+//! Campaign progression (which step, which timer) lives here; per-delivery state lives in the
+//! database and is reached only through activities. Each step type maps to one activity, except
+//! DEADLINE_CHECK, which is a durable timer raced against "every delivery is resolved".
+//!
+//! Bounded history: the API writes each READ/ACK to the database first and signals this
+//! workflow at most about once a second per campaign (plus whenever nothing is left
+//! unresolved), with a snapshot of the counts. A run that has taken `max_signals_per_run`
+//! signals continues as new in the middle of its wait, keeping its absolute deadline, so history
+//! stays small whatever the audience size and ACK volume. Signals are only hints: every wait
+//! also asks the database when it begins and before it ends early.
+
+use crate::contract::{
+    CampaignActivities, CampaignRef, DeliveryCounts, FanOutInput, StepFailure, StepInput,
+    WaitInput, WebhookInput,
+};
+use crate::definition::{DeadlineConfig, Definition, NotifyConfig, Outcome, Step, StepKind, WebhookConfig};
+use crate::search_attributes;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, UNIX_EPOCH};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, TimerOptions, TimerResult,
+    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
+    WorkflowTermination,
+};
+
+/// Knobs the engine reads from the workflow input, so that every run of a campaign keeps the
+/// values it started with. Defaults suit production; tests shorten them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineSettings {
+    /// CALL_WEBHOOK attempts in all, first included.
+    pub webhook_max_attempts: u32,
+    /// Delay before the first webhook retry; each further retry doubles it (up to a minute).
+    pub webhook_initial_retry_ms: u64,
+    /// Signals one run takes before it continues as new.
+    pub max_signals_per_run: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings { webhook_max_attempts: 5, webhook_initial_retry_ms: 1_000, max_signals_per_run: 500 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CampaignInput {
+    pub campaign: CampaignRef,
+    /// The campaign's internal name, for the webhook payload.
+    pub name: String,
+    pub definition: Definition,
+    #[serde(default)]
+    pub settings: EngineSettings,
+    /// Where a continued run picks up; `None` for the first run.
+    #[serde(default)]
+    pub resume: Option<Resume>,
+}
+
+/// Carried across continue-as-new: the wait in progress and its absolute deadline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    pub step_id: String,
+    pub wait_deadline_ms: u64,
+    pub counts: DeliveryCounts,
+    pub continued_runs: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CampaignOutcome {
+    pub counts: DeliveryCounts,
+}
+
+/// The answer to the `progress` query.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub current_step: Option<String>,
+    pub step_type: Option<String>,
+    /// End of the current DEADLINE_CHECK wait, in Unix milliseconds.
+    pub waiting_until_ms: Option<u64>,
+    pub counts: DeliveryCounts,
+    pub continued_runs: u32,
+    pub signals_this_run: u32,
+}
+
+#[workflow]
+pub struct CampaignWorkflow {
+    input: CampaignInput,
+    current_step: Option<String>,
+    waiting_until_ms: Option<u64>,
+    counts: DeliveryCounts,
+    /// A signal said nothing is left unresolved; the wait confirms with the database.
+    all_resolved_hint: bool,
+    signals_this_run: u32,
+}
+
+#[workflow_methods]
+impl CampaignWorkflow {
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, input: CampaignInput) -> Self {
+        let counts = input.resume.as_ref().map(|r| r.counts).unwrap_or_default();
+        CampaignWorkflow {
+            input,
+            current_step: None,
+            waiting_until_ms: None,
+            counts,
+            all_resolved_hint: false,
+            signals_this_run: 0,
+        }
+    }
+
+    #[run(name = "campaign")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<CampaignOutcome> {
+        let input = ctx.state(|s| s.input.clone());
+        match drive(ctx, &input).await {
+            Err(WorkflowTermination::ContinueAsNew(next)) => Err(WorkflowTermination::ContinueAsNew(next)),
+            _ if ctx.cancellation_token().is_cancelled() => {
+                // The cleanup runs on a detached token: the workflow's own is already cancelled.
+                ctx.execute_activity(
+                    CampaignActivities::record_cancellation,
+                    input.campaign.clone(),
+                    {
+                        let mut detached = options("cancel", Duration::from_secs(30));
+                        detached.cancellation_token = Some(WorkflowCancellationToken::new());
+                        detached
+                    },
+                )
+                .await?;
+                ctx.upsert_search_attributes([search_attributes::STATUS.value_set("CANCELLED".into())]);
+                Err(WorkflowTermination::cancelled())
+            }
+            result => result,
+        }
+    }
+
+    #[signal(name = "deliveries_changed")]
+    pub fn deliveries_changed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, counts: DeliveryCounts) {
+        self.signals_this_run += 1;
+        if counts.progress_key() >= self.counts.progress_key() {
+            self.counts = counts;
+        }
+        if counts.unresolved() == 0 {
+            self.all_resolved_hint = true;
+        }
+    }
+
+    #[query(name = "progress")]
+    pub fn progress(&self, _ctx: &WorkflowContextView) -> Progress {
+        let step = self.current_step.as_deref().and_then(|id| self.input.definition.step(id));
+        Progress {
+            current_step: self.current_step.clone(),
+            step_type: step.map(|s| s.kind.type_name().to_owned()),
+            waiting_until_ms: self.waiting_until_ms,
+            counts: self.counts,
+            continued_runs: self.input.resume.as_ref().map_or(0, |r| r.continued_runs),
+            signals_this_run: self.signals_this_run,
+        }
+    }
+}
+
+/// Runs the definition from the entry step (or the resumed one) to an end, then completes the
+/// campaign: whatever is still unresolved becomes MISSED.
+async fn drive(ctx: &mut WorkflowContext<CampaignWorkflow>, input: &CampaignInput) -> WorkflowResult<CampaignOutcome> {
+    let definition = &input.definition;
+    let mut resume = input.resume.clone();
+    let mut step = match &resume {
+        Some(r) => definition.step(&r.step_id).ok_or_else(|| corrupt(&r.step_id))?,
+        None => definition.entry(),
+    };
+    loop {
+        ctx.state_mut(|s| {
+            s.current_step = Some(step.id.clone());
+            s.waiting_until_ms = None;
+        });
+        ctx.set_current_details(format!("step `{}` ({})", step.id, step.kind.type_name()));
+        let outcome = match &step.kind {
+            StepKind::SendNotification(config) => fan_out(ctx, input, step, config, false).await?,
+            StepKind::SendReminder(config) => fan_out(ctx, input, step, config, true).await?,
+            StepKind::DeadlineCheck(config) => {
+                let resumed_deadline = resume.take().map(|r| r.wait_deadline_ms);
+                wait(ctx, input, step, config, resumed_deadline).await?
+            }
+            StepKind::MarkMissed => {
+                let counts = ctx
+                    .execute_activity(
+                        CampaignActivities::mark_missed,
+                        StepInput { campaign: input.campaign.clone(), step_id: step.id.clone() },
+                        options(&step.id, Duration::from_secs(300)),
+                    )
+                    .await?;
+                ctx.state_mut(|s| s.counts = counts);
+                Outcome::Next
+            }
+            StepKind::CallWebhook(config) => call_webhook(ctx, input, step, config).await?,
+        };
+        match definition.next_step(&step.id, outcome) {
+            Some(next) => step = next,
+            None => break,
+        }
+    }
+    ctx.state_mut(|s| s.current_step = None);
+    let counts = ctx
+        .execute_activity(
+            CampaignActivities::complete_campaign,
+            input.campaign.clone(),
+            options("complete", Duration::from_secs(300)),
+        )
+        .await?;
+    ctx.state_mut(|s| s.counts = counts);
+    ctx.upsert_search_attributes([search_attributes::STATUS.value_set("COMPLETED".into())]);
+    Ok(CampaignOutcome { counts })
+}
+
+async fn fan_out(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    input: &CampaignInput,
+    step: &Step,
+    config: &NotifyConfig,
+    reminder: bool,
+) -> WorkflowResult<Outcome> {
+    let fan_out = FanOutInput {
+        campaign: input.campaign.clone(),
+        step_id: step.id.clone(),
+        channels: config.channels.clone(),
+        variables: config.variables.clone(),
+    };
+    // Fan-out pages through the audience and heartbeats its position: a retry (after a worker
+    // crash, say) resumes from the last checkpoint instead of starting over.
+    let mut options = options(&step.id, Duration::from_secs(3600));
+    options.heartbeat_timeout = Some(Duration::from_secs(60));
+    let result = if reminder {
+        ctx.execute_activity(CampaignActivities::send_reminder, fan_out, options).await?
+    } else {
+        ctx.execute_activity(CampaignActivities::send_notification, fan_out, options).await?
+    };
+    ctx.state_mut(|s| s.counts = result.counts);
+    Ok(Outcome::Next)
+}
+
+/// DEADLINE_CHECK: a durable timer raced against "every delivery is resolved".
+async fn wait(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    input: &CampaignInput,
+    step: &Step,
+    config: &DeadlineConfig,
+    resumed_deadline_ms: Option<u64>,
+) -> WorkflowResult<Outcome> {
+    let (deadline_ms, counts) = match resumed_deadline_ms {
+        Some(deadline) => (deadline, count_deliveries(ctx, input, step).await?),
+        None => {
+            let deadline = now_ms(ctx) + config.duration.as_millis() as u64;
+            let begin = WaitInput {
+                campaign: input.campaign.clone(),
+                step_id: step.id.clone(),
+                duration: config.text.clone(),
+            };
+            let counts = ctx
+                .execute_activity(
+                    CampaignActivities::begin_wait,
+                    begin,
+                    options(&step.id, Duration::from_secs(60)),
+                )
+                .await?;
+            (deadline, counts)
+        }
+    };
+    ctx.state_mut(|s| {
+        s.counts = counts;
+        s.all_resolved_hint = false;
+        s.waiting_until_ms = Some(deadline_ms);
+    });
+    if counts.unresolved() == 0 {
+        return Ok(Outcome::AllAcknowledged);
+    }
+    let max_signals = input.settings.max_signals_per_run;
+    let now = now_ms(ctx);
+    if now >= deadline_ms {
+        return Ok(Outcome::Deadline);
+    }
+    // One durable timer for the whole wait (a clone of the context owns it, so the loop can
+    // still run activities); signals only wake the loop to re-count.
+    let timer_ctx = ctx.clone();
+    let mut timer = std::pin::pin!(
+        timer_ctx.timer(
+            TimerOptions::builder(Duration::from_millis(deadline_ms - now))
+                .summary(format!("{} deadline", step.id))
+                .build(),
+        )
+    );
+    loop {
+        let woke_by_timer = temporalio_sdk::workflows::select! {
+            fired = timer => Some(fired),
+            condition = ctx.wait_condition(|s| s.all_resolved_hint || s.signals_this_run >= max_signals) => {
+                condition?;
+                None
+            }
+        };
+        match woke_by_timer {
+            Some(TimerResult::Fired) => return Ok(Outcome::Deadline),
+            Some(_) => return Err(WorkflowTermination::cancelled()),
+            None => {}
+        }
+        if ctx.state(|s| s.signals_this_run >= max_signals) {
+            let counts = ctx.state(|s| s.counts);
+            let continued_runs = input.resume.as_ref().map_or(0, |r| r.continued_runs) + 1;
+            let next = CampaignInput {
+                resume: Some(Resume { step_id: step.id.clone(), wait_deadline_ms: deadline_ms, counts, continued_runs }),
+                ..input.clone()
+            };
+            ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+        }
+        let counts = count_deliveries(ctx, input, step).await?;
+        ctx.state_mut(|s| {
+            s.counts = counts;
+            s.all_resolved_hint = false;
+        });
+        if counts.unresolved() == 0 {
+            return Ok(Outcome::AllAcknowledged);
+        }
+    }
+}
+
+async fn count_deliveries(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    input: &CampaignInput,
+    step: &Step,
+) -> WorkflowResult<DeliveryCounts> {
+    Ok(ctx
+        .execute_activity(
+            CampaignActivities::count_deliveries,
+            input.campaign.clone(),
+            options(&step.id, Duration::from_secs(60)),
+        )
+        .await?)
+}
+
+/// CALL_WEBHOOK: retried with exponential backoff by Temporal; when the retries are exhausted
+/// the failure goes to the activity log and the campaign carries on (seed 001).
+async fn call_webhook(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    input: &CampaignInput,
+    step: &Step,
+    config: &WebhookConfig,
+) -> WorkflowResult<Outcome> {
+    let settings = &input.settings;
+    let retry = RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(settings.webhook_initial_retry_ms))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(60))
+        .maximum_attempts(settings.webhook_max_attempts)
+        .build();
+    let call = WebhookInput {
+        campaign: input.campaign.clone(),
+        step_id: step.id.clone(),
+        campaign_name: input.name.clone(),
+        config: config.clone(),
+        max_attempts: settings.webhook_max_attempts,
+    };
+    // 30 s is the per-request timeout inside the activity; this bounds one attempt overall.
+    let mut attempt_options = options(&step.id, Duration::from_secs(45));
+    attempt_options.retry_policy = Some(retry);
+    if let Err(error) = ctx.execute_activity(CampaignActivities::call_webhook, call, attempt_options).await {
+        if ctx.cancellation_token().is_cancelled() {
+            return Err(WorkflowTermination::cancelled());
+        }
+        let failure = StepFailure {
+            campaign: input.campaign.clone(),
+            step_id: step.id.clone(),
+            step_type: step.kind.type_name().to_owned(),
+            error: error.to_string(),
+        };
+        ctx.execute_activity(
+            CampaignActivities::record_step_failure,
+            failure,
+            options(&step.id, Duration::from_secs(60)),
+        )
+        .await?;
+    }
+    Ok(Outcome::Next)
+}
+
+/// Activity options named after the step, so the Web UI shows which step each activity serves.
+/// Retries back off exponentially up to a minute and go on until the start-to-close budget of
+/// the caller's choosing runs out per attempt; callers adjust the public fields they need.
+fn options(step_id: &str, start_to_close: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(start_to_close)
+        .summary(step_id.to_owned())
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(60))
+                .build(),
+        )
+        .build()
+}
+
+fn now_ms(ctx: &WorkflowContext<CampaignWorkflow>) -> u64 {
+    ctx.workflow_time()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn corrupt(step_id: &str) -> WorkflowTermination {
+    WorkflowTermination::Failed(
+        temporalio_sdk::ApplicationFailure::non_retryable(format!(
+            "resume names step {step_id:?}, which the definition does not have"
+        ))
+        .into(),
+    )
+}

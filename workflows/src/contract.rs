@@ -1,0 +1,121 @@
+//! The contract between the campaign workflow and its activities: the activity declarations
+//! (implemented by the `pidgr-activities` crate, registered by the worker) and the values that
+//! cross the boundary. Everything here is plain data, serialised as JSON in workflow history.
+
+use crate::definition::{Channel, WebhookConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use temporalio_macros::activity_definitions;
+use temporalio_sdk::activities::ActivityError;
+
+/// Identifies a campaign and the organisation that owns it; every activity scopes its database
+/// access to both.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignRef {
+    pub org_id: String,
+    pub campaign_id: String,
+}
+
+/// Deliveries per status, as the workflow last heard them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub sent: u64,
+    pub read: u64,
+    pub acknowledged: u64,
+    pub missed: u64,
+    pub failed: u64,
+}
+
+impl DeliveryCounts {
+    pub fn total(&self) -> u64 {
+        self.pending + self.sent + self.read + self.acknowledged + self.missed + self.failed
+    }
+
+    /// Deliveries still waiting for an outcome (PENDING, SENT, READ).
+    pub fn unresolved(&self) -> u64 {
+        self.pending + self.sent + self.read
+    }
+
+    /// Statuses only move forward during a wait, so of two snapshots the one further along is
+    /// the newer: this orders snapshots that signals may deliver out of order.
+    pub fn progress_key(&self) -> (u64, u64) {
+        (self.acknowledged + self.missed + self.failed, self.read)
+    }
+}
+
+/// A fan-out step: SEND_NOTIFICATION or SEND_REMINDER.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FanOutInput {
+    pub campaign: CampaignRef,
+    pub step_id: String,
+    pub channels: Vec<Channel>,
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOutResult {
+    /// Recipients this attempt notified (a retried attempt counts only its own work).
+    pub notified: u64,
+    pub failed: u64,
+    pub counts: DeliveryCounts,
+}
+
+/// Input of the activities that only need to know the campaign and the step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepInput {
+    pub campaign: CampaignRef,
+    pub step_id: String,
+}
+
+/// A DEADLINE_CHECK wait begins: the step is recorded and the deliveries counted, so a wait
+/// whose deliveries are all resolved already ends at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitInput {
+    pub campaign: CampaignRef,
+    pub step_id: String,
+    /// The deadline, as text for the activity log (e.g. "72h").
+    pub duration: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WebhookInput {
+    pub campaign: CampaignRef,
+    pub step_id: String,
+    pub campaign_name: String,
+    pub config: WebhookConfig,
+    /// The retry policy's attempt limit, so each attempt's log line can say "attempt 2 of 5".
+    pub max_attempts: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDelivered {
+    pub status: u16,
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFailure {
+    pub campaign: CampaignRef,
+    pub step_id: String,
+    pub step_type: String,
+    pub error: String,
+}
+
+/// Activity declarations. Names are the step types the Web UI shows; each call also carries the
+/// step id as its summary.
+pub struct CampaignActivities;
+
+#[rustfmt::skip]
+#[activity_definitions]
+impl CampaignActivities {
+    #[activity(name = "SEND_NOTIFICATION")] pub fn send_notification(input: FanOutInput) -> Result<FanOutResult, ActivityError> { unimplemented!() }
+    #[activity(name = "SEND_REMINDER")] pub fn send_reminder(input: FanOutInput) -> Result<FanOutResult, ActivityError> { unimplemented!() }
+    #[activity(name = "DEADLINE_CHECK")] pub fn begin_wait(input: WaitInput) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
+    #[activity(name = "MARK_MISSED")] pub fn mark_missed(input: StepInput) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
+    #[activity(name = "CALL_WEBHOOK")] pub fn call_webhook(input: WebhookInput) -> Result<WebhookDelivered, ActivityError> { unimplemented!() }
+    #[activity(name = "count_deliveries")] pub fn count_deliveries(input: CampaignRef) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
+    #[activity(name = "record_step_failure")] pub fn record_step_failure(input: StepFailure) -> Result<(), ActivityError> { unimplemented!() }
+    #[activity(name = "complete_campaign")] pub fn complete_campaign(input: CampaignRef) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
+    #[activity(name = "record_cancellation")] pub fn record_cancellation(input: CampaignRef) -> Result<(), ActivityError> { unimplemented!() }
+}
