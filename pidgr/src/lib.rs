@@ -1,1 +1,173 @@
-pub fn x(){}
+//! The pidgr binary's wiring: configuration (the only place that reads the environment), and
+//! functions that start the API and the worker. The end-to-end tests call these too.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use pidgr_activities::{ActivitySettings, CampaignActivitiesImpl, LogPushProvider};
+use pidgr_api::{ApiSettings, AppState};
+use pidgr_outbound::{OutboundClient, OutboundConfig};
+use pidgr_store::Store;
+use pidgr_workflows::definition::UrlPolicy;
+use pidgr_workflows::{CampaignWorkflow, EngineSettings};
+use temporalio_client::envconfig::LoadClientConfigProfileOptions;
+use temporalio_client::{Client, ClientOptions, Connection};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+use tokio::net::TcpListener;
+
+/// Where the embedded development database lives unless `DATABASE_URL` says otherwise.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://.data/pidgr.db";
+
+/// Settings shared by every subcommand that touches the database or Temporal.
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Database URL: `sqlite://path` (embedded, the default) or `postgres://...`.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// `development` or `production`. Production refuses development-only settings.
+    #[arg(long, env = "PIDGR_ENVIRONMENT", default_value = "development")]
+    pub environment: String,
+    /// Development only: allow plain-HTTP and loopback webhook URLs, for local receivers.
+    #[arg(long, env = "PIDGR_ALLOW_INSECURE_WEBHOOKS", default_value_t = false)]
+    pub allow_insecure_webhooks: bool,
+    /// Task queue of campaign workflows and activities.
+    #[arg(long, env = "PIDGR_TASK_QUEUE", default_value = pidgr_workflows::DEFAULT_TASK_QUEUE)]
+    pub task_queue: String,
+    /// Address the API listens on.
+    #[arg(long, env = "PIDGR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Public base URL of the API, used to build recipients' deeplinks.
+    #[arg(long, env = "PIDGR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// At most one progress signal per campaign per this many milliseconds.
+    #[arg(long, env = "PIDGR_SIGNAL_INTERVAL_MS", default_value_t = 1000)]
+    pub signal_interval_ms: u64,
+    /// Signals one workflow run takes before it continues as new.
+    #[arg(long, env = "PIDGR_MAX_SIGNALS_PER_RUN", default_value_t = 500)]
+    pub max_signals_per_run: u32,
+    /// CALL_WEBHOOK attempts in all (first included).
+    #[arg(long, env = "PIDGR_WEBHOOK_MAX_ATTEMPTS", default_value_t = 5)]
+    pub webhook_max_attempts: u32,
+    /// Delay before the first CALL_WEBHOOK retry, doubling after each.
+    #[arg(long, env = "PIDGR_WEBHOOK_INITIAL_RETRY_MS", default_value_t = 1000)]
+    pub webhook_initial_retry_ms: u64,
+    /// Recipients per fan-out page (progress is checkpointed per page).
+    #[arg(long, env = "PIDGR_FANOUT_PAGE_SIZE", default_value_t = 200)]
+    pub fanout_page_size: i64,
+}
+
+impl Config {
+    /// The SSRF policy; the insecure allowance is refused in production.
+    pub fn url_policy(&self) -> anyhow::Result<UrlPolicy> {
+        match (self.environment.as_str(), self.allow_insecure_webhooks) {
+            ("production", true) => bail!(
+                "PIDGR_ALLOW_INSECURE_WEBHOOKS is a development setting and is refused when PIDGR_ENVIRONMENT=production"
+            ),
+            ("production" | "development", allow) => Ok(UrlPolicy { allow_insecure_loopback: allow }),
+            (other, _) => bail!("PIDGR_ENVIRONMENT must be development or production, not {other:?}"),
+        }
+    }
+
+    pub fn engine(&self) -> EngineSettings {
+        EngineSettings {
+            webhook_max_attempts: self.webhook_max_attempts.max(1),
+            webhook_initial_retry_ms: self.webhook_initial_retry_ms,
+            max_signals_per_run: self.max_signals_per_run.max(1),
+        }
+    }
+
+    pub fn api_settings(&self) -> anyhow::Result<ApiSettings> {
+        Ok(ApiSettings {
+            task_queue: self.task_queue.clone(),
+            url_policy: self.url_policy()?,
+            engine: self.engine(),
+            signal_interval: Duration::from_millis(self.signal_interval_ms),
+        })
+    }
+
+    pub fn activity_settings(&self) -> ActivitySettings {
+        let base = self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        ActivitySettings {
+            page_size: self.fanout_page_size.max(1),
+            deeplink_base: format!("{}/v1/deeplinks/", base.trim_end_matches('/')),
+        }
+    }
+
+    /// Opens the database; an embedded SQLite file's folder is created first.
+    pub async fn store(&self) -> anyhow::Result<Store> {
+        if let Some(path) = self.database_url.strip_prefix("sqlite://") {
+            let file = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
+        Store::connect(&self.database_url)
+            .await
+            .with_context(|| format!("opening the database at {}", redact(&self.database_url)))
+    }
+}
+
+/// A database URL with any password removed, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Connects to Temporal as configured by the standard `TEMPORAL_*` environment variables and
+/// config file (address `localhost:7233`, namespace `default` unless set).
+pub async fn temporal_client() -> anyhow::Result<Client> {
+    let (connection_options, client_options) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+        .map_err(|e| anyhow::anyhow!("reading the Temporal client configuration: {e}"))?;
+    let target = connection_options.target.to_string();
+    let connection = Connection::connect(connection_options)
+        .await
+        .with_context(|| format!("connecting to Temporal at {target} (is the dev server running? try `make dev`)"))?;
+    Ok(Client::new(connection, client_options)?)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve_api(
+    listener: TcpListener,
+    store: Store,
+    temporal: Client,
+    settings: ApiSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = pidgr_api::router(AppState { store, temporal, settings });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// Builds the campaign worker: the workflow and every step activity on the configured queue.
+pub fn build_worker(config: &Config, store: Store, temporal: Client) -> anyhow::Result<Worker> {
+    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let outbound = OutboundClient::new(OutboundConfig { policy: config.url_policy()?, ..Default::default() })?;
+    let push = Arc::new(LogPushProvider::new(store.clone()));
+    let activities = CampaignActivitiesImpl::new(store, push, outbound, config.activity_settings());
+    let options = WorkerOptions::new(config.task_queue.clone())
+        .register_workflow::<CampaignWorkflow>()?
+        .register_activities(activities)
+        .build();
+    Ok(Worker::new(&runtime, temporal, options)?)
+}
+
+/// Runs the campaign worker until `stop` turns true, then shuts it down gracefully (in-flight
+/// activities finish or are handed back). The SDK's worker future is not `Send`: await this on
+/// the task that owns it (the binary's main task, or a thread of its own).
+pub async fn run_worker(config: &Config, store: Store, temporal: Client, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut worker = build_worker(config, store, temporal)?;
+    let shutdown = worker.shutdown_handle();
+    tracing::info!(task_queue = %config.task_queue, "worker started");
+    let run = worker.run();
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => return result.context("worker"),
+        _ = stop.wait_for(|s| *s) => shutdown(),
+    }
+    run.await.context("worker")
+}

@@ -1,1 +1,147 @@
-fn main() {}
+//! `pidgr`: serve | api | worker | migrate | validate | dev-key.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pidgr::{Config, run_worker, serve_api, temporal_client};
+use pidgr_workflows::definition::parse;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "pidgr", version, about = "Campaigns that must be read and acknowledged, run as durable Temporal workflows.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API and worker in one process (what `make dev` runs).
+    Serve(#[command(flatten)] Config),
+    /// The HTTP API only.
+    Api(#[command(flatten)] Config),
+    /// The campaign worker only.
+    Worker(#[command(flatten)] Config),
+    /// Applies database migrations.
+    Migrate(#[command(flatten)] Config),
+    /// Validates a workflow definition file; exits 1 and lists every problem if it is invalid.
+    Validate {
+        file: PathBuf,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Creates an API key for the "Development" organisation (created if missing) and prints it.
+    DevKey(#[command(flatten)] Config),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,temporalio_sdk_core=warn,temporalio_sdk=warn,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { file, config } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            return Ok(match parse(&text, &config.url_policy()?) {
+                Ok(validated) => {
+                    for warning in &validated.warnings {
+                        println!("warning: {warning}");
+                    }
+                    println!("{}: the definition is valid ({} steps)", file.display(), validated.definition.steps.len());
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    for problem in &problems {
+                        println!("{problem}");
+                    }
+                    println!("{}: the definition has {} problem(s)", file.display(), problems.len());
+                    ExitCode::FAILURE
+                }
+            });
+        }
+        Command::Migrate(config) => {
+            let store = config.store().await?;
+            store.migrate().await?;
+            println!("database migrated");
+        }
+        Command::DevKey(config) => {
+            let store = config.store().await?;
+            store.migrate().await?;
+            let org = match store.find_organisation_by_name("Development").await? {
+                Some(org) => org,
+                None => store.create_organisation("Development").await?,
+            };
+            let key = store.create_api_key(&org.id, "make dev", "admin").await?;
+            println!("{}", key.secret);
+        }
+        Command::Serve(config) => run_services(config, true, true).await?,
+        Command::Api(config) => run_services(config, true, false).await?,
+        Command::Worker(config) => run_services(config, false, true).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the API and/or the worker until Ctrl-C or SIGTERM, then shuts both down gracefully.
+async fn run_services(config: Config, api: bool, worker: bool) -> anyhow::Result<()> {
+    let settings = config.api_settings()?;
+    let store = config.store().await?;
+    store.migrate().await?;
+    let temporal = temporal_client().await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api_task = if api {
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+        tracing::info!(address = %listener.local_addr()?, "API listening");
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        Some(tokio::spawn(serve_api(listener, store.clone(), temporal.clone(), settings, shutdown)))
+    } else {
+        None
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    // The worker runs on this task: its future is not Send.
+    let worker_result = if worker { run_worker(&config, store, temporal, stop_rx.clone()).await } else { Ok(()) };
+    if let Some(api_task) = api_task {
+        if worker_result.is_err() {
+            api_task.abort();
+        } else {
+            api_task.await??;
+        }
+    }
+    worker_result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -225,7 +225,8 @@ impl Store {
                     .bind(new_id())
                     .bind(org_id.to_owned())
                     .bind(campaign_id.to_owned())
-                    .bind((batch_index * INSERT_BATCH + i) as i64)
+                    // 1-based: position 0 is "before the first recipient" for paging.
+                    .bind((batch_index * INSERT_BATCH + i + 1) as i64)
                     .bind(recipient.user_id.clone())
                     .bind(recipient.email.clone())
                     .bind(recipient.display_name.clone())

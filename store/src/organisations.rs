@@ -66,6 +66,18 @@ impl Store {
         Ok(org)
     }
 
+    /// The oldest organisation with this name, if any (for `pidgr dev-key`).
+    pub async fn find_organisation_by_name(&self, name: &str) -> Result<Option<Organisation>> {
+        let row = sqlx::query(
+            "SELECT id, name, created_at FROM organisations WHERE name = $1 ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok(Organisation { id: row.try_get("id")?, name: row.try_get("name")?, created_at: time(&row, "created_at")? }))
+            .transpose()
+    }
+
     pub async fn get_organisation(&self, org_id: &str) -> Result<Organisation> {
         let row = sqlx::query("SELECT id, name, created_at FROM organisations WHERE id = $1")
             .bind(org_id)

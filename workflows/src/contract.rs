@@ -119,3 +119,9 @@ impl CampaignActivities {
     #[activity(name = "complete_campaign")] pub fn complete_campaign(input: CampaignRef) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
     #[activity(name = "record_cancellation")] pub fn record_cancellation(input: CampaignRef) -> Result<(), ActivityError> { unimplemented!() }
 }
+
+/// The activity types, for implementers (`#[activity(definition = activity_types::SendNotification)]`).
+/// The macro keeps its own module private; these are its public names.
+pub mod activity_types {
+    pub use super::campaign_activities::*;
+}

@@ -11,6 +11,7 @@
 pub mod campaign;
 pub mod contract;
 pub mod definition;
+pub mod template;
 
 pub use campaign::{CampaignInput, CampaignOutcome, CampaignWorkflow, EngineSettings, Progress};
 

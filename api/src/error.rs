@@ -1,0 +1,78 @@
+//! The one error type at the HTTP edge: every failure becomes `application/problem+json`
+//! (RFC 9457) with a stable `type`. Internal failures are logged once, here, and never leak.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pidgr_store::StoreError;
+use pidgr_workflows::definition::Problem;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body is not valid: {0}")]
+    BadRequest(String),
+    /// Input that parsed but broke the rules: every problem, each with its JSON pointer.
+    #[error("the request has {} problem(s)", .0.len())]
+    Invalid(Vec<Problem>),
+    #[error("the workflow engine is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Validation failed"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => ApiError::NotFound("resource"),
+            StoreError::Conflict(message) => ApiError::Conflict(message),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.parts();
+        let detail = match &self {
+            ApiError::Internal(message) | ApiError::Unavailable(message) => {
+                tracing::error!(error = %message, "request failed");
+                if matches!(self, ApiError::Internal(_)) {
+                    "something went wrong on our side; it has been logged".to_owned()
+                } else {
+                    self.to_string()
+                }
+            }
+            other => other.to_string(),
+        };
+        let mut body = json!({
+            "type": format!("https://pidgr.dev/problems/{kind}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        if let ApiError::Invalid(problems) = &self {
+            body["errors"] = json!(problems);
+        }
+        (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+    }
+}

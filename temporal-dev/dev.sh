@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make dev`: the whole system on one machine. Ctrl-C stops everything this script started.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+cli="${PIDGR_TEMPORAL_CLI:-$root/.tools/py/bin/temporal}"
+pidgr="$root/target/debug/pidgr"
+export DATABASE_URL="${DATABASE_URL:-sqlite://$root/.data/pidgr.db}"
+export PIDGR_LISTEN="${PIDGR_LISTEN:-127.0.0.1:8080}"
+export PIDGR_ALLOW_INSECURE_WEBHOOKS="${PIDGR_ALLOW_INSECURE_WEBHOOKS:-true}"
+export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:${TEMPORAL_PORT:-7233}}"
+mkdir -p .data
+
+children=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "stopped."
+}
+trap cleanup EXIT INT TERM
+
+echo "==> starting the Temporal dev server (log: .data/temporal.log)"
+./temporal-dev/start-server.sh > .data/temporal.log 2>&1 &
+children+=($!)
+for _ in $(seq 1 120); do
+  if "$cli" operator cluster health --address "$TEMPORAL_ADDRESS" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "${children[0]}" 2>/dev/null; then
+    echo "the Temporal dev server exited; see .data/temporal.log" >&2; exit 1
+  fi
+  sleep 0.5
+done
+"$cli" operator cluster health --address "$TEMPORAL_ADDRESS" >/dev/null
+
+echo "==> migrating $DATABASE_URL"
+"$pidgr" migrate
+key="$("$pidgr" dev-key)"
+
+cat <<INFO
+
+  API         http://$PIDGR_LISTEN
+  Web UI      http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}
+  API key     $key
+              export PIDGR_KEY=$key
+
+  Ctrl-C stops the API, the worker and the dev server.
+
+INFO
+"$pidgr" serve &
+children+=($!)
+wait -n "${children[@]}"

@@ -1,0 +1,386 @@
+//! The end-to-end harness: a real Temporal dev server (started from the CLI `make tools`
+//! installed), a real SQLite database file, the real API on a loopback port, the real worker
+//! (in this process, or as a `pidgr worker` child process that a test can kill), and a real
+//! HTTP receiver for webhooks.
+
+use std::collections::VecDeque;
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use axum::http::{HeaderMap, StatusCode};
+use pidgr::Config;
+use pidgr_store::Store;
+use serde_json::{Value, json};
+use temporalio_client::{Client, ClientOptions, WorkflowListOptions};
+use temporalio_sdk::testing::{EphemeralExe, LocalServer, LocalWorkflowEnvironmentOptions, WorkflowEnvironment};
+use tokio::sync::{mpsc, watch};
+
+/// How long any awaited condition may take before the test fails with a message saying what
+/// it was waiting for. Generous: the machines have two cores and run tests in parallel.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The §4 example definition with second-scale durations and a loopback receiver.
+pub fn example_definition(first_wait: &str, last_call: &str, webhook_url: &str) -> Value {
+    json!({
+        "version": 1,
+        "start": "notify",
+        "steps": [
+            { "id": "notify", "type": "SEND_NOTIFICATION",
+              "config": { "channels": ["push"], "variables": { "deadline": "Friday" } },
+              "transitions": { "next": "wait" } },
+            { "id": "wait", "type": "DEADLINE_CHECK", "config": { "duration": first_wait },
+              "transitions": { "deadline": "remind", "all_acknowledged": "report" } },
+            { "id": "remind", "type": "SEND_REMINDER", "config": { "channels": ["push"] },
+              "transitions": { "next": "last-call" } },
+            { "id": "last-call", "type": "DEADLINE_CHECK", "config": { "duration": last_call },
+              "transitions": { "next": "missed" } },
+            { "id": "missed", "type": "MARK_MISSED", "config": {}, "transitions": { "next": "report" } },
+            { "id": "report", "type": "CALL_WEBHOOK",
+              "config": { "name": "Results to Slack", "url": webhook_url,
+                          "headers": { "Authorization": "Bearer s3cret", "X-Custom-Header": "custom-value" } },
+              "transitions": {} }
+        ]
+    })
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// The Temporal CLI the Makefile installed.
+fn temporal_cli() -> Result<String> {
+    let path = std::env::var("PIDGR_TEMPORAL_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/py/bin/temporal"));
+    if !path.exists() {
+        bail!("the Temporal CLI is not at {}; run `make tools` (or `make test`)", path.display());
+    }
+    Ok(path.display().to_string())
+}
+
+/// The `pidgr` binary (`make test` builds it first).
+pub fn pidgr_binary() -> Result<PathBuf> {
+    let path = std::env::var("PIDGR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pidgr"));
+    if !path.exists() {
+        bail!("the pidgr binary is not at {}; run `cargo build -p pidgr` (make test does)", path.display());
+    }
+    Ok(path)
+}
+
+/// Knobs a scenario may change before the system starts.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub signal_interval_ms: u64,
+    pub max_signals_per_run: u32,
+    pub webhook_max_attempts: u32,
+    /// Run the worker in this process (false: the test starts `pidgr worker` processes itself).
+    pub in_process_worker: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { signal_interval_ms: 1000, max_signals_per_run: 500, webhook_max_attempts: 3, in_process_worker: true }
+    }
+}
+
+pub struct System {
+    env: Option<WorkflowEnvironment<LocalServer>>,
+    pub temporal_address: String,
+    pub client: Client,
+    pub store: Store,
+    pub config: Config,
+    pub api: String,
+    pub http: reqwest::Client,
+    pub key: String,
+    pub org_id: String,
+    stop: watch::Sender<bool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    dir: PathBuf,
+}
+
+impl System {
+    pub async fn start(options: Options) -> Result<System> {
+        // reqwest is built without a default TLS provider; the tests speak plain HTTP anyway.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = std::env::temp_dir().join(format!("pidgr-e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port();
+        let server_options = LocalWorkflowEnvironmentOptions::builder()
+            .server_executable(EphemeralExe::ExistingPath(temporal_cli()?))
+            .port(port)
+            .client_options(ClientOptions::new("default").build())
+            .extra_args(
+                pidgr_workflows::search_attributes::ALL
+                    .iter()
+                    .flat_map(|(name, kind)| ["--search-attribute".to_owned(), format!("{name}={kind}")])
+                    .collect(),
+            )
+            .build();
+        let env = WorkflowEnvironment::start_local(server_options).await.context("starting the Temporal dev server")?;
+        let client = env.client().clone();
+        let listen = StdListener::bind("127.0.0.1:0")?;
+        let api_addr = listen.local_addr()?;
+        let config = Config {
+            database_url: format!("sqlite://{}", dir.join("pidgr.db").display()),
+            environment: "development".into(),
+            allow_insecure_webhooks: true,
+            task_queue: format!("pidgr-e2e-{}", uuid::Uuid::new_v4().simple()),
+            listen: api_addr,
+            public_url: None,
+            signal_interval_ms: options.signal_interval_ms,
+            max_signals_per_run: options.max_signals_per_run,
+            webhook_max_attempts: options.webhook_max_attempts,
+            webhook_initial_retry_ms: 100,
+            fanout_page_size: 50,
+        };
+        let store = config.store().await?;
+        store.migrate().await?;
+        let org = store.create_organisation("E2E").await?;
+        let key = store.create_api_key(&org.id, "e2e", "admin").await?.secret;
+
+        let (stop, stop_rx) = watch::channel(false);
+        listen.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listen)?;
+        let mut shutdown = stop_rx.clone();
+        tokio::spawn(pidgr::serve_api(listener, store.clone(), client.clone(), config.api_settings()?, async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        }));
+        let mut system = System {
+            env: Some(env),
+            temporal_address: format!("127.0.0.1:{port}"),
+            client,
+            store,
+            config,
+            api: format!("http://{api_addr}"),
+            http: reqwest::Client::new(),
+            key,
+            org_id: org.id,
+            stop,
+            workers: Vec::new(),
+            dir,
+        };
+        if options.in_process_worker {
+            system.start_in_process_worker()?;
+        }
+        Ok(system)
+    }
+
+    /// Runs the worker on a thread of its own (the SDK's worker future is not `Send`).
+    pub fn start_in_process_worker(&mut self) -> Result<()> {
+        let (config, store, client, stop) = (self.config.clone(), self.store.clone(), self.client.clone(), self.stop.subscribe());
+        self.workers.push(std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+            runtime.block_on(pidgr::run_worker(&config, store, client, stop)).expect("the worker failed");
+        }));
+        Ok(())
+    }
+
+    /// A `pidgr worker` child process configured like this system; killed when dropped.
+    pub fn spawn_worker_process(&self) -> Result<tokio::process::Child> {
+        let c = &self.config;
+        Ok(tokio::process::Command::new(pidgr_binary()?)
+            .arg("worker")
+            .env("DATABASE_URL", &c.database_url)
+            .env("PIDGR_ALLOW_INSECURE_WEBHOOKS", "true")
+            .env("PIDGR_TASK_QUEUE", &c.task_queue)
+            .env("PIDGR_FANOUT_PAGE_SIZE", c.fanout_page_size.to_string())
+            .env("TEMPORAL_ADDRESS", &self.temporal_address)
+            .env("TEMPORAL_NAMESPACE", "default")
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()?)
+    }
+
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for worker in self.workers.drain(..) {
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        }
+        if let Some(env) = self.env.take() {
+            let _ = env.shutdown().await;
+        }
+        self.store.close().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    // ---- the API, as a client sees it ----
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.api)).bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = StatusCode::from_u16(response.status().as_u16())?;
+        let text = response.text().await?;
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).with_context(|| text.clone())? };
+        Ok((status, value))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Result<(StatusCode, Value)> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await?;
+        if !status.is_success() {
+            bail!("GET {path} answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Creates and starts a campaign for `users`; returns its id.
+    pub async fn start_campaign(&self, users: &[&str], definition: Value) -> Result<String> {
+        let recipients: Vec<Value> = users
+            .iter()
+            .map(|u| json!({ "user_id": u, "display_name": format!("User {u}"), "variables": { "team": format!("team-{u}") } }))
+            .collect();
+        let (status, created) = self
+            .post(
+                "/v1/campaigns",
+                json!({
+                    "name": "Q1 Security Update",
+                    "title": "Security update for {{name}}",
+                    "body": "Please read and acknowledge by **{{deadline}}**, {{team}}.",
+                    "recipients": recipients,
+                    "definition": definition,
+                }),
+            )
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("create answered {status}: {created}");
+        }
+        let id = created["id"].as_str().context("campaign id")?.to_owned();
+        let (status, started) = self.post(&format!("/v1/campaigns/{id}/start"), json!({})).await?;
+        if status != StatusCode::ACCEPTED {
+            bail!("start answered {status}: {started}");
+        }
+        Ok(id)
+    }
+
+    /// Every delivery of the campaign (all pages).
+    pub async fn deliveries(&self, campaign: &str) -> Result<Vec<Value>> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.get(&format!("/v1/campaigns/{campaign}/deliveries?after={after}&limit=500")).await?;
+            all.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_i64() {
+                Some(next) => after = next,
+                None => return Ok(all),
+            }
+        }
+    }
+
+    pub async fn activity(&self, campaign: &str) -> Result<Vec<Value>> {
+        Ok(self.get(&format!("/v1/campaigns/{campaign}/activity?limit=500")).await?["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn campaign(&self, campaign: &str) -> Result<Value> {
+        self.get(&format!("/v1/campaigns/{campaign}")).await
+    }
+
+    /// Waits until the campaign's status is `status`.
+    pub async fn until_status(&self, campaign: &str, status: &str) -> Result<Value> {
+        until(&format!("campaign {campaign} to be {status}"), || async {
+            let view = self.campaign(campaign).await?;
+            Ok((view["status"] == status).then_some(view))
+        })
+        .await
+    }
+
+    /// Waits until the campaign is in `step` and every delivery has been notified.
+    pub async fn until_waiting(&self, campaign: &str, step: &str) -> Result<()> {
+        until(&format!("campaign {campaign} to wait in {step}"), || async {
+            let view = self.campaign(campaign).await?;
+            Ok((view["current_step"] == step && view["counts"]["pending"] == 0).then_some(()))
+        })
+        .await
+    }
+
+    /// History length of each run of the campaign's workflow, oldest first.
+    pub async fn history_lengths(&self, campaign: &str) -> Result<Vec<i64>> {
+        use futures_util::StreamExt;
+        let query = format!("WorkflowId = '{}'", pidgr_workflows::workflow_id(campaign));
+        let mut runs: Vec<_> = self.client.list_workflows(query, WorkflowListOptions::default()).collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
+        runs.sort_by_key(|r: &temporalio_client::WorkflowExecution| r.start_time());
+        Ok(runs.iter().map(|r| r.history_length()).collect())
+    }
+}
+
+/// Polls `check` until it yields a value, failing after [`PATIENCE`] with what it waited for.
+/// Polling stands in for a notification the system does not offer; it asserts nothing by time.
+pub async fn until<T, F, Fut>(what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("gave up waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// A webhook receiver on loopback. Answers the first `failures` requests with 500 (all of them
+/// when `failures` is `None`), then 200; hands every request to the test over a channel.
+pub struct Receiver {
+    pub url: String,
+    pub requests: mpsc::UnboundedReceiver<Received>,
+}
+
+impl Receiver {
+    pub async fn start(failures: Option<usize>) -> Result<Receiver> {
+        let (tx, requests) = mpsc::unbounded_channel();
+        let plan: Arc<Mutex<VecDeque<StatusCode>>> = Arc::new(Mutex::new(match failures {
+            Some(n) => std::iter::repeat_n(StatusCode::INTERNAL_SERVER_ERROR, n).collect(),
+            None => VecDeque::new(),
+        }));
+        let always_fail = failures.is_none();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                let plan = plan.clone();
+                async move {
+                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let _ = tx.send(Received { headers, body });
+                    let planned = plan.lock().expect("plan").pop_front();
+                    match planned {
+                        Some(status) => status,
+                        None if always_fail => StatusCode::SERVICE_UNAVAILABLE,
+                        None => StatusCode::OK,
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Receiver { url, requests })
+    }
+
+    pub async fn next(&mut self) -> Result<Received> {
+        tokio::time::timeout(PATIENCE, self.requests.recv())
+            .await
+            .context("waiting for a webhook request")?
+            .context("receiver closed")
+    }
+}
