@@ -72,7 +72,7 @@ async fn started(store: &Store, users: &[&str]) -> (String, String) {
 
 async fn delivery_of(store: &Store, org: &str, campaign: &str, user: &str) -> pidgr_store::Delivery {
     store
-        .list_deliveries(org, campaign, -1, 1000)
+        .list_deliveries(org, campaign, 0, 1000)
         .await
         .unwrap()
         .into_iter()
@@ -102,9 +102,9 @@ async fn a_large_audience_is_written_in_batches_in_order(store: Store) {
     let users: Vec<String> = (0..1203).map(|i| format!("user-{i:05}")).collect();
     let refs: Vec<&str> = users.iter().map(String::as_str).collect();
     let (org, campaign) = started(&store, &refs).await;
-    let all = store.list_deliveries(&org, &campaign, -1, 5000).await.unwrap();
+    let all = store.list_deliveries(&org, &campaign, 0, 5000).await.unwrap();
     assert_eq!(all.len(), 1203);
-    assert!(all.iter().enumerate().all(|(i, (seq, d))| *seq == i as i64 && d.user_id == users[i]));
+    assert!(all.iter().enumerate().all(|(i, (seq, d))| *seq == i as i64 + 1 && d.user_id == users[i]));
 }
 
 store_test!(another_organisation_sees_nothing);
@@ -118,7 +118,7 @@ async fn another_organisation_sees_nothing(store: Store) {
         Err(StoreError::NotFound)
     ));
     assert_eq!(store.delivery_counts(&other, &campaign).await.unwrap().total(), 0);
-    assert!(store.list_deliveries(&other, &campaign, -1, 10).await.unwrap().is_empty());
+    assert!(store.list_deliveries(&other, &campaign, 0, 10).await.unwrap().is_empty());
     assert!(matches!(store.cancel_campaign(&other, &campaign).await, Err(StoreError::NotFound)));
 }
 
@@ -164,7 +164,7 @@ async fn ack_after_missed_or_cancel_is_refused(store: Store) {
 store_test!(fan_out_pages_skip_recipients_the_step_already_notified);
 async fn fan_out_pages_skip_recipients_the_step_already_notified(store: Store) {
     let (org, campaign) = started(&store, &["a", "b", "c", "d", "e"]).await;
-    let page = store.notify_page(&org, &campaign, "notify", false, -1, 2).await.unwrap();
+    let page = store.notify_page(&org, &campaign, "notify", false, 0, 2).await.unwrap();
     assert_eq!(page.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     let outcomes = vec![
         (page[0].delivery_id.clone(), Ok(())),
@@ -172,7 +172,7 @@ async fn fan_out_pages_skip_recipients_the_step_already_notified(store: Store) {
     ];
     store.record_notified(&org, "notify", false, &outcomes).await.unwrap();
     // A retry from the start finds only those not yet notified.
-    let retry = store.notify_page(&org, &campaign, "notify", false, -1, 10).await.unwrap();
+    let retry = store.notify_page(&org, &campaign, "notify", false, 0, 10).await.unwrap();
     assert_eq!(retry.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(), ["c", "d", "e"]);
     let b = delivery_of(&store, &org, &campaign, "b").await;
     assert_eq!(b.status, DeliveryStatus::Failed);
@@ -185,7 +185,7 @@ async fn fan_out_pages_skip_recipients_the_step_already_notified(store: Store) {
 store_test!(reminders_reach_only_the_unacknowledged_and_revive_failed);
 async fn reminders_reach_only_the_unacknowledged_and_revive_failed(store: Store) {
     let (org, campaign) = started(&store, &["a", "b", "c"]).await;
-    let page = store.notify_page(&org, &campaign, "notify", false, -1, 10).await.unwrap();
+    let page = store.notify_page(&org, &campaign, "notify", false, 0, 10).await.unwrap();
     let outcomes: Vec<_> = page
         .iter()
         .map(|t| (t.delivery_id.clone(), if t.user_id == "c" { Err("refused".into()) } else { Ok(()) }))
@@ -194,11 +194,11 @@ async fn reminders_reach_only_the_unacknowledged_and_revive_failed(store: Store)
     let a = delivery_of(&store, &org, &campaign, "a").await;
     store.record_action(&org, &a.id, ActionKind::Ack, "test").await.unwrap();
 
-    let due = store.notify_page(&org, &campaign, "remind", true, -1, 10).await.unwrap();
+    let due = store.notify_page(&org, &campaign, "remind", true, 0, 10).await.unwrap();
     assert_eq!(due.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
     let outcomes: Vec<_> = due.iter().map(|t| (t.delivery_id.clone(), Ok(()))).collect();
     store.record_notified(&org, "remind", true, &outcomes).await.unwrap();
-    assert!(store.notify_page(&org, &campaign, "remind", true, -1, 10).await.unwrap().is_empty());
+    assert!(store.notify_page(&org, &campaign, "remind", true, 0, 10).await.unwrap().is_empty());
     let c = delivery_of(&store, &org, &campaign, "c").await;
     assert_eq!((c.status, c.reminder_count, c.failure_reason), (DeliveryStatus::Sent, 1, None));
     let b = delivery_of(&store, &org, &campaign, "b").await;

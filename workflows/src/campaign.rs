@@ -22,7 +22,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, TimerOptions, TimerResult,
+    ActivityExecutionError, ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, TimerOptions, TimerResult,
     WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
     WorkflowTermination,
 };
@@ -369,7 +369,7 @@ async fn call_webhook(
             campaign: input.campaign.clone(),
             step_id: step.id.clone(),
             step_type: step.kind.type_name().to_owned(),
-            error: error.to_string(),
+            error: failure_message(&error),
         };
         ctx.execute_activity(
             CampaignActivities::record_step_failure,
@@ -395,6 +395,20 @@ fn options(step_id: &str, start_to_close: Duration) -> ActivityOptions {
                 .build(),
         )
         .build()
+}
+
+/// The whole chain of an activity failure ("Activity task failed: ... 503 ..."): the top-level
+/// message alone only says that the activity failed.
+fn failure_message(error: &ActivityExecutionError) -> String {
+    let mut messages = Vec::new();
+    let mut failure = error.failure();
+    while let Some(f) = failure {
+        if !f.message.is_empty() {
+            messages.push(f.message.as_str());
+        }
+        failure = f.cause.as_deref();
+    }
+    if messages.is_empty() { error.to_string() } else { messages.join(": ") }
 }
 
 fn now_ms(ctx: &WorkflowContext<CampaignWorkflow>) -> u64 {

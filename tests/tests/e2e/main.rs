@@ -294,7 +294,8 @@ async fn thousands_of_acks_keep_every_history_small() -> Result<()> {
     let definition = json!({
         "version": 1,
         "steps": [
-            { "id": "notify", "type": "SEND_NOTIFICATION", "transitions": { "next": "wait" } },
+            { "id": "notify", "type": "SEND_NOTIFICATION", "config": { "variables": { "deadline": "soon" } },
+              "transitions": { "next": "wait" } },
             { "id": "wait", "type": "DEADLINE_CHECK", "config": { "duration": "1h" }, "transitions": { "deadline": "missed" } },
             { "id": "missed", "type": "MARK_MISSED" }
         ]
