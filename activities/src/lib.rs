@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use pidgr_outbound::OutboundClient;
-use pidgr_store::{
-    ActivityKind, CampaignStatus, DeliveryReport, NewActivity, Store, StoreError,
-};
+use pidgr_store::{ActivityKind, CampaignStatus, DeliveryReport, NewActivity, Store, StoreError};
 use pidgr_workflows::contract::{
     CampaignRef, DeliveryCounts, FanOutInput, FanOutResult, StepFailure, StepInput, WaitInput,
     WebhookDelivered, WebhookInput, activity_types as campaign_activities,
@@ -74,11 +72,20 @@ impl CampaignActivitiesImpl {
         outbound: OutboundClient,
         settings: ActivitySettings,
     ) -> Self {
-        CampaignActivitiesImpl { store, push, outbound, settings }
+        CampaignActivitiesImpl {
+            store,
+            push,
+            outbound,
+            settings,
+        }
     }
 
     async fn counts(&self, campaign: &CampaignRef) -> Result<DeliveryCounts, ActivityError> {
-        let c = self.store.delivery_counts(&campaign.org_id, &campaign.campaign_id).await.map_err(retryable)?;
+        let c = self
+            .store
+            .delivery_counts(&campaign.org_id, &campaign.campaign_id)
+            .await
+            .map_err(retryable)?;
         Ok(contract_counts(c))
     }
 
@@ -105,13 +112,26 @@ impl CampaignActivitiesImpl {
 
     /// Records that `step_id` is running: on the campaign row (what the API shows) and, on an
     /// activity's first attempt, in the activity log.
-    async fn step_started(&self, ctx: &ActivityContext, campaign: &CampaignRef, step_id: &str, message: String) -> Result<(), ActivityError> {
+    async fn step_started(
+        &self,
+        ctx: &ActivityContext,
+        campaign: &CampaignRef,
+        step_id: &str,
+        message: String,
+    ) -> Result<(), ActivityError> {
         self.store
             .set_current_step(&campaign.org_id, &campaign.campaign_id, step_id)
             .await
             .map_err(retryable)?;
         if ctx.info().attempt <= 1 {
-            self.log(campaign, Some(step_id), ActivityKind::StepStarted, message, json!({})).await?;
+            self.log(
+                campaign,
+                Some(step_id),
+                ActivityKind::StepStarted,
+                message,
+                json!({}),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -119,12 +139,29 @@ impl CampaignActivitiesImpl {
     /// SEND_NOTIFICATION and SEND_REMINDER: page through the recipients the step still has to
     /// notify, render and push each, record the outcomes page by page, and heartbeat the
     /// position so a retried attempt resumes after the last recorded page.
-    async fn fan_out(&self, ctx: &ActivityContext, input: FanOutInput, reminder: bool) -> Result<FanOutResult, ActivityError> {
-        let FanOutInput { campaign: cref, step_id, channels, variables } = input;
-        let campaign = self.store.get_campaign(&cref.org_id, &cref.campaign_id).await.map_err(retryable)?;
+    async fn fan_out(
+        &self,
+        ctx: &ActivityContext,
+        input: FanOutInput,
+        reminder: bool,
+    ) -> Result<FanOutResult, ActivityError> {
+        let FanOutInput {
+            campaign: cref,
+            step_id,
+            channels,
+            variables,
+        } = input;
+        let campaign = self
+            .store
+            .get_campaign(&cref.org_id, &cref.campaign_id)
+            .await
+            .map_err(retryable)?;
         if campaign.status != CampaignStatus::Active {
             // Cancelled while this task was queued: notify no one.
-            return Ok(FanOutResult { counts: self.counts(&cref).await?, ..Default::default() });
+            return Ok(FanOutResult {
+                counts: self.counts(&cref).await?,
+                ..Default::default()
+            });
         }
         let checkpoint: FanOutCheckpoint = ctx
             .heartbeat_details()
@@ -134,8 +171,13 @@ impl CampaignActivitiesImpl {
             .unwrap_or_default();
         if checkpoint.after_seq == 0 {
             let verb = if reminder { "reminding" } else { "notifying" };
-            let via = channels.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ");
-            self.step_started(ctx, &cref, &step_id, format!("{verb} recipients via {via}")).await?;
+            let via = channels
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.step_started(ctx, &cref, &step_id, format!("{verb} recipients via {via}"))
+                .await?;
         }
         let mut after_seq = checkpoint.after_seq;
         let mut result = FanOutResult::default();
@@ -145,7 +187,14 @@ impl CampaignActivitiesImpl {
             }
             let page = self
                 .store
-                .notify_page(&cref.org_id, &cref.campaign_id, &step_id, reminder, after_seq, self.settings.page_size)
+                .notify_page(
+                    &cref.org_id,
+                    &cref.campaign_id,
+                    &step_id,
+                    reminder,
+                    after_seq,
+                    self.settings.page_size,
+                )
                 .await
                 .map_err(retryable)?;
             let Some(last) = page.last() else { break };
@@ -161,7 +210,10 @@ impl CampaignActivitiesImpl {
                     &target.variables,
                 );
                 let title = template::render(&campaign.title, &values);
-                let body = template::plain_text(&template::render(&campaign.body, &values), PUSH_BODY_MAX_CHARS);
+                let body = template::plain_text(
+                    &template::render(&campaign.body, &values),
+                    PUSH_BODY_MAX_CHARS,
+                );
                 let deeplink = format!("{}{}", self.settings.deeplink_base, target.deeplink_code);
                 let outcome = if channels.contains(&Channel::Push) {
                     let message = PushMessage {
@@ -210,14 +262,21 @@ impl CampaignActivitiesImpl {
             &cref,
             Some(&step_id),
             ActivityKind::StepFinished,
-            format!("{} recipients notified, {} failed", result.notified, result.failed),
+            format!(
+                "{} recipients notified, {} failed",
+                result.notified, result.failed
+            ),
             json!({ "notified": result.notified, "failed": result.failed }),
         )
         .await?;
         Ok(result)
     }
 
-    fn webhook_payload(campaign: &CampaignRef, name: &str, reports: &[DeliveryReport]) -> serde_json::Value {
+    fn webhook_payload(
+        campaign: &CampaignRef,
+        name: &str,
+        reports: &[DeliveryReport],
+    ) -> serde_json::Value {
         fn stamp(at: &Option<DateTime<Utc>>) -> Option<String> {
             at.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
         }
@@ -235,7 +294,10 @@ impl CampaignActivitiesImpl {
                     "status": status,
                     "sent_at": stamp(&r.sent_at),
                 });
-                for (key, at) in [("read_at", &r.read_at), ("acknowledged_at", &r.acknowledged_at)] {
+                for (key, at) in [
+                    ("read_at", &r.read_at),
+                    ("acknowledged_at", &r.acknowledged_at),
+                ] {
                     if let Some(at) = stamp(at) {
                         line[key] = json!(at);
                     }
@@ -260,30 +322,63 @@ impl CampaignActivitiesImpl {
 #[activities]
 impl CampaignActivitiesImpl {
     #[activity(definition = campaign_activities::SendNotification)]
-    pub async fn send_notification(self: Arc<Self>, ctx: ActivityContext, input: FanOutInput) -> Result<FanOutResult, ActivityError> {
+    pub async fn send_notification(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: FanOutInput,
+    ) -> Result<FanOutResult, ActivityError> {
         self.fan_out(&ctx, input, false).await
     }
 
     #[activity(definition = campaign_activities::SendReminder)]
-    pub async fn send_reminder(self: Arc<Self>, ctx: ActivityContext, input: FanOutInput) -> Result<FanOutResult, ActivityError> {
+    pub async fn send_reminder(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: FanOutInput,
+    ) -> Result<FanOutResult, ActivityError> {
         self.fan_out(&ctx, input, true).await
     }
 
     /// DEADLINE_CHECK begins: recorded, and counted so a wait with nothing unresolved ends at once.
     #[activity(definition = campaign_activities::BeginWait)]
-    pub async fn begin_wait(self: Arc<Self>, ctx: ActivityContext, input: WaitInput) -> Result<DeliveryCounts, ActivityError> {
+    pub async fn begin_wait(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: WaitInput,
+    ) -> Result<DeliveryCounts, ActivityError> {
         let message = format!("waiting up to {} for acknowledgements", input.duration);
-        self.step_started(&ctx, &input.campaign, &input.step_id, message).await?;
+        self.step_started(&ctx, &input.campaign, &input.step_id, message)
+            .await?;
         self.counts(&input.campaign).await
     }
 
     #[activity(definition = campaign_activities::MarkMissed)]
-    pub async fn mark_missed(self: Arc<Self>, ctx: ActivityContext, input: StepInput) -> Result<DeliveryCounts, ActivityError> {
+    pub async fn mark_missed(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<DeliveryCounts, ActivityError> {
         let StepInput { campaign, step_id } = input;
-        self.step_started(&ctx, &campaign, &step_id, "marking unresolved deliveries missed".into()).await?;
-        let missed = self.store.mark_missed(&campaign.org_id, &campaign.campaign_id).await.map_err(retryable)?;
-        self.log(&campaign, Some(&step_id), ActivityKind::StepFinished, format!("{missed} deliveries marked missed"), json!({ "missed": missed }))
-            .await?;
+        self.step_started(
+            &ctx,
+            &campaign,
+            &step_id,
+            "marking unresolved deliveries missed".into(),
+        )
+        .await?;
+        let missed = self
+            .store
+            .mark_missed(&campaign.org_id, &campaign.campaign_id)
+            .await
+            .map_err(retryable)?;
+        self.log(
+            &campaign,
+            Some(&step_id),
+            ActivityKind::StepFinished,
+            format!("{missed} deliveries marked missed"),
+            json!({ "missed": missed }),
+        )
+        .await?;
         self.counts(&campaign).await
     }
 
@@ -291,18 +386,54 @@ impl CampaignActivitiesImpl {
     /// Each attempt is logged; a refusal that no retry can fix (blocked URL, 4xx) ends the
     /// retries at once.
     #[activity(definition = campaign_activities::CallWebhook)]
-    pub async fn call_webhook(self: Arc<Self>, ctx: ActivityContext, input: WebhookInput) -> Result<WebhookDelivered, ActivityError> {
-        let WebhookInput { campaign, step_id, campaign_name, config, max_attempts } = input;
+    pub async fn call_webhook(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: WebhookInput,
+    ) -> Result<WebhookDelivered, ActivityError> {
+        let WebhookInput {
+            campaign,
+            step_id,
+            campaign_name,
+            config,
+            max_attempts,
+        } = input;
         let attempt = ctx.info().attempt.max(1);
         if attempt == 1 {
-            self.step_started(&ctx, &campaign, &step_id, format!("calling webhook {}", config.name)).await?;
+            self.step_started(
+                &ctx,
+                &campaign,
+                &step_id,
+                format!("calling webhook {}", config.name),
+            )
+            .await?;
         }
-        let reports = self.store.delivery_reports(&campaign.org_id, &campaign.campaign_id).await.map_err(retryable)?;
-        let body = serde_json::to_vec(&Self::webhook_payload(&campaign, &campaign_name, &reports)).map_err(retryable)?;
-        let sent = self.outbound.post_json(&config.url, &config.headers, body, WEBHOOK_TIMEOUT).await;
+        let reports = self
+            .store
+            .delivery_reports(&campaign.org_id, &campaign.campaign_id)
+            .await
+            .map_err(retryable)?;
+        let body = serde_json::to_vec(&Self::webhook_payload(&campaign, &campaign_name, &reports))
+            .map_err(retryable)?;
+        let sent = self
+            .outbound
+            .post_json(&config.url, &config.headers, body, WEBHOOK_TIMEOUT)
+            .await;
         let (message, status) = match &sent {
-            Ok(response) => (format!("webhook {}: attempt {attempt} of {max_attempts} answered {}", config.name, response.status), Some(response.status)),
-            Err(error) => (format!("webhook {}: attempt {attempt} of {max_attempts} failed: {error}", config.name), None),
+            Ok(response) => (
+                format!(
+                    "webhook {}: attempt {attempt} of {max_attempts} answered {}",
+                    config.name, response.status
+                ),
+                Some(response.status),
+            ),
+            Err(error) => (
+                format!(
+                    "webhook {}: attempt {attempt} of {max_attempts} failed: {error}",
+                    config.name
+                ),
+                None,
+            ),
         };
         // Header values are secrets and never logged; the URL is configuration, not a secret.
         self.log(
@@ -315,30 +446,56 @@ impl CampaignActivitiesImpl {
         .await?;
         match sent {
             Ok(response) => {
-                self.log(&campaign, Some(&step_id), ActivityKind::StepFinished, format!("webhook {} delivered", config.name), json!({ "attempt": attempt }))
-                    .await?;
-                Ok(WebhookDelivered { status: response.status, attempt })
+                self.log(
+                    &campaign,
+                    Some(&step_id),
+                    ActivityKind::StepFinished,
+                    format!("webhook {} delivered", config.name),
+                    json!({ "attempt": attempt }),
+                )
+                .await?;
+                Ok(WebhookDelivered {
+                    status: response.status,
+                    attempt,
+                })
             }
             Err(error) if error.is_retryable() => Err(retryable(error)),
-            Err(error) => Err(ActivityError::Application(Box::new(ApplicationFailure::non_retryable(error)))),
+            Err(error) => Err(ActivityError::Application(Box::new(
+                ApplicationFailure::non_retryable(error),
+            ))),
         }
     }
 
     #[activity(definition = campaign_activities::CountDeliveries)]
-    pub async fn count_deliveries(self: Arc<Self>, _ctx: ActivityContext, input: CampaignRef) -> Result<DeliveryCounts, ActivityError> {
+    pub async fn count_deliveries(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CampaignRef,
+    ) -> Result<DeliveryCounts, ActivityError> {
         self.counts(&input).await
     }
 
     /// A step failed for good (a webhook after its last retry): the activity log says so and
     /// the campaign goes on.
     #[activity(definition = campaign_activities::RecordStepFailure)]
-    pub async fn record_step_failure(self: Arc<Self>, _ctx: ActivityContext, input: StepFailure) -> Result<(), ActivityError> {
-        let kind = if input.step_type == "CALL_WEBHOOK" { ActivityKind::WebhookFailed } else { ActivityKind::StepFailed };
+    pub async fn record_step_failure(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: StepFailure,
+    ) -> Result<(), ActivityError> {
+        let kind = if input.step_type == "CALL_WEBHOOK" {
+            ActivityKind::WebhookFailed
+        } else {
+            ActivityKind::StepFailed
+        };
         self.log(
             &input.campaign,
             Some(&input.step_id),
             kind,
-            format!("step {} ({}) failed: {}; the campaign continues", input.step_id, input.step_type, input.error),
+            format!(
+                "step {} ({}) failed: {}; the campaign continues",
+                input.step_id, input.step_type, input.error
+            ),
             json!({ "error": input.error }),
         )
         .await
@@ -346,14 +503,25 @@ impl CampaignActivitiesImpl {
 
     /// The workflow reached an end: unresolved deliveries become MISSED, the campaign COMPLETED.
     #[activity(definition = campaign_activities::CompleteCampaign)]
-    pub async fn complete_campaign(self: Arc<Self>, _ctx: ActivityContext, input: CampaignRef) -> Result<DeliveryCounts, ActivityError> {
-        let missed = self.store.complete_campaign(&input.org_id, &input.campaign_id).await.map_err(retryable)?;
+    pub async fn complete_campaign(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CampaignRef,
+    ) -> Result<DeliveryCounts, ActivityError> {
+        let missed = self
+            .store
+            .complete_campaign(&input.org_id, &input.campaign_id)
+            .await
+            .map_err(retryable)?;
         let counts = self.counts(&input).await?;
         self.log(
             &input,
             None,
             ActivityKind::CampaignCompleted,
-            format!("campaign completed: {} acknowledged, {} missed, {} failed", counts.acknowledged, counts.missed, counts.failed),
+            format!(
+                "campaign completed: {} acknowledged, {} missed, {} failed",
+                counts.acknowledged, counts.missed, counts.failed
+            ),
             json!({ "marked_missed_at_end": missed, "counts": counts }),
         )
         .await?;
@@ -363,12 +531,27 @@ impl CampaignActivitiesImpl {
     /// The workflow was cancelled (through the API, which already set CANCELLED, or from the
     /// Web UI): make sure the campaign is CANCELLED and log it.
     #[activity(definition = campaign_activities::RecordCancellation)]
-    pub async fn record_cancellation(self: Arc<Self>, _ctx: ActivityContext, input: CampaignRef) -> Result<(), ActivityError> {
-        match self.store.cancel_campaign(&input.org_id, &input.campaign_id).await {
+    pub async fn record_cancellation(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CampaignRef,
+    ) -> Result<(), ActivityError> {
+        match self
+            .store
+            .cancel_campaign(&input.org_id, &input.campaign_id)
+            .await
+        {
             Ok(_) | Err(StoreError::Conflict(_)) => {}
             Err(error) => return Err(retryable(error)),
         }
-        self.log(&input, None, ActivityKind::CampaignCancelled, "campaign cancelled; its workflow stopped".into(), json!({})).await
+        self.log(
+            &input,
+            None,
+            ActivityKind::CampaignCancelled,
+            "campaign cancelled; its workflow stopped".into(),
+            json!({}),
+        )
+        .await
     }
 }
 

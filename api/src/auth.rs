@@ -22,7 +22,14 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        let key = state.store.authenticate(secret.trim()).await?.ok_or(ApiError::Unauthorized)?;
-        Ok(Caller { org_id: key.org_id, role: key.role })
+        let key = state
+            .store
+            .authenticate(secret.trim())
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(Caller {
+            org_id: key.org_id,
+            role: key.role,
+        })
     }
 }

@@ -59,7 +59,10 @@ pub struct AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(ready))
         .nest("/v1", campaigns::router().merge(deliveries::router()))
         .with_state(state)
@@ -90,5 +93,14 @@ pub(crate) struct Page {
 impl Page {
     fn limit(&self) -> i64 {
         self.limit.unwrap_or(100).clamp(1, 500)
+    }
+
+    /// `{items, next_cursor}` from `(cursor, item)` rows: a full page says where the next starts.
+    fn respond<T: serde::Serialize>(&self, rows: Vec<(i64, T)>) -> axum::Json<serde_json::Value> {
+        let next = (rows.len() as i64 == self.limit())
+            .then(|| rows.last().map(|(cursor, _)| *cursor))
+            .flatten();
+        let items: Vec<T> = rows.into_iter().map(|(_, item)| item).collect();
+        axum::Json(json!({ "items": items, "next_cursor": next }))
     }
 }

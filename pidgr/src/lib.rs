@@ -66,8 +66,12 @@ impl Config {
             ("production", true) => bail!(
                 "PIDGR_ALLOW_INSECURE_WEBHOOKS is a development setting and is refused when PIDGR_ENVIRONMENT=production"
             ),
-            ("production" | "development", allow) => Ok(UrlPolicy { allow_insecure_loopback: allow }),
-            (other, _) => bail!("PIDGR_ENVIRONMENT must be development or production, not {other:?}"),
+            ("production" | "development", allow) => Ok(UrlPolicy {
+                allow_insecure_loopback: allow,
+            }),
+            (other, _) => {
+                bail!("PIDGR_ENVIRONMENT must be development or production, not {other:?}")
+            }
         }
     }
 
@@ -89,7 +93,10 @@ impl Config {
     }
 
     pub fn activity_settings(&self) -> ActivitySettings {
-        let base = self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        let base = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen));
         ActivitySettings {
             page_size: self.fanout_page_size.max(1),
             deeplink_base: format!("{}/v1/deeplinks/", base.trim_end_matches('/')),
@@ -100,8 +107,12 @@ impl Config {
     pub async fn store(&self) -> anyhow::Result<Store> {
         if let Some(path) = self.database_url.strip_prefix("sqlite://") {
             let file = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = std::path::Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            if let Some(dir) = std::path::Path::new(file)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
         }
         Store::connect(&self.database_url)
@@ -113,7 +124,9 @@ impl Config {
 /// A database URL with any password removed, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -121,12 +134,17 @@ fn redact(url: &str) -> String {
 /// Connects to Temporal as configured by the standard `TEMPORAL_*` environment variables and
 /// config file (address `localhost:7233`, namespace `default` unless set).
 pub async fn temporal_client() -> anyhow::Result<Client> {
-    let (connection_options, client_options) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-        .map_err(|e| anyhow::anyhow!("reading the Temporal client configuration: {e}"))?;
+    let (connection_options, client_options) =
+        ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+            .map_err(|e| anyhow::anyhow!("reading the Temporal client configuration: {e}"))?;
     let target = connection_options.target.to_string();
     let connection = Connection::connect(connection_options)
         .await
-        .with_context(|| format!("connecting to Temporal at {target} (is the dev server running? try `make dev`)"))?;
+        .with_context(|| {
+            format!(
+                "connecting to Temporal at {target} (is the dev server running? try `make dev`)"
+            )
+        })?;
     Ok(Client::new(connection, client_options)?)
 }
 
@@ -138,15 +156,24 @@ pub async fn serve_api(
     settings: ApiSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = pidgr_api::router(AppState { store, temporal, settings });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let app = pidgr_api::router(AppState {
+        store,
+        temporal,
+        settings,
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 
 /// Builds the campaign worker: the workflow and every step activity on the configured queue.
 pub fn build_worker(config: &Config, store: Store, temporal: Client) -> anyhow::Result<Worker> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
-    let outbound = OutboundClient::new(OutboundConfig { policy: config.url_policy()?, ..Default::default() })?;
+    let outbound = OutboundClient::new(OutboundConfig {
+        policy: config.url_policy()?,
+        ..Default::default()
+    })?;
     let push = Arc::new(LogPushProvider::new(store.clone()));
     let activities = CampaignActivitiesImpl::new(store, push, outbound, config.activity_settings());
     let options = WorkerOptions::new(config.task_queue.clone())
@@ -159,7 +186,12 @@ pub fn build_worker(config: &Config, store: Store, temporal: Client) -> anyhow::
 /// Runs the campaign worker until `stop` turns true, then shuts it down gracefully (in-flight
 /// activities finish or are handed back). The SDK's worker future is not `Send`: await this on
 /// the task that owns it (the binary's main task, or a thread of its own).
-pub async fn run_worker(config: &Config, store: Store, temporal: Client, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run_worker(
+    config: &Config,
+    store: Store,
+    temporal: Client,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let mut worker = build_worker(config, store, temporal)?;
     let shutdown = worker.shutdown_handle();
     tracing::info!(task_queue = %config.task_queue, "worker started");

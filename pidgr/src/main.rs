@@ -10,7 +10,11 @@ use pidgr_workflows::definition::parse;
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
-#[command(name = "pidgr", version, about = "Campaigns that must be read and acknowledged, run as durable Temporal workflows.")]
+#[command(
+    name = "pidgr",
+    version,
+    about = "Campaigns that must be read and acknowledged, run as durable Temporal workflows."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,8 +44,9 @@ enum Command {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,temporalio_sdk_core=warn,temporalio_sdk=warn,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,temporalio_sdk_core=warn,temporalio_sdk=warn,sqlx=warn".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -57,20 +62,29 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { file, config } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             return Ok(match parse(&text, &config.url_policy()?) {
                 Ok(validated) => {
                     for warning in &validated.warnings {
                         println!("warning: {warning}");
                     }
-                    println!("{}: the definition is valid ({} steps)", file.display(), validated.definition.steps.len());
+                    println!(
+                        "{}: the definition is valid ({} steps)",
+                        file.display(),
+                        validated.definition.steps.len()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(problems) => {
                     for problem in &problems {
                         println!("{problem}");
                     }
-                    println!("{}: the definition has {} problem(s)", file.display(), problems.len());
+                    println!(
+                        "{}: the definition has {} problem(s)",
+                        file.display(),
+                        problems.len()
+                    );
                     ExitCode::FAILURE
                 }
             });
@@ -105,13 +119,21 @@ async fn run_services(config: Config, api: bool, worker: bool) -> anyhow::Result
     let temporal = temporal_client().await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_task = if api {
-        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
         tracing::info!(address = %listener.local_addr()?, "API listening");
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        Some(tokio::spawn(serve_api(listener, store.clone(), temporal.clone(), settings, shutdown)))
+        Some(tokio::spawn(serve_api(
+            listener,
+            store.clone(),
+            temporal.clone(),
+            settings,
+            shutdown,
+        )))
     } else {
         None
     };
@@ -121,7 +143,11 @@ async fn run_services(config: Config, api: bool, worker: bool) -> anyhow::Result
         let _ = stop_tx.send(true);
     });
     // The worker runs on this task: its future is not Send.
-    let worker_result = if worker { run_worker(&config, store, temporal, stop_rx.clone()).await } else { Ok(()) };
+    let worker_result = if worker {
+        run_worker(&config, store, temporal, stop_rx.clone()).await
+    } else {
+        Ok(())
+    };
     if let Some(api_task) = api_task {
         if worker_result.is_err() {
             api_task.abort();
@@ -136,7 +162,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

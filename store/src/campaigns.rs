@@ -1,12 +1,14 @@
 //! Campaigns: creation as a draft, start (audience → deliveries, exactly once), cancel,
 //! completion, and the bits of workflow progress the API shows.
 
-use crate::{Result, Store, StoreError, deliveries::DeliveryStatus, new_id, opt_time, time, to_millis};
+use crate::{
+    Result, Store, StoreError, deliveries::DeliveryStatus, new_id, opt_time, time, to_millis,
+};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sqlx::{AssertSqlSafe, Row};
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,8 +123,8 @@ impl Store {
     /// Stores a draft campaign. With an idempotency key already used by this organisation, the
     /// earlier campaign is returned instead and `false` says nothing new was written.
     pub async fn create_campaign(&self, new: NewCampaign) -> Result<(Campaign, bool)> {
-        let audience = serde_json::to_string(&new.audience)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let audience =
+            serde_json::to_string(&new.audience).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let id = new_id();
         let inserted = sqlx::query(
             "INSERT INTO campaigns (id, org_id, name, title, body, audience, definition, status,
@@ -157,6 +159,17 @@ impl Store {
         Ok((campaign(&row)?, false))
     }
 
+    /// How many campaigns the organisation has, in any status.
+    pub async fn count_campaigns(&self, org_id: &str) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM campaigns WHERE org_id = $1")
+                .bind(org_id)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
+    }
+
     pub async fn get_campaign(&self, org_id: &str, campaign_id: &str) -> Result<Campaign> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1 AND org_id = $2"
@@ -172,7 +185,12 @@ impl Store {
     /// Moves a draft to ACTIVE and writes one PENDING delivery per recipient, in one
     /// transaction. Starting an ACTIVE campaign again writes nothing and reports it, so a start
     /// that crashed after this step can be retried safely.
-    pub async fn start_campaign(&self, org_id: &str, campaign_id: &str, workflow_id: &str) -> Result<StartOutcome> {
+    pub async fn start_campaign(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        workflow_id: &str,
+    ) -> Result<StartOutcome> {
         let mut tx = self.write_tx().await?;
         let now = to_millis(Utc::now());
         let audience: Option<String> = sqlx::query(
@@ -193,7 +211,10 @@ impl Store {
             tx.rollback().await?;
             let campaign = self.get_campaign(org_id, campaign_id).await?;
             return match campaign.status {
-                CampaignStatus::Active => Ok(StartOutcome { campaign, newly_started: false }),
+                CampaignStatus::Active => Ok(StartOutcome {
+                    campaign,
+                    newly_started: false,
+                }),
                 other => Err(StoreError::Conflict(format!(
                     "the campaign is {} and can no longer be started",
                     other.as_str()
@@ -214,7 +235,16 @@ impl Store {
                 }
                 sql.push_str(&format!(
                     "(${},${},${},${},${},${},${},${},${},${})",
-                    p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 9, p + 10
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8,
+                    p + 9,
+                    p + 10
                 ));
             }
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -237,7 +267,10 @@ impl Store {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(StartOutcome { campaign: self.get_campaign(org_id, campaign_id).await?, newly_started: true })
+        Ok(StartOutcome {
+            campaign: self.get_campaign(org_id, campaign_id).await?,
+            newly_started: true,
+        })
     }
 
     /// Marks a draft or active campaign CANCELLED. Cancelling twice is harmless; a completed
@@ -292,7 +325,12 @@ impl Store {
         Ok(missed)
     }
 
-    pub async fn set_current_step(&self, org_id: &str, campaign_id: &str, step: &str) -> Result<()> {
+    pub async fn set_current_step(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        step: &str,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE campaigns SET current_step = $1 WHERE id = $2 AND org_id = $3 AND status = $4",
         )

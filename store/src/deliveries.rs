@@ -54,7 +54,10 @@ impl DeliveryStatus {
 
     /// ACKNOWLEDGED, MISSED and FAILED are final outcomes for the campaign's progress.
     pub fn is_resolved(self) -> bool {
-        matches!(self, DeliveryStatus::Acknowledged | DeliveryStatus::Missed | DeliveryStatus::Failed)
+        matches!(
+            self,
+            DeliveryStatus::Acknowledged | DeliveryStatus::Missed | DeliveryStatus::Failed
+        )
     }
 }
 
@@ -220,7 +223,9 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|row| Ok((row.try_get("seq")?, delivery(row)?))).collect()
+        rows.iter()
+            .map(|row| Ok((row.try_get("seq")?, delivery(row)?)))
+            .collect()
     }
 
     /// Records a recipient's READ or ACK: written before the workflow hears of it, idempotent,
@@ -234,7 +239,11 @@ impl Store {
         source: &str,
     ) -> Result<ActionOutcome> {
         let mut tx = self.write_tx().await?;
-        let lock = if self.backend == Backend::Postgres { " FOR UPDATE OF d" } else { "" };
+        let lock = if self.backend == Backend::Postgres {
+            " FOR UPDATE OF d"
+        } else {
+            ""
+        };
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {DELIVERY_COLUMNS}, c.status AS campaign_status FROM deliveries d
              JOIN campaigns c ON c.id = d.campaign_id
@@ -255,7 +264,8 @@ impl Store {
                     None
                 } else if campaign_status == CampaignStatus::Cancelled {
                     return Err(StoreError::Conflict(
-                        "the campaign was cancelled; acknowledgements are no longer accepted".into(),
+                        "the campaign was cancelled; acknowledgements are no longer accepted"
+                            .into(),
                     ));
                 } else if current.status == DeliveryStatus::Missed {
                     return Err(StoreError::Conflict(
@@ -283,9 +293,16 @@ impl Store {
         };
         let Some(update) = update else {
             tx.rollback().await?;
-            return Ok(ActionOutcome { delivery: current, changed: false });
+            return Ok(ActionOutcome {
+                delivery: current,
+                changed: false,
+            });
         };
-        sqlx::query(update).bind(now).bind(delivery_id).execute(&mut *tx).await?;
+        sqlx::query(update)
+            .bind(now)
+            .bind(delivery_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO actions (id, org_id, campaign_id, delivery_id, kind, source, occurred_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -303,7 +320,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(ActionOutcome { delivery: self.get_delivery(org_id, delivery_id).await?, changed: true })
+        Ok(ActionOutcome {
+            delivery: self.get_delivery(org_id, delivery_id).await?,
+            changed: true,
+        })
     }
 
     /// The next page of recipients a fan-out step still has to notify, in audience order after
@@ -319,7 +339,11 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<NotifyTarget>> {
-        let statuses = if reminder { "('SENT', 'READ', 'FAILED')" } else { "('PENDING')" };
+        let statuses = if reminder {
+            "('SENT', 'READ', 'FAILED')"
+        } else {
+            "('PENDING')"
+        };
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT id, seq, user_id, email, display_name, variables, deeplink_code FROM deliveries
              WHERE campaign_id = $1 AND org_id = $2 AND seq > $3 AND status IN {statuses}
@@ -383,7 +407,11 @@ impl Store {
                      WHERE id = $3 AND org_id = $4 AND status IN ('SENT', 'READ', 'FAILED')"
                 }
             };
-            let mut query = sqlx::query(sql).bind(now).bind(step_id).bind(delivery_id).bind(org_id);
+            let mut query = sqlx::query(sql)
+                .bind(now)
+                .bind(step_id)
+                .bind(delivery_id)
+                .bind(org_id);
             if let Err(reason) = outcome {
                 query = query.bind(reason.clone());
             }
@@ -397,7 +425,8 @@ impl Store {
     pub async fn mark_missed(&self, org_id: &str, campaign_id: &str) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         let missed =
-            Self::mark_unresolved_missed(&mut tx, org_id, campaign_id, to_millis(Utc::now())).await?;
+            Self::mark_unresolved_missed(&mut tx, org_id, campaign_id, to_millis(Utc::now()))
+                .await?;
         tx.commit().await?;
         Ok(missed)
     }
@@ -421,7 +450,11 @@ impl Store {
     }
 
     /// Every delivery's outcome, in audience order, for the CALL_WEBHOOK payload.
-    pub async fn delivery_reports(&self, org_id: &str, campaign_id: &str) -> Result<Vec<DeliveryReport>> {
+    pub async fn delivery_reports(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+    ) -> Result<Vec<DeliveryReport>> {
         let rows = sqlx::query(
             "SELECT id, user_id, status, sent_at, read_at, acknowledged_at FROM deliveries
              WHERE campaign_id = $1 AND org_id = $2 ORDER BY seq",

@@ -101,7 +101,11 @@ impl Store {
                         Ok(())
                     })
                 });
-                if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") }
+                if url.contains('?') {
+                    url.to_owned()
+                } else {
+                    format!("{url}?mode=rwc")
+                }
             }
             Backend::Postgres => {
                 options = options.max_connections(16);
@@ -157,7 +161,9 @@ pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
 }
 
 pub(crate) fn opt_time(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>> {
-    row.try_get::<Option<i64>, _>(column)?.map(from_millis).transpose()
+    row.try_get::<Option<i64>, _>(column)?
+        .map(from_millis)
+        .transpose()
 }
 
 pub(crate) fn time(row: &AnyRow, column: &str) -> Result<DateTime<Utc>> {

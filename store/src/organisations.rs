@@ -56,7 +56,11 @@ fn api_key(row: &AnyRow) -> Result<ApiKey> {
 
 impl Store {
     pub async fn create_organisation(&self, name: &str) -> Result<Organisation> {
-        let org = Organisation { id: new_id(), name: name.to_owned(), created_at: Utc::now() };
+        let org = Organisation {
+            id: new_id(),
+            name: name.to_owned(),
+            created_at: Utc::now(),
+        };
         sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&org.id)
             .bind(&org.name)
@@ -74,8 +78,14 @@ impl Store {
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| Ok(Organisation { id: row.try_get("id")?, name: row.try_get("name")?, created_at: time(&row, "created_at")? }))
-            .transpose()
+        row.map(|row| {
+            Ok(Organisation {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                created_at: time(&row, "created_at")?,
+            })
+        })
+        .transpose()
     }
 
     pub async fn get_organisation(&self, org_id: &str) -> Result<Organisation> {
@@ -84,11 +94,20 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound)?;
-        Ok(Organisation { id: row.try_get("id")?, name: row.try_get("name")?, created_at: time(&row, "created_at")? })
+        Ok(Organisation {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            created_at: time(&row, "created_at")?,
+        })
     }
 
     /// Creates an API key for `org_id` carrying `role`, and returns its secret once.
-    pub async fn create_api_key(&self, org_id: &str, name: &str, role: &str) -> Result<GeneratedKey> {
+    pub async fn create_api_key(
+        &self,
+        org_id: &str,
+        name: &str,
+        role: &str,
+    ) -> Result<GeneratedKey> {
         let mut random = [0u8; 32];
         rand::rng().fill_bytes(&mut random);
         let secret = format!("{SECRET_PREFIX}{}", hex::encode(random));
@@ -143,6 +162,10 @@ impl Store {
         .bind(org_id)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        if done.rows_affected() == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 }

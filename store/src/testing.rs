@@ -28,7 +28,9 @@ pub async fn postgres_at(base_url: &str) -> Result<Store> {
     sqlx::any::install_default_drivers();
     let name = format!("pidgr_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = AnyConnection::connect(base_url).await?;
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
     admin.close().await?;
     let (server, _database) = base_url
         .rsplit_once('/')

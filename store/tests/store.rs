@@ -32,7 +32,10 @@ where
 {
     match testing::postgres().await.unwrap() {
         Some(store) => body(store).await,
-        None => eprintln!("skipped: set {} to run this test on PostgreSQL", testing::POSTGRES_URL_VAR),
+        None => eprintln!(
+            "skipped: set {} to run this test on PostgreSQL",
+            testing::POSTGRES_URL_VAR
+        ),
     }
 }
 
@@ -66,11 +69,19 @@ async fn draft(store: &Store, org: &str, users: &[&str]) -> String {
 async fn started(store: &Store, users: &[&str]) -> (String, String) {
     let org = store.create_organisation("Acme").await.unwrap().id;
     let campaign = draft(store, &org, users).await;
-    store.start_campaign(&org, &campaign, &format!("campaign-{campaign}")).await.unwrap();
+    store
+        .start_campaign(&org, &campaign, &format!("campaign-{campaign}"))
+        .await
+        .unwrap();
     (org, campaign)
 }
 
-async fn delivery_of(store: &Store, org: &str, campaign: &str, user: &str) -> pidgr_store::Delivery {
+async fn delivery_of(
+    store: &Store,
+    org: &str,
+    campaign: &str,
+    user: &str,
+) -> pidgr_store::Delivery {
     store
         .list_deliveries(org, campaign, 0, 1000)
         .await
@@ -85,10 +96,16 @@ store_test!(starting_twice_creates_each_delivery_once);
 async fn starting_twice_creates_each_delivery_once(store: Store) {
     let org = store.create_organisation("Acme").await.unwrap().id;
     let campaign = draft(&store, &org, &["ann", "bob", "cy"]).await;
-    let first = store.start_campaign(&org, &campaign, "campaign-x").await.unwrap();
+    let first = store
+        .start_campaign(&org, &campaign, "campaign-x")
+        .await
+        .unwrap();
     assert!(first.newly_started);
     assert_eq!(first.campaign.status, CampaignStatus::Active);
-    let again = store.start_campaign(&org, &campaign, "campaign-x").await.unwrap();
+    let again = store
+        .start_campaign(&org, &campaign, "campaign-x")
+        .await
+        .unwrap();
     assert!(!again.newly_started);
     let counts = store.delivery_counts(&org, &campaign).await.unwrap();
     assert_eq!((counts.pending, counts.total()), (3, 3));
@@ -102,44 +119,97 @@ async fn a_large_audience_is_written_in_batches_in_order(store: Store) {
     let users: Vec<String> = (0..1203).map(|i| format!("user-{i:05}")).collect();
     let refs: Vec<&str> = users.iter().map(String::as_str).collect();
     let (org, campaign) = started(&store, &refs).await;
-    let all = store.list_deliveries(&org, &campaign, 0, 5000).await.unwrap();
+    let all = store
+        .list_deliveries(&org, &campaign, 0, 5000)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 1203);
-    assert!(all.iter().enumerate().all(|(i, (seq, d))| *seq == i as i64 + 1 && d.user_id == users[i]));
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, (seq, d))| *seq == i as i64 + 1 && d.user_id == users[i])
+    );
 }
 
 store_test!(another_organisation_sees_nothing);
 async fn another_organisation_sees_nothing(store: Store) {
     let (org, campaign) = started(&store, &["ann"]).await;
     let other = store.create_organisation("Other").await.unwrap().id;
-    assert!(matches!(store.get_campaign(&other, &campaign).await, Err(StoreError::NotFound)));
-    let ann = delivery_of(&store, &org, &campaign, "ann").await;
     assert!(matches!(
-        store.record_action(&other, &ann.id, ActionKind::Ack, "test").await,
+        store.get_campaign(&other, &campaign).await,
         Err(StoreError::NotFound)
     ));
-    assert_eq!(store.delivery_counts(&other, &campaign).await.unwrap().total(), 0);
-    assert!(store.list_deliveries(&other, &campaign, 0, 10).await.unwrap().is_empty());
-    assert!(matches!(store.cancel_campaign(&other, &campaign).await, Err(StoreError::NotFound)));
+    let ann = delivery_of(&store, &org, &campaign, "ann").await;
+    assert!(matches!(
+        store
+            .record_action(&other, &ann.id, ActionKind::Ack, "test")
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .delivery_counts(&other, &campaign)
+            .await
+            .unwrap()
+            .total(),
+        0
+    );
+    assert!(
+        store
+            .list_deliveries(&other, &campaign, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.cancel_campaign(&other, &campaign).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 store_test!(read_then_ack_is_idempotent_and_never_moves_back);
 async fn read_then_ack_is_idempotent_and_never_moves_back(store: Store) {
     let (org, campaign) = started(&store, &["ann"]).await;
     let ann = delivery_of(&store, &org, &campaign, "ann").await;
-    let read = store.record_action(&org, &ann.id, ActionKind::Read, "test").await.unwrap();
+    let read = store
+        .record_action(&org, &ann.id, ActionKind::Read, "test")
+        .await
+        .unwrap();
     assert!(read.changed);
     assert_eq!(read.delivery.status, DeliveryStatus::Read);
     let read_at = read.delivery.read_at.unwrap();
-    assert!(!store.record_action(&org, &ann.id, ActionKind::Read, "test").await.unwrap().changed);
-    let ack = store.record_action(&org, &ann.id, ActionKind::Ack, "test").await.unwrap();
+    assert!(
+        !store
+            .record_action(&org, &ann.id, ActionKind::Read, "test")
+            .await
+            .unwrap()
+            .changed
+    );
+    let ack = store
+        .record_action(&org, &ann.id, ActionKind::Ack, "test")
+        .await
+        .unwrap();
     assert!(ack.changed);
     assert_eq!(ack.delivery.status, DeliveryStatus::Acknowledged);
     assert_eq!(ack.delivery.read_at, Some(read_at));
-    let again = store.record_action(&org, &ann.id, ActionKind::Ack, "test").await.unwrap();
+    let again = store
+        .record_action(&org, &ann.id, ActionKind::Ack, "test")
+        .await
+        .unwrap();
     assert!(!again.changed);
-    let late_read = store.record_action(&org, &ann.id, ActionKind::Read, "test").await.unwrap();
+    let late_read = store
+        .record_action(&org, &ann.id, ActionKind::Read, "test")
+        .await
+        .unwrap();
     assert_eq!(late_read.delivery.status, DeliveryStatus::Acknowledged);
-    assert_eq!(store.delivery_counts(&org, &campaign).await.unwrap().acknowledged, 1);
+    assert_eq!(
+        store
+            .delivery_counts(&org, &campaign)
+            .await
+            .unwrap()
+            .acknowledged,
+        1
+    );
 }
 
 store_test!(ack_after_missed_or_cancel_is_refused);
@@ -147,13 +217,20 @@ async fn ack_after_missed_or_cancel_is_refused(store: Store) {
     let (org, campaign) = started(&store, &["ann", "bob"]).await;
     let ann = delivery_of(&store, &org, &campaign, "ann").await;
     assert_eq!(store.mark_missed(&org, &campaign).await.unwrap(), 2);
-    let refused = store.record_action(&org, &ann.id, ActionKind::Ack, "test").await;
+    let refused = store
+        .record_action(&org, &ann.id, ActionKind::Ack, "test")
+        .await;
     assert!(matches!(refused, Err(StoreError::Conflict(m)) if m.contains("missed")));
 
     let (org, campaign) = started(&store, &["cy"]).await;
     let cy = delivery_of(&store, &org, &campaign, "cy").await;
-    assert_eq!(store.cancel_campaign(&org, &campaign).await.unwrap().status, CampaignStatus::Cancelled);
-    let refused = store.record_action(&org, &cy.id, ActionKind::Ack, "test").await;
+    assert_eq!(
+        store.cancel_campaign(&org, &campaign).await.unwrap().status,
+        CampaignStatus::Cancelled
+    );
+    let refused = store
+        .record_action(&org, &cy.id, ActionKind::Ack, "test")
+        .await;
     assert!(matches!(refused, Err(StoreError::Conflict(m)) if m.contains("cancelled")));
     assert!(matches!(
         store.start_campaign(&org, &campaign, "w").await,
@@ -164,16 +241,34 @@ async fn ack_after_missed_or_cancel_is_refused(store: Store) {
 store_test!(fan_out_pages_skip_recipients_the_step_already_notified);
 async fn fan_out_pages_skip_recipients_the_step_already_notified(store: Store) {
     let (org, campaign) = started(&store, &["a", "b", "c", "d", "e"]).await;
-    let page = store.notify_page(&org, &campaign, "notify", false, 0, 2).await.unwrap();
-    assert_eq!(page.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    let page = store
+        .notify_page(&org, &campaign, "notify", false, 0, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     let outcomes = vec![
         (page[0].delivery_id.clone(), Ok(())),
-        (page[1].delivery_id.clone(), Err("no registered device".to_owned())),
+        (
+            page[1].delivery_id.clone(),
+            Err("no registered device".to_owned()),
+        ),
     ];
-    store.record_notified(&org, "notify", false, &outcomes).await.unwrap();
+    store
+        .record_notified(&org, "notify", false, &outcomes)
+        .await
+        .unwrap();
     // A retry from the start finds only those not yet notified.
-    let retry = store.notify_page(&org, &campaign, "notify", false, 0, 10).await.unwrap();
-    assert_eq!(retry.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(), ["c", "d", "e"]);
+    let retry = store
+        .notify_page(&org, &campaign, "notify", false, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        retry.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(),
+        ["c", "d", "e"]
+    );
     let b = delivery_of(&store, &org, &campaign, "b").await;
     assert_eq!(b.status, DeliveryStatus::Failed);
     assert_eq!(b.failure_reason.as_deref(), Some("no registered device"));
@@ -185,22 +280,61 @@ async fn fan_out_pages_skip_recipients_the_step_already_notified(store: Store) {
 store_test!(reminders_reach_only_the_unacknowledged_and_revive_failed);
 async fn reminders_reach_only_the_unacknowledged_and_revive_failed(store: Store) {
     let (org, campaign) = started(&store, &["a", "b", "c"]).await;
-    let page = store.notify_page(&org, &campaign, "notify", false, 0, 10).await.unwrap();
+    let page = store
+        .notify_page(&org, &campaign, "notify", false, 0, 10)
+        .await
+        .unwrap();
     let outcomes: Vec<_> = page
         .iter()
-        .map(|t| (t.delivery_id.clone(), if t.user_id == "c" { Err("refused".into()) } else { Ok(()) }))
+        .map(|t| {
+            (
+                t.delivery_id.clone(),
+                if t.user_id == "c" {
+                    Err("refused".into())
+                } else {
+                    Ok(())
+                },
+            )
+        })
         .collect();
-    store.record_notified(&org, "notify", false, &outcomes).await.unwrap();
+    store
+        .record_notified(&org, "notify", false, &outcomes)
+        .await
+        .unwrap();
     let a = delivery_of(&store, &org, &campaign, "a").await;
-    store.record_action(&org, &a.id, ActionKind::Ack, "test").await.unwrap();
+    store
+        .record_action(&org, &a.id, ActionKind::Ack, "test")
+        .await
+        .unwrap();
 
-    let due = store.notify_page(&org, &campaign, "remind", true, 0, 10).await.unwrap();
-    assert_eq!(due.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
-    let outcomes: Vec<_> = due.iter().map(|t| (t.delivery_id.clone(), Ok(()))).collect();
-    store.record_notified(&org, "remind", true, &outcomes).await.unwrap();
-    assert!(store.notify_page(&org, &campaign, "remind", true, 0, 10).await.unwrap().is_empty());
+    let due = store
+        .notify_page(&org, &campaign, "remind", true, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|t| t.user_id.as_str()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+    let outcomes: Vec<_> = due
+        .iter()
+        .map(|t| (t.delivery_id.clone(), Ok(())))
+        .collect();
+    store
+        .record_notified(&org, "remind", true, &outcomes)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .notify_page(&org, &campaign, "remind", true, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let c = delivery_of(&store, &org, &campaign, "c").await;
-    assert_eq!((c.status, c.reminder_count, c.failure_reason), (DeliveryStatus::Sent, 1, None));
+    assert_eq!(
+        (c.status, c.reminder_count, c.failure_reason),
+        (DeliveryStatus::Sent, 1, None)
+    );
     let b = delivery_of(&store, &org, &campaign, "b").await;
     assert_eq!((b.status, b.reminder_count), (DeliveryStatus::Sent, 1));
 }
@@ -209,35 +343,75 @@ store_test!(completion_marks_the_unresolved_missed);
 async fn completion_marks_the_unresolved_missed(store: Store) {
     let (org, campaign) = started(&store, &["a", "b", "c"]).await;
     let a = delivery_of(&store, &org, &campaign, "a").await;
-    store.record_action(&org, &a.id, ActionKind::Ack, "test").await.unwrap();
+    store
+        .record_action(&org, &a.id, ActionKind::Ack, "test")
+        .await
+        .unwrap();
     assert_eq!(store.complete_campaign(&org, &campaign).await.unwrap(), 2);
     let counts = store.delivery_counts(&org, &campaign).await.unwrap();
-    assert_eq!((counts.acknowledged, counts.missed, counts.unresolved()), (1, 2, 0));
+    assert_eq!(
+        (counts.acknowledged, counts.missed, counts.unresolved()),
+        (1, 2, 0)
+    );
     let done = store.get_campaign(&org, &campaign).await.unwrap();
     assert_eq!(done.status, CampaignStatus::Completed);
     assert!(done.finished_at.is_some());
     // Completing again changes nothing; a completed campaign cannot be cancelled.
     assert_eq!(store.complete_campaign(&org, &campaign).await.unwrap(), 0);
-    assert!(matches!(store.cancel_campaign(&org, &campaign).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.cancel_campaign(&org, &campaign).await,
+        Err(StoreError::Conflict(_))
+    ));
     let reports = store.delivery_reports(&org, &campaign).await.unwrap();
-    assert_eq!(reports.iter().map(|r| r.status).collect::<Vec<_>>(),
-        [DeliveryStatus::Acknowledged, DeliveryStatus::Missed, DeliveryStatus::Missed]);
+    assert_eq!(
+        reports.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [
+            DeliveryStatus::Acknowledged,
+            DeliveryStatus::Missed,
+            DeliveryStatus::Missed
+        ]
+    );
     assert!(reports[0].acknowledged_at.is_some() && reports[1].acknowledged_at.is_none());
 }
 
 store_test!(api_keys_authenticate_until_revoked);
 async fn api_keys_authenticate_until_revoked(store: Store) {
     let org = store.create_organisation("Acme").await.unwrap();
-    let generated = store.create_api_key(&org.id, "dev", "super_admin").await.unwrap();
+    let generated = store
+        .create_api_key(&org.id, "dev", "super_admin")
+        .await
+        .unwrap();
     assert!(generated.secret.starts_with(&generated.key.prefix));
-    let key = store.authenticate(&generated.secret).await.unwrap().unwrap();
-    assert_eq!((key.org_id.as_str(), key.role.as_str()), (org.id.as_str(), "super_admin"));
+    let key = store
+        .authenticate(&generated.secret)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (key.org_id.as_str(), key.role.as_str()),
+        (org.id.as_str(), "super_admin")
+    );
     assert!(key.last_used_at.is_some());
-    assert!(store.authenticate("pidgr_not-a-key").await.unwrap().is_none());
+    assert!(
+        store
+            .authenticate("pidgr_not-a-key")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let other = store.create_organisation("Other").await.unwrap();
-    assert!(matches!(store.revoke_api_key(&other.id, &key.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.revoke_api_key(&other.id, &key.id).await,
+        Err(StoreError::NotFound)
+    ));
     store.revoke_api_key(&org.id, &key.id).await.unwrap();
-    assert!(store.authenticate(&generated.secret).await.unwrap().is_none());
+    assert!(
+        store
+            .authenticate(&generated.secret)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 store_test!(an_idempotency_key_returns_the_first_campaign);
@@ -270,7 +444,10 @@ async fn signal_slots_are_rationed(store: Store) {
 store_test!(activity_log_and_push_log_keep_order);
 async fn activity_log_and_push_log_keep_order(store: Store) {
     let (org, campaign) = started(&store, &["a"]).await;
-    for (kind, message) in [(ActivityKind::StepStarted, "one"), (ActivityKind::WebhookFailed, "two")] {
+    for (kind, message) in [
+        (ActivityKind::StepStarted, "one"),
+        (ActivityKind::WebhookFailed, "two"),
+    ] {
         store
             .append_activity(NewActivity {
                 org_id: &org,
@@ -284,10 +461,20 @@ async fn activity_log_and_push_log_keep_order(store: Store) {
             .unwrap();
     }
     let log = store.list_activity(&org, &campaign, 0, 10).await.unwrap();
-    assert_eq!(log.iter().map(|e| (e.kind, e.message.as_str())).collect::<Vec<_>>(),
-        [(ActivityKind::StepStarted, "one"), (ActivityKind::WebhookFailed, "two")]);
+    assert_eq!(
+        log.iter()
+            .map(|e| (e.kind, e.message.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (ActivityKind::StepStarted, "one"),
+            (ActivityKind::WebhookFailed, "two")
+        ]
+    );
     assert_eq!(log[1].details["attempt"], 1);
-    let after_first = store.list_activity(&org, &campaign, log[0].id, 10).await.unwrap();
+    let after_first = store
+        .list_activity(&org, &campaign, log[0].id, 10)
+        .await
+        .unwrap();
     assert_eq!(after_first.len(), 1);
 
     let a = delivery_of(&store, &org, &campaign, "a").await;

@@ -15,16 +15,18 @@ use crate::contract::{
     CampaignActivities, CampaignRef, DeliveryCounts, FanOutInput, StepFailure, StepInput,
     WaitInput, WebhookInput,
 };
-use crate::definition::{DeadlineConfig, Definition, NotifyConfig, Outcome, Step, StepKind, WebhookConfig};
+use crate::definition::{
+    DeadlineConfig, Definition, NotifyConfig, Outcome, Step, StepKind, WebhookConfig,
+};
 use crate::search_attributes;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, TimerOptions, TimerResult,
-    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
-    WorkflowTermination,
+    ActivityExecutionError, ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext,
+    TimerOptions, TimerResult, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
+    WorkflowResult, WorkflowTermination,
 };
 
 /// Knobs the engine reads from the workflow input, so that every run of a campaign keeps the
@@ -42,7 +44,11 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { webhook_max_attempts: 5, webhook_initial_retry_ms: 1_000, max_signals_per_run: 500 }
+        EngineSettings {
+            webhook_max_attempts: 5,
+            webhook_initial_retry_ms: 1_000,
+            max_signals_per_run: 500,
+        }
     }
 }
 
@@ -115,7 +121,9 @@ impl CampaignWorkflow {
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<CampaignOutcome> {
         let input = ctx.state(|s| s.input.clone());
         match drive(ctx, &input).await {
-            Err(WorkflowTermination::ContinueAsNew(next)) => Err(WorkflowTermination::ContinueAsNew(next)),
+            Err(WorkflowTermination::ContinueAsNew(next)) => {
+                Err(WorkflowTermination::ContinueAsNew(next))
+            }
             _ if ctx.cancellation_token().is_cancelled() => {
                 // The cleanup runs on a detached token: the workflow's own is already cancelled.
                 ctx.execute_activity(
@@ -128,7 +136,9 @@ impl CampaignWorkflow {
                     },
                 )
                 .await?;
-                ctx.upsert_search_attributes([search_attributes::STATUS.value_set("CANCELLED".into())]);
+                ctx.upsert_search_attributes([
+                    search_attributes::STATUS.value_set("CANCELLED".into())
+                ]);
                 Err(WorkflowTermination::cancelled())
             }
             result => result,
@@ -136,7 +146,11 @@ impl CampaignWorkflow {
     }
 
     #[signal(name = "deliveries_changed")]
-    pub fn deliveries_changed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, counts: DeliveryCounts) {
+    pub fn deliveries_changed(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        counts: DeliveryCounts,
+    ) {
         self.signals_this_run += 1;
         if counts.progress_key() >= self.counts.progress_key() {
             self.counts = counts;
@@ -148,7 +162,10 @@ impl CampaignWorkflow {
 
     #[query(name = "progress")]
     pub fn progress(&self, _ctx: &WorkflowContextView) -> Progress {
-        let step = self.current_step.as_deref().and_then(|id| self.input.definition.step(id));
+        let step = self
+            .current_step
+            .as_deref()
+            .and_then(|id| self.input.definition.step(id));
         Progress {
             current_step: self.current_step.clone(),
             step_type: step.map(|s| s.kind.type_name().to_owned()),
@@ -162,11 +179,16 @@ impl CampaignWorkflow {
 
 /// Runs the definition from the entry step (or the resumed one) to an end, then completes the
 /// campaign: whatever is still unresolved becomes MISSED.
-async fn drive(ctx: &mut WorkflowContext<CampaignWorkflow>, input: &CampaignInput) -> WorkflowResult<CampaignOutcome> {
+async fn drive(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    input: &CampaignInput,
+) -> WorkflowResult<CampaignOutcome> {
     let definition = &input.definition;
     let mut resume = input.resume.clone();
     let mut step = match &resume {
-        Some(r) => definition.step(&r.step_id).ok_or_else(|| corrupt(&r.step_id))?,
+        Some(r) => definition
+            .step(&r.step_id)
+            .ok_or_else(|| corrupt(&r.step_id))?,
         None => definition.entry(),
     };
     loop {
@@ -186,7 +208,10 @@ async fn drive(ctx: &mut WorkflowContext<CampaignWorkflow>, input: &CampaignInpu
                 let counts = ctx
                     .execute_activity(
                         CampaignActivities::mark_missed,
-                        StepInput { campaign: input.campaign.clone(), step_id: step.id.clone() },
+                        StepInput {
+                            campaign: input.campaign.clone(),
+                            step_id: step.id.clone(),
+                        },
                         options(&step.id, Duration::from_secs(300)),
                     )
                     .await?;
@@ -231,9 +256,11 @@ async fn fan_out(
     let mut options = options(&step.id, Duration::from_secs(3600));
     options.heartbeat_timeout = Some(Duration::from_secs(60));
     let result = if reminder {
-        ctx.execute_activity(CampaignActivities::send_reminder, fan_out, options).await?
+        ctx.execute_activity(CampaignActivities::send_reminder, fan_out, options)
+            .await?
     } else {
-        ctx.execute_activity(CampaignActivities::send_notification, fan_out, options).await?
+        ctx.execute_activity(CampaignActivities::send_notification, fan_out, options)
+            .await?
     };
     ctx.state_mut(|s| s.counts = result.counts);
     Ok(Outcome::Next)
@@ -306,7 +333,12 @@ async fn wait(
             let counts = ctx.state(|s| s.counts);
             let continued_runs = input.resume.as_ref().map_or(0, |r| r.continued_runs) + 1;
             let next = CampaignInput {
-                resume: Some(Resume { step_id: step.id.clone(), wait_deadline_ms: deadline_ms, counts, continued_runs }),
+                resume: Some(Resume {
+                    step_id: step.id.clone(),
+                    wait_deadline_ms: deadline_ms,
+                    counts,
+                    continued_runs,
+                }),
                 ..input.clone()
             };
             ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
@@ -361,7 +393,10 @@ async fn call_webhook(
     // 30 s is the per-request timeout inside the activity; this bounds one attempt overall.
     let mut attempt_options = options(&step.id, Duration::from_secs(45));
     attempt_options.retry_policy = Some(retry);
-    if let Err(error) = ctx.execute_activity(CampaignActivities::call_webhook, call, attempt_options).await {
+    if let Err(error) = ctx
+        .execute_activity(CampaignActivities::call_webhook, call, attempt_options)
+        .await
+    {
         if ctx.cancellation_token().is_cancelled() {
             return Err(WorkflowTermination::cancelled());
         }
@@ -408,7 +443,11 @@ fn failure_message(error: &ActivityExecutionError) -> String {
         }
         failure = f.cause.as_deref();
     }
-    if messages.is_empty() { error.to_string() } else { messages.join(": ") }
+    if messages.is_empty() {
+        error.to_string()
+    } else {
+        messages.join(": ")
+    }
 }
 
 fn now_ms(ctx: &WorkflowContext<CampaignWorkflow>) -> u64 {

@@ -29,9 +29,12 @@ pub const DEFAULT_TASK_QUEUE: &str = "pidgr-campaigns";
 pub mod search_attributes {
     use temporalio_common::search_attributes::SearchAttributeKey;
 
-    pub const CAMPAIGN_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("PidgrCampaignId");
-    pub const ORGANISATION_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("PidgrOrganisationId");
-    pub const STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("PidgrCampaignStatus");
+    pub const CAMPAIGN_ID: SearchAttributeKey<String> =
+        SearchAttributeKey::keyword("PidgrCampaignId");
+    pub const ORGANISATION_ID: SearchAttributeKey<String> =
+        SearchAttributeKey::keyword("PidgrOrganisationId");
+    pub const STATUS: SearchAttributeKey<String> =
+        SearchAttributeKey::keyword("PidgrCampaignStatus");
 
     /// Name and type of each, as `temporal server start-dev --search-attribute` takes them.
     pub const ALL: [(&str, &str); 3] = [

@@ -50,7 +50,9 @@ fn scan(text: &str, mut replace: impl FnMut(&str) -> Option<String>) -> String {
         };
         let name = after[..close].trim();
         let valid = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
         match valid.then(|| replace(name)).flatten() {
             Some(value) => out.push_str(&value),
             None => out.push_str(&rest[open..open + 2 + close + 2]),
@@ -85,7 +87,10 @@ pub fn plain_text(markdown: &str, max_chars: usize) -> String {
     if collapsed.chars().count() <= max_chars {
         return collapsed;
     }
-    let mut cut: String = collapsed.chars().take(max_chars.saturating_sub(1)).collect();
+    let mut cut: String = collapsed
+        .chars()
+        .take(max_chars.saturating_sub(1))
+        .collect();
     cut.truncate(cut.trim_end().len());
     cut.push('…');
     cut
@@ -98,20 +103,43 @@ mod tests {
     #[test]
     fn finds_placeholders() {
         let found = placeholders("Hi {{ name }}, by {{deadline}} {{bad name}} {{}} {{unclosed");
-        assert_eq!(found, BTreeSet::from(["deadline".to_owned(), "name".to_owned()]));
+        assert_eq!(
+            found,
+            BTreeSet::from(["deadline".to_owned(), "name".to_owned()])
+        );
     }
 
     #[test]
     fn recipient_variables_beat_step_variables_beat_built_ins() {
-        let step = BTreeMap::from([("deadline".to_owned(), "Friday".to_owned()), ("name".to_owned(), "step".to_owned())]);
+        let step = BTreeMap::from([
+            ("deadline".to_owned(), "Friday".to_owned()),
+            ("name".to_owned(), "step".to_owned()),
+        ]);
         let mine = BTreeMap::from([("deadline".to_owned(), "Monday".to_owned())]);
-        let values = recipient_values([("name", "Ada"), ("email", "ada@example.com"), ("title", "T")], &step, &mine);
-        assert_eq!(render("{{name}} by {{deadline}} ({{email}}) {{other}}", &values), "step by Monday (ada@example.com) {{other}}");
+        let values = recipient_values(
+            [
+                ("name", "Ada"),
+                ("email", "ada@example.com"),
+                ("title", "T"),
+            ],
+            &step,
+            &mine,
+        );
+        assert_eq!(
+            render("{{name}} by {{deadline}} ({{email}}) {{other}}", &values),
+            "step by Monday (ada@example.com) {{other}}"
+        );
     }
 
     #[test]
     fn plain_text_strips_markdown_and_truncates() {
-        assert_eq!(plain_text("# Title\n\n**Read** the [policy](https://x.example/p) _now_", 100), "Title Read the policy now");
+        assert_eq!(
+            plain_text(
+                "# Title\n\n**Read** the [policy](https://x.example/p) _now_",
+                100
+            ),
+            "Title Read the policy now"
+        );
         let long = plain_text(&"word ".repeat(100), 20);
         assert_eq!(long.chars().count(), 20);
         assert!(long.ends_with('…'));

@@ -15,7 +15,9 @@ use pidgr::Config;
 use pidgr_store::Store;
 use serde_json::{Value, json};
 use temporalio_client::{Client, ClientOptions, WorkflowListOptions};
-use temporalio_sdk::testing::{EphemeralExe, LocalServer, LocalWorkflowEnvironmentOptions, WorkflowEnvironment};
+use temporalio_sdk::testing::{
+    EphemeralExe, LocalServer, LocalWorkflowEnvironmentOptions, WorkflowEnvironment,
+};
 use tokio::sync::{mpsc, watch};
 
 /// How long any awaited condition may take before the test fails with a message saying what
@@ -48,16 +50,24 @@ pub fn example_definition(first_wait: &str, last_call: &str, webhook_url: &str) 
 }
 
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// The Temporal CLI the Makefile installed.
 fn temporal_cli() -> Result<String> {
     let path = std::env::var("PIDGR_TEMPORAL_CLI")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/py/bin/temporal"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/py/bin/temporal")
+        });
     if !path.exists() {
-        bail!("the Temporal CLI is not at {}; run `make tools` (or `make test`)", path.display());
+        bail!(
+            "the Temporal CLI is not at {}; run `make tools` (or `make test`)",
+            path.display()
+        );
     }
     Ok(path.display().to_string())
 }
@@ -66,9 +76,14 @@ fn temporal_cli() -> Result<String> {
 pub fn pidgr_binary() -> Result<PathBuf> {
     let path = std::env::var("PIDGR_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pidgr"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pidgr")
+        });
     if !path.exists() {
-        bail!("the pidgr binary is not at {}; run `cargo build -p pidgr` (make test does)", path.display());
+        bail!(
+            "the pidgr binary is not at {}; run `cargo build -p pidgr` (make test does)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -85,7 +100,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { signal_interval_ms: 1000, max_signals_per_run: 500, webhook_max_attempts: 3, in_process_worker: true }
+        Options {
+            signal_interval_ms: 1000,
+            max_signals_per_run: 500,
+            webhook_max_attempts: 3,
+            in_process_worker: true,
+        }
     }
 }
 
@@ -118,11 +138,15 @@ impl System {
             .extra_args(
                 pidgr_workflows::search_attributes::ALL
                     .iter()
-                    .flat_map(|(name, kind)| ["--search-attribute".to_owned(), format!("{name}={kind}")])
+                    .flat_map(|(name, kind)| {
+                        ["--search-attribute".to_owned(), format!("{name}={kind}")]
+                    })
                     .collect(),
             )
             .build();
-        let env = WorkflowEnvironment::start_local(server_options).await.context("starting the Temporal dev server")?;
+        let env = WorkflowEnvironment::start_local(server_options)
+            .await
+            .context("starting the Temporal dev server")?;
         let client = env.client().clone();
         let listen = StdListener::bind("127.0.0.1:0")?;
         let api_addr = listen.local_addr()?;
@@ -148,9 +172,15 @@ impl System {
         listen.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listen)?;
         let mut shutdown = stop_rx.clone();
-        tokio::spawn(pidgr::serve_api(listener, store.clone(), client.clone(), config.api_settings()?, async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        }));
+        tokio::spawn(pidgr::serve_api(
+            listener,
+            store.clone(),
+            client.clone(),
+            config.api_settings()?,
+            async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            },
+        ));
         let mut system = System {
             env: Some(env),
             temporal_address: format!("127.0.0.1:{port}"),
@@ -173,10 +203,21 @@ impl System {
 
     /// Runs the worker on a thread of its own (the SDK's worker future is not `Send`).
     pub fn start_in_process_worker(&mut self) -> Result<()> {
-        let (config, store, client, stop) = (self.config.clone(), self.store.clone(), self.client.clone(), self.stop.subscribe());
+        let (config, store, client, stop) = (
+            self.config.clone(),
+            self.store.clone(),
+            self.client.clone(),
+            self.stop.subscribe(),
+        );
         self.workers.push(std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
-            runtime.block_on(pidgr::run_worker(&config, store, client, stop)).expect("the worker failed");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime
+                .block_on(pidgr::run_worker(&config, store, client, stop))
+                .expect("the worker failed");
         }));
         Ok(())
     }
@@ -211,15 +252,27 @@ impl System {
 
     // ---- the API, as a client sees it ----
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value)> {
-        let mut request = self.http.request(method, format!("{}{path}", self.api)).bearer_auth(&self.key);
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(&self.key);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await?;
         let status = StatusCode::from_u16(response.status().as_u16())?;
         let text = response.text().await?;
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).with_context(|| text.clone())? };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| text.clone())?
+        };
         Ok((status, value))
     }
 
@@ -257,7 +310,9 @@ impl System {
             bail!("create answered {status}: {created}");
         }
         let id = created["id"].as_str().context("campaign id")?.to_owned();
-        let (status, started) = self.post(&format!("/v1/campaigns/{id}/start"), json!({})).await?;
+        let (status, started) = self
+            .post(&format!("/v1/campaigns/{id}/start"), json!({}))
+            .await?;
         if status != StatusCode::ACCEPTED {
             bail!("start answered {status}: {started}");
         }
@@ -269,7 +324,11 @@ impl System {
         let mut all = Vec::new();
         let mut after = 0;
         loop {
-            let page = self.get(&format!("/v1/campaigns/{campaign}/deliveries?after={after}&limit=500")).await?;
+            let page = self
+                .get(&format!(
+                    "/v1/campaigns/{campaign}/deliveries?after={after}&limit=500"
+                ))
+                .await?;
             all.extend(page["items"].as_array().cloned().unwrap_or_default());
             match page["next_cursor"].as_i64() {
                 Some(next) => after = next,
@@ -279,7 +338,12 @@ impl System {
     }
 
     pub async fn activity(&self, campaign: &str) -> Result<Vec<Value>> {
-        Ok(self.get(&format!("/v1/campaigns/{campaign}/activity?limit=500")).await?["items"].as_array().cloned().unwrap_or_default())
+        Ok(self
+            .get(&format!("/v1/campaigns/{campaign}/activity?limit=500"))
+            .await?["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
     }
 
     pub async fn campaign(&self, campaign: &str) -> Result<Value> {
@@ -297,10 +361,13 @@ impl System {
 
     /// Waits until the campaign is in `step` and every delivery has been notified.
     pub async fn until_waiting(&self, campaign: &str, step: &str) -> Result<()> {
-        until(&format!("campaign {campaign} to wait in {step}"), || async {
-            let view = self.campaign(campaign).await?;
-            Ok((view["current_step"] == step && view["counts"]["pending"] == 0).then_some(()))
-        })
+        until(
+            &format!("campaign {campaign} to wait in {step}"),
+            || async {
+                let view = self.campaign(campaign).await?;
+                Ok((view["current_step"] == step && view["counts"]["pending"] == 0).then_some(()))
+            },
+        )
         .await
     }
 
@@ -308,7 +375,13 @@ impl System {
     pub async fn history_lengths(&self, campaign: &str) -> Result<Vec<i64>> {
         use futures_util::StreamExt;
         let query = format!("WorkflowId = '{}'", pidgr_workflows::workflow_id(campaign));
-        let mut runs: Vec<_> = self.client.list_workflows(query, WorkflowListOptions::default()).collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
+        let mut runs: Vec<_> = self
+            .client
+            .list_workflows(query, WorkflowListOptions::default())
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
         runs.sort_by_key(|r: &temporalio_client::WorkflowExecution| r.start_time());
         Ok(runs.iter().map(|r| r.history_length()).collect())
     }

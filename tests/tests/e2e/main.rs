@@ -16,7 +16,10 @@ use temporalio_client::{WorkflowGetResultOptions, WorkflowQueryOptions};
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Recorded with `PIDGR_RECORD_HISTORY=1 cargo test -p pidgr-tests --test e2e some_recipients_ack`.
-const RECORDED_HISTORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/example-campaign-history.json");
+const RECORDED_HISTORY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/example-campaign-history.json"
+);
 
 /// user id → delivery id
 async fn delivery_ids(system: &System, campaign: &str) -> Result<BTreeMap<String, String>> {
@@ -24,12 +27,22 @@ async fn delivery_ids(system: &System, campaign: &str) -> Result<BTreeMap<String
         .deliveries(campaign)
         .await?
         .into_iter()
-        .map(|d| (d["user_id"].as_str().unwrap_or_default().to_owned(), d["id"].as_str().unwrap_or_default().to_owned()))
+        .map(|d| {
+            (
+                d["user_id"].as_str().unwrap_or_default().to_owned(),
+                d["id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect())
 }
 
 async fn act(system: &System, delivery: &str, action: &str) -> Result<(StatusCode, Value)> {
-    system.post(&format!("/v1/deliveries/{delivery}/{action}"), json!({ "source": "inbox" })).await
+    system
+        .post(
+            &format!("/v1/deliveries/{delivery}/{action}"),
+            json!({ "source": "inbox" }),
+        )
+        .await
 }
 
 async fn ack_all(system: &System, ids: impl IntoIterator<Item = &String>) -> Result<()> {
@@ -46,7 +59,12 @@ async fn pushed_users(system: &System, campaign: &str, step: &str) -> Result<Vec
         .deliveries(campaign)
         .await?
         .into_iter()
-        .map(|d| (d["id"].as_str().unwrap_or_default().to_owned(), d["user_id"].as_str().unwrap_or_default().to_owned()))
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap_or_default().to_owned(),
+                d["user_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     let mut users: Vec<String> = system
         .store
@@ -61,7 +79,16 @@ async fn pushed_users(system: &System, campaign: &str, step: &str) -> Result<Vec
 }
 
 fn kinds(activity: &[Value]) -> Vec<String> {
-    activity.iter().map(|e| format!("{}:{}", e["kind"].as_str().unwrap_or(""), e["step_id"].as_str().unwrap_or("-"))).collect()
+    activity
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["kind"].as_str().unwrap_or(""),
+                e["step_id"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
 }
 
 /// An API timestamp as the webhook payload writes it: RFC 3339, whole seconds, `Z`.
@@ -75,19 +102,36 @@ async fn some_recipients_ack_so_only_the_others_are_reminded_and_missed() -> Res
     let mut receiver = Receiver::start(Some(0)).await?;
     let system = System::start(Options::default()).await?;
     // The first wait is long enough for the ACKs below to land before its deadline.
-    let campaign = system.start_campaign(&["u1", "u2", "u3", "u4"], example_definition("10s", "1s", &receiver.url)).await?;
+    let campaign = system
+        .start_campaign(
+            &["u1", "u2", "u3", "u4"],
+            example_definition("10s", "1s", &receiver.url),
+        )
+        .await?;
     system.until_waiting(&campaign, "wait").await?;
 
     // The `progress` query answers while the workflow waits (what the Web UI shows).
-    let handle = system.client.get_workflow_handle::<CampaignWorkflow>(workflow_id(&campaign));
-    let progress: Progress = handle.query(CampaignWorkflow::progress, (), WorkflowQueryOptions::default()).await?;
+    let handle = system
+        .client
+        .get_workflow_handle::<CampaignWorkflow>(workflow_id(&campaign));
+    let progress: Progress = handle
+        .query(
+            CampaignWorkflow::progress,
+            (),
+            WorkflowQueryOptions::default(),
+        )
+        .await?;
     assert_eq!(progress.current_step.as_deref(), Some("wait"));
     assert_eq!(progress.step_type.as_deref(), Some("DEADLINE_CHECK"));
     assert_eq!(progress.counts.total(), 4);
     // Runs are findable by campaign id in the Web UI.
     let query = format!("PidgrCampaignId = '{campaign}' AND PidgrCampaignStatus = 'ACTIVE'");
     until("the run to be listed by its search attributes", || async {
-        let found = system.client.list_workflows(query.clone(), Default::default()).collect::<Vec<_>>().await;
+        let found = system
+            .client
+            .list_workflows(query.clone(), Default::default())
+            .collect::<Vec<_>>()
+            .await;
         Ok((found.len() == 1).then_some(()))
     })
     .await?;
@@ -98,26 +142,44 @@ async fn some_recipients_ack_so_only_the_others_are_reminded_and_missed() -> Res
     assert_eq!(status, StatusCode::OK);
 
     let done = system.until_status(&campaign, "COMPLETED").await?;
-    assert_eq!(done["counts"], json!({ "pending": 0, "sent": 0, "read": 0, "acknowledged": 2, "missed": 2, "failed": 0 }));
-    assert_eq!(pushed_users(&system, &campaign, "notify").await?, ["u1", "u2", "u3", "u4"]);
-    assert_eq!(pushed_users(&system, &campaign, "remind").await?, ["u3", "u4"]);
+    assert_eq!(
+        done["counts"],
+        json!({ "pending": 0, "sent": 0, "read": 0, "acknowledged": 2, "missed": 2, "failed": 0 })
+    );
+    assert_eq!(
+        pushed_users(&system, &campaign, "notify").await?,
+        ["u1", "u2", "u3", "u4"]
+    );
+    assert_eq!(
+        pushed_users(&system, &campaign, "remind").await?,
+        ["u3", "u4"]
+    );
 
     // The push text is rendered per recipient: built-ins, step and recipient variables.
     let pushes = system.store.list_pushes(&system.org_id, &campaign).await?;
-    let u3 = pushes.iter().find(|p| p.delivery_id == ids["u3"] && p.step_id == "notify").context("u3's push")?;
+    let u3 = pushes
+        .iter()
+        .find(|p| p.delivery_id == ids["u3"] && p.step_id == "notify")
+        .context("u3's push")?;
     assert_eq!(u3.title, "Security update for User u3");
     assert_eq!(u3.body, "Please read and acknowledge by Friday, team-u3.");
 
     // The webhook body matches seed 001 field by field.
     let request = receiver.next().await?;
-    assert!(receiver.requests.try_recv().is_err(), "the webhook was called once");
+    assert!(
+        receiver.requests.try_recv().is_err(),
+        "the webhook was called once"
+    );
     assert_eq!(request.headers["authorization"], "Bearer s3cret");
     assert_eq!(request.headers["x-custom-header"], "custom-value");
     assert_eq!(request.headers["content-type"], "application/json");
     let body = request.body;
     assert_eq!(body["campaign_id"], campaign.as_str());
     assert_eq!(body["campaign_name"], "Q1 Security Update");
-    assert_eq!(body["summary"], json!({ "total": 4, "acknowledged": 2, "missed": 2, "failed": 0 }));
+    assert_eq!(
+        body["summary"],
+        json!({ "total": 4, "acknowledged": 2, "missed": 2, "failed": 0 })
+    );
     let deliveries = system.deliveries(&campaign).await?;
     let lines = body["deliveries"].as_array().context("deliveries")?;
     assert_eq!(lines.len(), 4);
@@ -135,13 +197,40 @@ async fn some_recipients_ack_so_only_the_others_are_reminded_and_missed() -> Res
         }
         assert_eq!(line, &expected);
     }
-    let statuses: Vec<_> = lines.iter().map(|l| (l["user_id"].as_str().unwrap(), l["status"].as_str().unwrap())).collect();
-    assert_eq!(statuses, [("u1", "ACKNOWLEDGED"), ("u2", "ACKNOWLEDGED"), ("u3", "MISSED"), ("u4", "MISSED")]);
+    let statuses: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["user_id"].as_str().unwrap(),
+                l["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("u1", "ACKNOWLEDGED"),
+            ("u2", "ACKNOWLEDGED"),
+            ("u3", "MISSED"),
+            ("u4", "MISSED")
+        ]
+    );
     assert!(lines[2].get("read_at").is_some() && lines[3].get("read_at").is_none());
 
     let log = kinds(&system.activity(&campaign).await?);
-    for expected in ["step_started:notify", "step_started:wait", "step_started:remind", "step_started:last-call", "step_started:missed", "webhook_attempt:report", "campaign_completed:-"] {
-        assert!(log.contains(&expected.to_owned()), "{expected} missing from {log:?}");
+    for expected in [
+        "step_started:notify",
+        "step_started:wait",
+        "step_started:remind",
+        "step_started:last-call",
+        "step_started:missed",
+        "webhook_attempt:report",
+        "campaign_completed:-",
+    ] {
+        assert!(
+            log.contains(&expected.to_owned()),
+            "{expected} missing from {log:?}"
+        );
     }
 
     // The history of this run replays against the current workflow code.
@@ -156,15 +245,23 @@ async fn some_recipients_ack_so_only_the_others_are_reminded_and_missed() -> Res
 }
 
 async fn replay(history: &[u8]) -> Result<()> {
-    let replayer = WorkflowReplayer::new(WorkflowReplayerOptions::new().register_workflow::<CampaignWorkflow>()?.build())?;
+    let replayer = WorkflowReplayer::new(
+        WorkflowReplayerOptions::new()
+            .register_workflow::<CampaignWorkflow>()?
+            .build(),
+    )?;
     let history = temporalio_client::WorkflowHistory::from_json(history)?;
-    replayer.replay_workflow(history).await.context("replaying the history")?;
+    replayer
+        .replay_workflow(history)
+        .await
+        .context("replaying the history")?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_history_of_the_example_campaign_replays() -> Result<()> {
-    let history = std::fs::read(RECORDED_HISTORY).with_context(|| format!("reading {RECORDED_HISTORY}"))?;
+    let history =
+        std::fs::read(RECORDED_HISTORY).with_context(|| format!("reading {RECORDED_HISTORY}"))?;
     replay(&history).await
 }
 
@@ -173,7 +270,12 @@ async fn everyone_acks_before_the_deadline_so_the_wait_ends_at_once() -> Result<
     let mut receiver = Receiver::start(Some(0)).await?;
     let system = System::start(Options::default()).await?;
     // An hour-long wait: only the early exit can complete this campaign within the test.
-    let campaign = system.start_campaign(&["a", "b", "c"], example_definition("1h", "1h", &receiver.url)).await?;
+    let campaign = system
+        .start_campaign(
+            &["a", "b", "c"],
+            example_definition("1h", "1h", &receiver.url),
+        )
+        .await?;
     system.until_waiting(&campaign, "wait").await?;
     let ids = delivery_ids(&system, &campaign).await?;
     ack_all(&system, ids.values()).await?;
@@ -185,7 +287,10 @@ async fn everyone_acks_before_the_deadline_so_the_wait_ends_at_once() -> Result<
     assert_eq!(done["counts"]["acknowledged"], 3);
     assert!(pushed_users(&system, &campaign, "remind").await?.is_empty());
     let body = receiver.next().await?.body;
-    assert_eq!(body["summary"], json!({ "total": 3, "acknowledged": 3, "missed": 0, "failed": 0 }));
+    assert_eq!(
+        body["summary"],
+        json!({ "total": 3, "acknowledged": 3, "missed": 0, "failed": 0 })
+    );
     let log = kinds(&system.activity(&campaign).await?);
     assert!(!log.iter().any(|k| k.ends_with(":remind")), "{log:?}");
     system.shutdown().await;
@@ -196,26 +301,40 @@ async fn everyone_acks_before_the_deadline_so_the_wait_ends_at_once() -> Result<
 async fn cancel_during_a_wait_stops_the_campaign_and_refuses_later_acks() -> Result<()> {
     let mut receiver = Receiver::start(Some(0)).await?;
     let system = System::start(Options::default()).await?;
-    let campaign = system.start_campaign(&["a", "b"], example_definition("1h", "1h", &receiver.url)).await?;
+    let campaign = system
+        .start_campaign(&["a", "b"], example_definition("1h", "1h", &receiver.url))
+        .await?;
     system.until_waiting(&campaign, "wait").await?;
 
-    let (status, view) = system.post(&format!("/v1/campaigns/{campaign}/cancel"), json!({})).await?;
+    let (status, view) = system
+        .post(&format!("/v1/campaigns/{campaign}/cancel"), json!({}))
+        .await?;
     assert_eq!(status, StatusCode::OK, "{view}");
     assert_eq!(view["status"], "CANCELLED");
-    let handle = system.client.get_workflow_handle::<CampaignWorkflow>(workflow_id(&campaign));
+    let handle = system
+        .client
+        .get_workflow_handle::<CampaignWorkflow>(workflow_id(&campaign));
     let result = handle.get_result(WorkflowGetResultOptions::default()).await;
-    assert!(result.is_err(), "the workflow ended cancelled, not with a result: {result:?}");
+    assert!(
+        result.is_err(),
+        "the workflow ended cancelled, not with a result: {result:?}"
+    );
 
     let ids = delivery_ids(&system, &campaign).await?;
     let (status, problem) = act(&system, &ids["a"], "ack").await?;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["type"], "https://pidgr.dev/problems/conflict");
     until("the cancellation in the activity log", || async {
-        Ok(kinds(&system.activity(&campaign).await?).contains(&"campaign_cancelled:-".to_owned()).then_some(()))
+        Ok(kinds(&system.activity(&campaign).await?)
+            .contains(&"campaign_cancelled:-".to_owned())
+            .then_some(()))
     })
     .await?;
     assert_eq!(system.campaign(&campaign).await?["status"], "CANCELLED");
-    assert!(receiver.requests.try_recv().is_err(), "no webhook after a cancel");
+    assert!(
+        receiver.requests.try_recv().is_err(),
+        "no webhook after a cancel"
+    );
     system.shutdown().await;
     Ok(())
 }
@@ -223,19 +342,47 @@ async fn cancel_during_a_wait_stops_the_campaign_and_refuses_later_acks() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_fails_twice_is_retried_and_delivered_once() -> Result<()> {
     let mut receiver = Receiver::start(Some(2)).await?;
-    let system = System::start(Options { webhook_max_attempts: 5, ..Options::default() }).await?;
-    let campaign = system.start_campaign(&["a"], example_definition("1h", "1h", &receiver.url)).await?;
+    let system = System::start(Options {
+        webhook_max_attempts: 5,
+        ..Options::default()
+    })
+    .await?;
+    let campaign = system
+        .start_campaign(&["a"], example_definition("1h", "1h", &receiver.url))
+        .await?;
     system.until_waiting(&campaign, "wait").await?;
     ack_all(&system, delivery_ids(&system, &campaign).await?.values()).await?;
     system.until_status(&campaign, "COMPLETED").await?;
 
-    let bodies: Vec<Value> = [receiver.next().await?, receiver.next().await?, receiver.next().await?].into_iter().map(|r| r.body).collect();
-    assert!(receiver.requests.try_recv().is_err(), "no call after the successful one");
-    assert!(bodies.iter().all(|b| b == &bodies[0]), "each retry re-sends the same body");
+    let bodies: Vec<Value> = [
+        receiver.next().await?,
+        receiver.next().await?,
+        receiver.next().await?,
+    ]
+    .into_iter()
+    .map(|r| r.body)
+    .collect();
+    assert!(
+        receiver.requests.try_recv().is_err(),
+        "no call after the successful one"
+    );
+    assert!(
+        bodies.iter().all(|b| b == &bodies[0]),
+        "each retry re-sends the same body"
+    );
     let log = kinds(&system.activity(&campaign).await?);
-    assert_eq!(log.iter().filter(|k| *k == "webhook_attempt:report").count(), 3, "{log:?}");
+    assert_eq!(
+        log.iter()
+            .filter(|k| *k == "webhook_attempt:report")
+            .count(),
+        3,
+        "{log:?}"
+    );
     assert!(log.contains(&"step_finished:report".to_owned()), "{log:?}");
-    assert!(!log.contains(&"webhook_failed:report".to_owned()), "{log:?}");
+    assert!(
+        !log.contains(&"webhook_failed:report".to_owned()),
+        "{log:?}"
+    );
     system.shutdown().await;
     Ok(())
 }
@@ -243,8 +390,14 @@ async fn a_webhook_that_fails_twice_is_retried_and_delivered_once() -> Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_always_fails_is_logged_and_the_campaign_still_completes() -> Result<()> {
     let mut receiver = Receiver::start(None).await?;
-    let system = System::start(Options { webhook_max_attempts: 3, ..Options::default() }).await?;
-    let campaign = system.start_campaign(&["a", "b"], example_definition("1h", "1h", &receiver.url)).await?;
+    let system = System::start(Options {
+        webhook_max_attempts: 3,
+        ..Options::default()
+    })
+    .await?;
+    let campaign = system
+        .start_campaign(&["a", "b"], example_definition("1h", "1h", &receiver.url))
+        .await?;
     system.until_waiting(&campaign, "wait").await?;
     ack_all(&system, delivery_ids(&system, &campaign).await?.values()).await?;
     system.until_status(&campaign, "COMPLETED").await?;
@@ -252,11 +405,20 @@ async fn a_webhook_that_always_fails_is_logged_and_the_campaign_still_completes(
     for _ in 0..3 {
         receiver.next().await?;
     }
-    assert!(receiver.requests.try_recv().is_err(), "exactly the configured number of attempts");
+    assert!(
+        receiver.requests.try_recv().is_err(),
+        "exactly the configured number of attempts"
+    );
     let activity = system.activity(&campaign).await?;
-    let failed = activity.iter().find(|e| e["kind"] == "webhook_failed").context("a webhook_failed entry")?;
+    let failed = activity
+        .iter()
+        .find(|e| e["kind"] == "webhook_failed")
+        .context("a webhook_failed entry")?;
     assert_eq!(failed["step_id"], "report");
-    assert!(failed["message"].as_str().unwrap_or("").contains("503"), "{failed}");
+    assert!(
+        failed["message"].as_str().unwrap_or("").contains("503"),
+        "{failed}"
+    );
     system.shutdown().await;
     Ok(())
 }
@@ -264,9 +426,15 @@ async fn a_webhook_that_always_fails_is_logged_and_the_campaign_still_completes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_during_a_wait_is_replaced_and_the_campaign_completes() -> Result<()> {
     let mut receiver = Receiver::start(Some(0)).await?;
-    let mut system = System::start(Options { in_process_worker: false, ..Options::default() }).await?;
+    let mut system = System::start(Options {
+        in_process_worker: false,
+        ..Options::default()
+    })
+    .await?;
     let mut worker = system.spawn_worker_process()?;
-    let campaign = system.start_campaign(&["a", "b"], example_definition("15s", "1s", &receiver.url)).await?;
+    let campaign = system
+        .start_campaign(&["a", "b"], example_definition("15s", "1s", &receiver.url))
+        .await?;
     system.until_waiting(&campaign, "wait").await?;
 
     worker.kill().await?; // SIGKILL: no graceful shutdown
@@ -274,11 +442,17 @@ async fn a_worker_killed_during_a_wait_is_replaced_and_the_campaign_completes() 
     // The durable timer fires with nobody having acknowledged: reminder, last call, missed.
     let done = system.until_status(&campaign, "COMPLETED").await?;
     assert_eq!(done["counts"]["missed"], 2);
-    assert_eq!(pushed_users(&system, &campaign, "notify").await?, ["a", "b"], "nobody notified twice");
-    assert_eq!(pushed_users(&system, &campaign, "remind").await?, ["a", "b"]);
+    assert_eq!(
+        pushed_users(&system, &campaign, "notify").await?,
+        ["a", "b"],
+        "nobody notified twice"
+    );
+    assert_eq!(
+        pushed_users(&system, &campaign, "remind").await?,
+        ["a", "b"]
+    );
     assert_eq!(receiver.next().await?.body["summary"]["missed"], 2);
     replacement.kill().await?;
-    system.start_in_process_worker()?; // so shutdown has something to stop
     system.shutdown().await;
     Ok(())
 }
@@ -288,7 +462,12 @@ async fn thousands_of_acks_keep_every_history_small() -> Result<()> {
     const RECIPIENTS: usize = 2000;
     const MAX_SIGNALS_PER_RUN: u32 = 200;
     // Every ACK signals (no coalescing), so only continue-as-new bounds the history.
-    let system = System::start(Options { signal_interval_ms: 0, max_signals_per_run: MAX_SIGNALS_PER_RUN, ..Options::default() }).await?;
+    let system = System::start(Options {
+        signal_interval_ms: 0,
+        max_signals_per_run: MAX_SIGNALS_PER_RUN,
+        ..Options::default()
+    })
+    .await?;
     let users: Vec<String> = (0..RECIPIENTS).map(|i| format!("user-{i:04}")).collect();
     let user_refs: Vec<&str> = users.iter().map(String::as_str).collect();
     let definition = json!({
@@ -302,14 +481,20 @@ async fn thousands_of_acks_keep_every_history_small() -> Result<()> {
     });
     let campaign = system.start_campaign(&user_refs, definition).await?;
     system.until_waiting(&campaign, "wait").await?;
-    let ids: Vec<String> = delivery_ids(&system, &campaign).await?.into_values().collect();
+    let ids: Vec<String> = delivery_ids(&system, &campaign)
+        .await?
+        .into_values()
+        .collect();
     assert_eq!(ids.len(), RECIPIENTS);
-    let statuses: Vec<StatusCode> = futures_util::stream::iter(ids.iter().map(|id| async { act(&system, id, "ack").await.map(|(s, _)| s) }))
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
+    let statuses: Vec<StatusCode> = futures_util::stream::iter(
+        ids.iter()
+            .map(|id| async { act(&system, id, "ack").await.map(|(s, _)| s) }),
+    )
+    .buffer_unordered(8)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<_>>()?;
     assert!(statuses.iter().all(|s| *s == StatusCode::OK));
 
     let done = system.until_status(&campaign, "COMPLETED").await?;
@@ -319,12 +504,126 @@ async fn thousands_of_acks_keep_every_history_small() -> Result<()> {
         Ok((lengths.len() > 1 && lengths.iter().all(|l| *l > 0)).then_some(lengths))
     })
     .await?;
-    eprintln!("history events per run for {RECIPIENTS} ACKs, {MAX_SIGNALS_PER_RUN} signals per run: {lengths:?}");
-    assert!(lengths.len() > 1, "the workflow continued as new: {lengths:?}");
+    eprintln!(
+        "history events per run for {RECIPIENTS} ACKs, {MAX_SIGNALS_PER_RUN} signals per run: {lengths:?}"
+    );
+    assert!(
+        lengths.len() > 1,
+        "the workflow continued as new: {lengths:?}"
+    );
     // Each run holds at most about one run's worth of signals plus a fixed overhead, far below
     // Temporal's 51,200-event limit whatever the number of ACKs.
     let bound = 3 * MAX_SIGNALS_PER_RUN as i64 + 100;
-    assert!(lengths.iter().all(|l| *l <= bound), "a run exceeded {bound} events: {lengths:?}");
+    assert!(
+        lengths.iter().all(|l| *l <= bound),
+        "a run exceeded {bound} events: {lengths:?}"
+    );
+    system.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_every_problem_and_nothing_written() -> Result<()> {
+    let system = System::start(Options::default()).await?;
+    let mut definition = example_definition("1h", "1h", "http://169.254.169.254/latest/meta-data");
+    definition["steps"][1]["config"]["duration"] = json!("forever");
+    let (status, problem) = system
+        .post(
+            "/v1/campaigns",
+            json!({
+                "name": "",
+                "title": "Hello {{nickname}}",
+                "body": "Body",
+                "recipients": [{ "user_id": "a" }, { "user_id": "a" }],
+                "definition": definition,
+            }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["type"], "https://pidgr.dev/problems/validation");
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .context("errors")?
+        .iter()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    for expected in [
+        "/name",
+        "/recipients/1/user_id",
+        "/definition/steps/1/config/duration",
+        "/definition/steps/5/config/url",
+    ] {
+        assert!(
+            pointers.contains(&expected),
+            "{expected} missing from {pointers:?}"
+        );
+    }
+    // A definition that validates still needs every template variable resolvable.
+    let (status, problem) = system
+        .post(
+            "/v1/campaigns",
+            json!({ "name": "n", "title": "Hello {{nickname}}", "body": "b",
+                    "recipients": [{ "user_id": "a", "variables": { "nickname": "A" } }, { "user_id": "b" }],
+                    "definition": example_definition("1h", "1h", "https://hooks.example.com/x") }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["pointer"], "/title");
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1 of 2 recipients"),
+        "{problem}"
+    );
+
+    let response = system
+        .http
+        .post(format!("{}/v1/campaigns", system.api))
+        .bearer_auth(&system.key)
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(
+        system.store.count_campaigns(&system.org_id).await?,
+        0,
+        "nothing was written"
+    );
+
+    // Without a key: 401. Another organisation's campaign: 404.
+    let response = system
+        .http
+        .get(format!("{}/v1/campaigns/x", system.api))
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let other = system.store.create_organisation("Other").await?;
+    let theirs = system
+        .store
+        .create_campaign(pidgr_store::NewCampaign {
+            org_id: other.id,
+            name: "theirs".into(),
+            title: "t".into(),
+            body: "b".into(),
+            audience: vec![],
+            definition: "{}".into(),
+            idempotency_key: None,
+        })
+        .await?
+        .0;
+    let (status, _) = system
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/campaigns/{}", theirs.id),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     system.shutdown().await;
     Ok(())
 }

@@ -38,9 +38,27 @@ fn the_example_is_valid_and_expands_next_on_a_wait() {
         })
     );
     // "next" on the last-call wait stands for both outcomes.
-    assert_eq!(definition.next_step("last-call", Outcome::Deadline).unwrap().id, "missed");
-    assert_eq!(definition.next_step("last-call", Outcome::AllAcknowledged).unwrap().id, "missed");
-    assert_eq!(definition.next_step("wait", Outcome::AllAcknowledged).unwrap().id, "report");
+    assert_eq!(
+        definition
+            .next_step("last-call", Outcome::Deadline)
+            .unwrap()
+            .id,
+        "missed"
+    );
+    assert_eq!(
+        definition
+            .next_step("last-call", Outcome::AllAcknowledged)
+            .unwrap()
+            .id,
+        "missed"
+    );
+    assert_eq!(
+        definition
+            .next_step("wait", Outcome::AllAcknowledged)
+            .unwrap()
+            .id,
+        "report"
+    );
     assert!(definition.next_step("report", Outcome::Next).is_none());
     // Every path passes MARK_MISSED or all_acknowledged: no warning.
     assert_eq!(validated.warnings, vec![]);
@@ -60,7 +78,10 @@ fn canonical_form_round_trips() {
 fn start_defaults_to_the_first_step() {
     let mut value = example();
     value.as_object_mut().unwrap().remove("start");
-    assert_eq!(parse_value(&value, &STRICT).unwrap().definition.start, "notify");
+    assert_eq!(
+        parse_value(&value, &STRICT).unwrap().definition.start,
+        "notify"
+    );
 }
 
 #[test]
@@ -90,7 +111,10 @@ fn every_problem_is_reported_at_once() {
         "/steps/3/config/url",
         "/steps/3/config/colour",
     ] {
-        assert!(found.contains(&expected.to_string()), "{expected} missing from {found:?}");
+        assert!(
+            found.contains(&expected.to_string()),
+            "{expected} missing from {found:?}"
+        );
     }
 }
 
@@ -99,7 +123,11 @@ fn malformed_json_is_one_problem_at_the_document() {
     let problems = parse("{\"version\": 1,", &STRICT).unwrap_err();
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].pointer, "");
-    assert!(problems[0].message.contains("not valid JSON"), "{}", problems[0].message);
+    assert!(
+        problems[0].message.contains("not valid JSON"),
+        "{}",
+        problems[0].message
+    );
 }
 
 #[test]
@@ -115,8 +143,18 @@ fn cycles_and_unreachable_steps_are_rejected() {
         ]
     });
     let found = problems(value);
-    assert!(found.iter().any(|(p, m)| p == "/steps/1/transitions/deadline" && m.contains("cycle")), "{found:?}");
-    assert!(found.iter().any(|(p, m)| p == "/steps/3" && m.contains("never run")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|(p, m)| p == "/steps/1/transitions/deadline" && m.contains("cycle")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(p, m)| p == "/steps/3" && m.contains("never run")),
+        "{found:?}"
+    );
     assert_eq!(found.len(), 2, "{found:?}");
 }
 
@@ -130,7 +168,8 @@ fn self_loop_is_a_cycle() {
 
 #[test]
 fn start_must_exist_and_step_count_is_bounded() {
-    let value = json!({"version": 1, "start": "ghost", "steps": [{ "id": "a", "type": "MARK_MISSED" }]});
+    let value =
+        json!({"version": 1, "start": "ghost", "steps": [{ "id": "a", "type": "MARK_MISSED" }]});
     assert_eq!(pointers(value), vec!["/start"]);
 
     let steps: Vec<Value> = (0..=MAX_STEPS)
@@ -170,7 +209,10 @@ fn webhook_headers_are_checked_without_echoing_values() {
     assert!(at("/steps/0/config/headers/Content-Type"));
     assert!(at("/steps/0/config/headers/Bad Name"));
     assert!(at("/steps/0/config/headers/X-Secret"));
-    assert!(found.iter().all(|(_, m)| !m.contains("s3cret")), "{found:?}");
+    assert!(
+        found.iter().all(|(_, m)| !m.contains("s3cret")),
+        "{found:?}"
+    );
 }
 
 #[test]

@@ -467,16 +467,14 @@ fn ends_in_number(label: &str) -> bool {
 
 /// One part of a WHATWG / `inet_aton` IPv4 address: decimal, `0x` hex, or `0`-prefixed octal.
 fn parse_ipv4_number(part: &str) -> Option<u64> {
-    let (digits, radix) = if let Some(hex) = part
-        .strip_prefix("0x")
-        .or_else(|| part.strip_prefix("0X"))
-    {
-        (hex, 16)
-    } else if part.len() > 1 && part.starts_with('0') {
-        (&part[1..], 8)
-    } else {
-        (part, 10)
-    };
+    let (digits, radix) =
+        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
     if part.is_empty() {
         return None;
     }
@@ -555,54 +553,189 @@ mod tests {
         use Want::*;
         let table: Vec<(&str, Want)> = vec![
             ("", Other(|r| *r == UrlRejection::Empty)),
-            ("http://hooks.example.com/x", Other(|r| *r == UrlRejection::InsecureScheme)),
-            ("HTTP://hooks.example.com/x", Other(|r| *r == UrlRejection::InsecureScheme)),
-            ("ftp://hooks.example.com/x", Other(|r| matches!(r, UrlRejection::UnsupportedScheme(s) if s == "ftp"))),
-            ("file:///etc/passwd", Other(|r| matches!(r, UrlRejection::UnsupportedScheme(_)))),
-            ("gopher://127.0.0.1:25/", Other(|r| matches!(r, UrlRejection::UnsupportedScheme(_)))),
-            ("hooks.example.com/x", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
-            ("https:/hooks.example.com", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
-            ("https:hooks.example.com", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
-            ("//hooks.example.com/x", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
+            (
+                "http://hooks.example.com/x",
+                Other(|r| *r == UrlRejection::InsecureScheme),
+            ),
+            (
+                "HTTP://hooks.example.com/x",
+                Other(|r| *r == UrlRejection::InsecureScheme),
+            ),
+            (
+                "ftp://hooks.example.com/x",
+                Other(|r| matches!(r, UrlRejection::UnsupportedScheme(s) if s == "ftp")),
+            ),
+            (
+                "file:///etc/passwd",
+                Other(|r| matches!(r, UrlRejection::UnsupportedScheme(_))),
+            ),
+            (
+                "gopher://127.0.0.1:25/",
+                Other(|r| matches!(r, UrlRejection::UnsupportedScheme(_))),
+            ),
+            (
+                "hooks.example.com/x",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
+            (
+                "https:/hooks.example.com",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
+            (
+                "https:hooks.example.com",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
+            (
+                "//hooks.example.com/x",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
             ("https:///x", Other(|r| *r == UrlRejection::MissingHost)),
             ("https://", Other(|r| *r == UrlRejection::MissingHost)),
             ("https://:443/", Other(|r| *r == UrlRejection::MissingHost)),
-            ("https://user:pass@hooks.example.com/", Other(|r| *r == UrlRejection::Userinfo)),
-            ("https://hooks.example.com@127.0.0.1/", Other(|r| *r == UrlRejection::Userinfo)),
-            ("https://@hooks.example.com/", Other(|r| *r == UrlRejection::Userinfo)),
-            ("https://hooks.example.com/x#frag", Other(|r| *r == UrlRejection::Fragment)),
-            ("https://hooks.example.com\\@127.0.0.1/", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
-            ("https://hooks.example.com /x", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
-            (" https://hooks.example.com/", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
-            ("https://hooks.example.com/\r\nX: y", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
-            ("https://hooks.exa\tmple.com/", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
-            ("https://bücher.example/", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
-            ("https://hooks.example.com/%zz", Other(|r| matches!(r, UrlRejection::Malformed(_)))),
-            ("https://hooks.example.com:0/", Other(|r| matches!(r, UrlRejection::InvalidPort(_)))),
-            ("https://hooks.example.com:65536/", Other(|r| matches!(r, UrlRejection::InvalidPort(_)))),
-            ("https://hooks.example.com:/", Other(|r| matches!(r, UrlRejection::InvalidPort(_)))),
-            ("https://hooks.example.com:44a3/", Other(|r| matches!(r, UrlRejection::InvalidPort(_)))),
-            ("https://hooks.example.com:443:443/", Other(|r| matches!(r, UrlRejection::InvalidPort(_)))),
-            ("https://%31%32%37.0.0.1/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://hooks..example.com/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://.example.com/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://example.com../", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://1.2.3.256/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://1.2.3.4.5/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://08.1.1.1/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://example.123/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://4294967296/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://[::1/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://[::1]x/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://[fe80::1%25eth0]/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://[127.0.0.1]/", Other(|r| matches!(r, UrlRejection::InvalidHost { .. }))),
-            ("https://localhost/", Other(|r| matches!(r, UrlRejection::Localhost(_)))),
-            ("https://LOCALHOST/", Other(|r| matches!(r, UrlRejection::Localhost(_)))),
-            ("https://localhost./", Other(|r| matches!(r, UrlRejection::Localhost(_)))),
-            ("https://api.localhost/", Other(|r| matches!(r, UrlRejection::Localhost(_)))),
-            ("https://Foo.LocalHost.:8443/", Other(|r| matches!(r, UrlRejection::Localhost(_)))),
-            ("https://localhost.localdomain/", Other(|r| matches!(r, UrlRejection::Localhost(_)))),
-            ("https://ip6-localhost/", Other(|r| matches!(r, UrlRejection::Localhost(_)))),
+            (
+                "https://user:pass@hooks.example.com/",
+                Other(|r| *r == UrlRejection::Userinfo),
+            ),
+            (
+                "https://hooks.example.com@127.0.0.1/",
+                Other(|r| *r == UrlRejection::Userinfo),
+            ),
+            (
+                "https://@hooks.example.com/",
+                Other(|r| *r == UrlRejection::Userinfo),
+            ),
+            (
+                "https://hooks.example.com/x#frag",
+                Other(|r| *r == UrlRejection::Fragment),
+            ),
+            (
+                "https://hooks.example.com\\@127.0.0.1/",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
+            (
+                "https://hooks.example.com /x",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
+            (
+                " https://hooks.example.com/",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
+            (
+                "https://hooks.example.com/\r\nX: y",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
+            (
+                "https://hooks.exa\tmple.com/",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
+            (
+                "https://bücher.example/",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
+            (
+                "https://hooks.example.com/%zz",
+                Other(|r| matches!(r, UrlRejection::Malformed(_))),
+            ),
+            (
+                "https://hooks.example.com:0/",
+                Other(|r| matches!(r, UrlRejection::InvalidPort(_))),
+            ),
+            (
+                "https://hooks.example.com:65536/",
+                Other(|r| matches!(r, UrlRejection::InvalidPort(_))),
+            ),
+            (
+                "https://hooks.example.com:/",
+                Other(|r| matches!(r, UrlRejection::InvalidPort(_))),
+            ),
+            (
+                "https://hooks.example.com:44a3/",
+                Other(|r| matches!(r, UrlRejection::InvalidPort(_))),
+            ),
+            (
+                "https://hooks.example.com:443:443/",
+                Other(|r| matches!(r, UrlRejection::InvalidPort(_))),
+            ),
+            (
+                "https://%31%32%37.0.0.1/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://hooks..example.com/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://.example.com/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://example.com../",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://1.2.3.256/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://1.2.3.4.5/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://08.1.1.1/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://example.123/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://4294967296/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://[::1/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://[::1]x/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://[fe80::1%25eth0]/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://[127.0.0.1]/",
+                Other(|r| matches!(r, UrlRejection::InvalidHost { .. })),
+            ),
+            (
+                "https://localhost/",
+                Other(|r| matches!(r, UrlRejection::Localhost(_))),
+            ),
+            (
+                "https://LOCALHOST/",
+                Other(|r| matches!(r, UrlRejection::Localhost(_))),
+            ),
+            (
+                "https://localhost./",
+                Other(|r| matches!(r, UrlRejection::Localhost(_))),
+            ),
+            (
+                "https://api.localhost/",
+                Other(|r| matches!(r, UrlRejection::Localhost(_))),
+            ),
+            (
+                "https://Foo.LocalHost.:8443/",
+                Other(|r| matches!(r, UrlRejection::Localhost(_))),
+            ),
+            (
+                "https://localhost.localdomain/",
+                Other(|r| matches!(r, UrlRejection::Localhost(_))),
+            ),
+            (
+                "https://ip6-localhost/",
+                Other(|r| matches!(r, UrlRejection::Localhost(_))),
+            ),
             ("https://127.0.0.1/", Blocked(Loopback)),
             ("https://127.0.0.1./", Blocked(Loopback)),
             ("https://127.1/", Blocked(Loopback)),
@@ -638,7 +771,10 @@ mod tests {
             ("https://[::ffff:10.1.2.3]/", Blocked(Private)),
             ("https://[::ffff:a01:203]/", Blocked(Private)),
             ("https://[2002:c0a8:101::1]/", Blocked(Private)),
-            ("https://169.254.169.254/latest/meta-data/", Blocked(LinkLocal)),
+            (
+                "https://169.254.169.254/latest/meta-data/",
+                Blocked(LinkLocal),
+            ),
             ("https://0xa9fea9fe/", Blocked(LinkLocal)),
             ("https://2852039166/", Blocked(LinkLocal)),
             ("https://[fe80::1]/", Blocked(LinkLocal)),
@@ -663,9 +799,15 @@ mod tests {
             ("https://[100::1]/", Blocked(Discard)),
             ("https://[fec0::1]/", Blocked(SiteLocal)),
             ("https://[64:ff9b:1::a00:1]/", Blocked(Tunnel)),
-            ("https://[2001:0:4136:e378:8000:63bf:f7f7:f7f7]/", Blocked(Tunnel)),
+            (
+                "https://[2001:0:4136:e378:8000:63bf:f7f7:f7f7]/",
+                Blocked(Tunnel),
+            ),
             // The RFC 4380 example: its client address is 192.0.2.45.
-            ("https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", Blocked(Documentation)),
+            (
+                "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+                Blocked(Documentation),
+            ),
             // Teredo whose inverted client address is 127.0.0.1.
             ("https://[2001:0:4136:e378::80ff:fffe]/", Blocked(Loopback)),
             ("https://[5f00::1]/", Blocked(Reserved)),
@@ -832,10 +974,7 @@ mod tests {
         ] {
             assert!(check_url(url, &DEV).is_err(), "{url}");
         }
-        assert_eq!(
-            classify_ip("127.0.0.1".parse().unwrap(), &DEV),
-            Ok(())
-        );
+        assert_eq!(classify_ip("127.0.0.1".parse().unwrap(), &DEV), Ok(()));
         assert_eq!(
             classify_ip("10.0.0.1".parse().unwrap(), &DEV),
             Err(BlockedReason::Private)
@@ -864,7 +1003,10 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(classify_ip(ip, &STRICT), Ok(()), "{ip}");
         }
-        assert_eq!(blocked("https://[::ffff:192.0.2.1]/"), Some(BlockedReason::Documentation));
+        assert_eq!(
+            blocked("https://[::ffff:192.0.2.1]/"),
+            Some(BlockedReason::Documentation)
+        );
     }
 
     #[test]

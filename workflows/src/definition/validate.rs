@@ -114,17 +114,31 @@ impl Checker<'_> {
         });
     }
 
-    fn object<'v>(&mut self, value: &'v Value, pointer: &str, what: &str) -> Option<&'v Map<String, Value>> {
+    fn object<'v>(
+        &mut self,
+        value: &'v Value,
+        pointer: &str,
+        what: &str,
+    ) -> Option<&'v Map<String, Value>> {
         match value {
             Value::Object(map) => Some(map),
             other => {
-                self.problem(pointer, format!("{what} must be a JSON object, not {}", kind_of(other)));
+                self.problem(
+                    pointer,
+                    format!("{what} must be a JSON object, not {}", kind_of(other)),
+                );
                 None
             }
         }
     }
 
-    fn unknown_keys(&mut self, map: &Map<String, Value>, pointer: &str, known: &[&str], what: &str) {
+    fn unknown_keys(
+        &mut self,
+        map: &Map<String, Value>,
+        pointer: &str,
+        known: &[&str],
+        what: &str,
+    ) {
         for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
             self.problem(
                 format!("{pointer}/{}", escape(key)),
@@ -150,14 +164,20 @@ impl Checker<'_> {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => {
-                self.problem("/start", format!("start must be a step id (a string), not {}", kind_of(other)));
+                self.problem(
+                    "/start",
+                    format!("start must be a step id (a string), not {}", kind_of(other)),
+                );
                 None
             }
         };
         let steps = match root.get("steps") {
             Some(Value::Array(steps)) => steps,
             Some(other) => {
-                self.problem("/steps", format!("steps must be a list, not {}", kind_of(other)));
+                self.problem(
+                    "/steps",
+                    format!("steps must be a list, not {}", kind_of(other)),
+                );
                 return None;
             }
             None => {
@@ -172,11 +192,18 @@ impl Checker<'_> {
         if steps.len() > MAX_STEPS {
             self.problem(
                 "/steps",
-                format!("a definition can have at most {MAX_STEPS} steps, but this one has {}", steps.len()),
+                format!(
+                    "a definition can have at most {MAX_STEPS} steps, but this one has {}",
+                    steps.len()
+                ),
             );
         }
 
-        let raw: Vec<RawStep> = steps.iter().enumerate().map(|(i, s)| self.step(i, s)).collect();
+        let raw: Vec<RawStep> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.step(i, s))
+            .collect();
 
         // Ids: unique, and the index each names.
         let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
@@ -185,7 +212,10 @@ impl Checker<'_> {
             if let Some(first) = ids.get(id.as_str()) {
                 self.problem(
                     format!("/steps/{}/id", step.index),
-                    format!("the id {} is already used by step {first}; step ids must be unique", quoted(id)),
+                    format!(
+                        "the id {} is already used by step {first}; step ids must be unique",
+                        quoted(id)
+                    ),
                 );
             } else {
                 ids.insert(id, step.index);
@@ -195,7 +225,13 @@ impl Checker<'_> {
             Some(name) => match ids.get(name.as_str()) {
                 Some(&i) => Some(i),
                 None => {
-                    self.problem("/start", format!("start names the step {}, but there is no such step", quoted(name)));
+                    self.problem(
+                        "/start",
+                        format!(
+                            "start names the step {}, but there is no such step",
+                            quoted(name)
+                        ),
+                    );
                     None
                 }
             },
@@ -209,7 +245,10 @@ impl Checker<'_> {
                     Some(&to) => edges[step.index].push((to, pointer.clone())),
                     None => self.problem(
                         pointer.clone(),
-                        format!("this transition goes to the step {}, but there is no such step", quoted(target)),
+                        format!(
+                            "this transition goes to the step {}, but there is no such step",
+                            quoted(target)
+                        ),
                     ),
                 }
             }
@@ -224,10 +263,16 @@ impl Checker<'_> {
                 }
             }
             for step in raw.iter().filter(|s| !reached[s.index]) {
-                let name = step.id.as_deref().map(quoted).unwrap_or_else(|| "this step".into());
+                let name = step
+                    .id
+                    .as_deref()
+                    .map(quoted)
+                    .unwrap_or_else(|| "this step".into());
                 self.problem(
                     format!("/steps/{}", step.index),
-                    format!("the step {name} can never run: no path from the start step leads to it"),
+                    format!(
+                        "the step {name} can never run: no path from the start step leads to it"
+                    ),
                 );
             }
         }
@@ -240,7 +285,11 @@ impl Checker<'_> {
             .map(|step| Step {
                 id: step.id.unwrap_or_default(),
                 kind: step.kind.unwrap_or(StepKind::MarkMissed),
-                transitions: step.transitions.into_iter().map(|(o, (target, _))| (o, target)).collect(),
+                transitions: step
+                    .transitions
+                    .into_iter()
+                    .map(|(o, (target, _))| (o, target))
+                    .collect(),
             })
             .collect();
         Some(Definition {
@@ -298,7 +347,12 @@ impl Checker<'_> {
         let Some(map) = self.object(value, &pointer, "a step") else {
             return raw;
         };
-        self.unknown_keys(map, &pointer, &["id", "type", "config", "transitions"], "a step");
+        self.unknown_keys(
+            map,
+            &pointer,
+            &["id", "type", "config", "transitions"],
+            "a step",
+        );
         raw.id = match map.get("id") {
             Some(Value::String(id)) if valid_step_id(id) => Some(id.clone()),
             Some(Value::String(id)) => {
@@ -312,7 +366,10 @@ impl Checker<'_> {
                 None
             }
             Some(other) => {
-                self.problem(format!("{pointer}/id"), format!("a step id must be a string, not {}", kind_of(other)));
+                self.problem(
+                    format!("{pointer}/id"),
+                    format!("a step id must be a string, not {}", kind_of(other)),
+                );
                 None
             }
             None => {
@@ -325,29 +382,47 @@ impl Checker<'_> {
             Some(Value::String(t)) => {
                 self.problem(
                     format!("{pointer}/type"),
-                    format!("{} is not a step type; the types are {}", quoted(t), list(&STEP_TYPES)),
+                    format!(
+                        "{} is not a step type; the types are {}",
+                        quoted(t),
+                        list(&STEP_TYPES)
+                    ),
                 );
                 None
             }
             Some(other) => {
-                self.problem(format!("{pointer}/type"), format!("a step type must be a string, not {}", kind_of(other)));
+                self.problem(
+                    format!("{pointer}/type"),
+                    format!("a step type must be a string, not {}", kind_of(other)),
+                );
                 None
             }
             None => {
-                self.problem(pointer.clone(), format!("the step needs a \"type\", one of {}", list(&STEP_TYPES)));
+                self.problem(
+                    pointer.clone(),
+                    format!("the step needs a \"type\", one of {}", list(&STEP_TYPES)),
+                );
                 None
             }
         };
         let empty = Value::Object(Map::new());
         let config_pointer = format!("{pointer}/config");
-        let config = self.object(map.get("config").unwrap_or(&empty), &config_pointer, "a step's config");
+        let config = self.object(
+            map.get("config").unwrap_or(&empty),
+            &config_pointer,
+            "a step's config",
+        );
         if let (Some(step_type), Some(config)) = (step_type, config) {
             raw.kind = self.config(step_type, config, &config_pointer);
         }
         let transitions_pointer = format!("{pointer}/transitions");
         if let (Some(step_type), Some(transitions)) = (
             step_type,
-            self.object(map.get("transitions").unwrap_or(&empty), &transitions_pointer, "transitions"),
+            self.object(
+                map.get("transitions").unwrap_or(&empty),
+                &transitions_pointer,
+                "transitions",
+            ),
         ) {
             raw.transitions = self.transitions(step_type, transitions, &transitions_pointer);
         }
@@ -381,7 +456,13 @@ impl Checker<'_> {
                 continue;
             }
             let Value::String(target) = target else {
-                self.problem(at, format!("a transition must name a step id (a string), not {}", kind_of(target)));
+                self.problem(
+                    at,
+                    format!(
+                        "a transition must name a step id (a string), not {}",
+                        kind_of(target)
+                    ),
+                );
                 continue;
             };
             let outcomes: &[Outcome] = match key.as_str() {
@@ -402,7 +483,12 @@ impl Checker<'_> {
         out
     }
 
-    fn config(&mut self, step_type: &str, map: &Map<String, Value>, pointer: &str) -> Option<StepKind> {
+    fn config(
+        &mut self,
+        step_type: &str,
+        map: &Map<String, Value>,
+        pointer: &str,
+    ) -> Option<StepKind> {
         match step_type {
             "SEND_NOTIFICATION" => self.notify(map, pointer).map(StepKind::SendNotification),
             "SEND_REMINDER" => self.notify(map, pointer).map(StepKind::SendReminder),
@@ -416,14 +502,20 @@ impl Checker<'_> {
     }
 
     fn notify(&mut self, map: &Map<String, Value>, pointer: &str) -> Option<NotifyConfig> {
-        self.unknown_keys(map, pointer, &["channels", "variables"], "a notification step");
+        self.unknown_keys(
+            map,
+            pointer,
+            &["channels", "variables"],
+            "a notification step",
+        );
         let before = self.problems.len();
         let mut config = NotifyConfig::default();
         match map.get("channels") {
             None => {}
-            Some(Value::Array(items)) if items.is_empty() => {
-                self.problem(format!("{pointer}/channels"), "channels must name at least one channel: \"push\" or \"webhook\"")
-            }
+            Some(Value::Array(items)) if items.is_empty() => self.problem(
+                format!("{pointer}/channels"),
+                "channels must name at least one channel: \"push\" or \"webhook\"",
+            ),
             Some(Value::Array(items)) => {
                 config.channels.clear();
                 for (i, item) in items.iter().enumerate() {
@@ -445,7 +537,10 @@ impl Checker<'_> {
             }
             Some(other) => self.problem(
                 format!("{pointer}/channels"),
-                format!("channels must be a list such as [\"push\"], not {}", kind_of(other)),
+                format!(
+                    "channels must be a list such as [\"push\"], not {}",
+                    kind_of(other)
+                ),
             ),
         }
         if let Some(value) = map.get("variables") {
@@ -456,14 +551,23 @@ impl Checker<'_> {
                     if !valid_variable_name(name) {
                         self.problem(
                             var_at.clone(),
-                            format!("{} is not a valid variable name: use letters, digits, '_' or '.'", quoted(name)),
+                            format!(
+                                "{} is not a valid variable name: use letters, digits, '_' or '.'",
+                                quoted(name)
+                            ),
                         );
                     }
                     match value {
                         Value::String(text) => {
                             config.variables.insert(name.clone(), text.clone());
                         }
-                        other => self.problem(var_at, format!("a variable's value must be a string, not {}", kind_of(other))),
+                        other => self.problem(
+                            var_at,
+                            format!(
+                                "a variable's value must be a string, not {}",
+                                kind_of(other)
+                            ),
+                        ),
                     }
                 }
             }
@@ -483,34 +587,59 @@ impl Checker<'_> {
                 }
             },
             Some(other) => {
-                self.problem(at, format!("the duration must be a string such as \"72h\", not {}", kind_of(other)));
+                self.problem(
+                    at,
+                    format!(
+                        "the duration must be a string such as \"72h\", not {}",
+                        kind_of(other)
+                    ),
+                );
                 None
             }
             None => {
-                self.problem(pointer, "a DEADLINE_CHECK step needs a \"duration\", such as \"72h\"");
+                self.problem(
+                    pointer,
+                    "a DEADLINE_CHECK step needs a \"duration\", such as \"72h\"",
+                );
                 None
             }
         }
     }
 
     fn webhook(&mut self, map: &Map<String, Value>, pointer: &str) -> Option<WebhookConfig> {
-        self.unknown_keys(map, pointer, &["name", "url", "headers"], "a CALL_WEBHOOK step");
+        self.unknown_keys(
+            map,
+            pointer,
+            &["name", "url", "headers"],
+            "a CALL_WEBHOOK step",
+        );
         let before = self.problems.len();
         let name = match map.get("name") {
             Some(Value::String(name)) if name.trim().is_empty() => {
-                self.problem(format!("{pointer}/name"), "the webhook's name must not be empty");
+                self.problem(
+                    format!("{pointer}/name"),
+                    "the webhook's name must not be empty",
+                );
                 None
             }
             Some(Value::String(name)) if name.chars().count() > MAX_WEBHOOK_NAME_LEN => {
                 self.problem(
                     format!("{pointer}/name"),
-                    format!("the webhook's name can be at most {MAX_WEBHOOK_NAME_LEN} characters long"),
+                    format!(
+                        "the webhook's name can be at most {MAX_WEBHOOK_NAME_LEN} characters long"
+                    ),
                 );
                 None
             }
             Some(Value::String(name)) => Some(name.clone()),
             Some(other) => {
-                self.problem(format!("{pointer}/name"), format!("the webhook's name must be a string, not {}", kind_of(other)));
+                self.problem(
+                    format!("{pointer}/name"),
+                    format!(
+                        "the webhook's name must be a string, not {}",
+                        kind_of(other)
+                    ),
+                );
                 None
             }
             None => {
@@ -529,7 +658,10 @@ impl Checker<'_> {
             Some(other) => {
                 self.problem(
                     format!("{pointer}/url"),
-                    format!("the url must be a string of at most {MAX_URL_LEN} characters, not {}", kind_of(other)),
+                    format!(
+                        "the url must be a string of at most {MAX_URL_LEN} characters, not {}",
+                        kind_of(other)
+                    ),
                 );
                 None
             }
@@ -545,7 +677,10 @@ impl Checker<'_> {
                 if given.len() > MAX_HEADERS {
                     self.problem(
                         at.clone(),
-                        format!("a webhook can have at most {MAX_HEADERS} headers, but this one has {}", given.len()),
+                        format!(
+                            "a webhook can have at most {MAX_HEADERS} headers, but this one has {}",
+                            given.len()
+                        ),
                     );
                 }
                 let mut seen = BTreeSet::new();
@@ -553,31 +688,58 @@ impl Checker<'_> {
                     let header_at = format!("{at}/{}", escape(name));
                     let lower = name.to_ascii_lowercase();
                     if !valid_header_name(name) {
-                        self.problem(header_at.clone(), format!("{} is not a valid HTTP header name", quoted(name)));
+                        self.problem(
+                            header_at.clone(),
+                            format!("{} is not a valid HTTP header name", quoted(name)),
+                        );
                     } else if RESERVED_HEADERS.contains(&lower.as_str()) {
-                        self.problem(header_at.clone(), format!("the header {} is set by Pidgr and cannot be configured", quoted(name)));
+                        self.problem(
+                            header_at.clone(),
+                            format!(
+                                "the header {} is set by Pidgr and cannot be configured",
+                                quoted(name)
+                            ),
+                        );
                     } else if !seen.insert(lower) {
-                        self.problem(header_at.clone(), format!("the header {} is given twice (names are case-insensitive)", quoted(name)));
+                        self.problem(
+                            header_at.clone(),
+                            format!(
+                                "the header {} is given twice (names are case-insensitive)",
+                                quoted(name)
+                            ),
+                        );
                     }
                     // Header values are secrets: messages never quote them.
                     match value {
                         Value::String(text) if text.len() > MAX_HEADER_VALUE_LEN => self.problem(
                             header_at,
-                            format!("a header value can be at most {MAX_HEADER_VALUE_LEN} bytes long"),
+                            format!(
+                                "a header value can be at most {MAX_HEADER_VALUE_LEN} bytes long"
+                            ),
                         ),
-                        Value::String(text) if text.bytes().any(|b| b.is_ascii_control() && b != b'\t') => {
-                            self.problem(header_at, "a header value must not contain line breaks or control characters")
+                        Value::String(text)
+                            if text.bytes().any(|b| b.is_ascii_control() && b != b'\t') =>
+                        {
+                            self.problem(
+                                header_at,
+                                "a header value must not contain line breaks or control characters",
+                            )
                         }
                         Value::String(text) => {
                             headers.insert(name.clone(), text.clone());
                         }
-                        other => self.problem(header_at, format!("a header value must be a string, not {}", kind_of(other))),
+                        other => self.problem(
+                            header_at,
+                            format!("a header value must be a string, not {}", kind_of(other)),
+                        ),
                     }
                 }
             }
         }
         match (name, url) {
-            (Some(name), Some(url)) if self.problems.len() == before => Some(WebhookConfig { name, url, headers }),
+            (Some(name), Some(url)) if self.problems.len() == before => {
+                Some(WebhookConfig { name, url, headers })
+            }
             _ => None,
         }
     }
@@ -595,7 +757,9 @@ fn unresolved_endings(definition: &Definition) -> Vec<Problem> {
         if !seen.insert((id, resolved)) {
             continue;
         }
-        let Some(step) = definition.step(id) else { continue };
+        let Some(step) = definition.step(id) else {
+            continue;
+        };
         for outcome in step.kind.outcomes() {
             let resolved_after = match (&step.kind, outcome) {
                 (StepKind::MarkMissed, _) | (_, Outcome::AllAcknowledged) => true,
@@ -626,19 +790,25 @@ fn unresolved_endings(definition: &Definition) -> Vec<Problem> {
 fn valid_step_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_STEP_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn valid_variable_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
 }
 
 /// An RFC 9110 token.
 fn valid_header_name(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -653,7 +823,11 @@ fn kind_of(value: &Value) -> &'static str {
 }
 
 fn list(items: &[&str]) -> String {
-    items.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Escapes a key for a JSON pointer (RFC 6901).
