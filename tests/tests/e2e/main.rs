@@ -499,9 +499,21 @@ async fn thousands_of_acks_keep_every_history_small() -> Result<()> {
 
     let done = system.until_status(&campaign, "COMPLETED").await?;
     assert_eq!(done["counts"]["acknowledged"], RECIPIENTS);
-    let lengths = until("every run to be visible", || async {
+    // The last run knows how many runs came before it; wait until visibility lists them all.
+    let handle = system
+        .client
+        .get_workflow_handle::<CampaignWorkflow>(workflow_id(&campaign));
+    let last: Progress = handle
+        .query(
+            CampaignWorkflow::progress,
+            (),
+            WorkflowQueryOptions::default(),
+        )
+        .await?;
+    let runs = last.continued_runs as usize + 1;
+    let lengths = until("every run to be listed", || async {
         let lengths = system.history_lengths(&campaign).await?;
-        Ok((lengths.len() > 1 && lengths.iter().all(|l| *l > 0)).then_some(lengths))
+        Ok((lengths.len() == runs && lengths.iter().all(|l| *l > 0)).then_some(lengths))
     })
     .await?;
     eprintln!(
