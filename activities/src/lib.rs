@@ -238,6 +238,8 @@ impl CampaignActivitiesImpl {
                     // The generic webhook channel arrives with the channels work (issue #4).
                     Err("no channel of this step can reach the recipient".to_owned())
                 };
+                // Keeps a slow page alive; the checkpoint only moves once a page is recorded.
+                let _ = ctx.record_heartbeat(FanOutCheckpoint { after_seq }).await;
                 match &outcome {
                     Ok(()) => result.notified += 1,
                     Err(_) => result.failed += 1,
@@ -536,19 +538,30 @@ impl CampaignActivitiesImpl {
         _ctx: ActivityContext,
         input: CampaignRef,
     ) -> Result<(), ActivityError> {
+        // A cancel through the API has already set CANCELLED and logged it; a cancel from the
+        // Web UI arrives here with the campaign still ACTIVE.
+        let campaign = self
+            .store
+            .get_campaign(&input.org_id, &input.campaign_id)
+            .await
+            .map_err(retryable)?;
+        if campaign.status != CampaignStatus::Active {
+            return Ok(());
+        }
         match self
             .store
             .cancel_campaign(&input.org_id, &input.campaign_id)
             .await
         {
-            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => return Ok(()),
             Err(error) => return Err(retryable(error)),
         }
         self.log(
             &input,
             None,
             ActivityKind::CampaignCancelled,
-            "campaign cancelled; its workflow stopped".into(),
+            "campaign cancelled: its workflow was cancelled in Temporal".into(),
             json!({}),
         )
         .await

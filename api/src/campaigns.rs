@@ -7,7 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pidgr_store::{Campaign, CampaignStatus, DeliveryCounts, NewCampaign, Recipient, StoreError};
+use pidgr_store::{
+    ActivityKind, Campaign, CampaignStatus, DeliveryCounts, NewActivity, NewCampaign, Recipient,
+    StoreError,
+};
 use pidgr_workflows::contract::CampaignRef;
 use pidgr_workflows::definition::{Definition, Problem, StepKind, parse_value};
 use pidgr_workflows::{CampaignInput, CampaignWorkflow, search_attributes, template, workflow_id};
@@ -285,11 +288,25 @@ async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let campaign = state
+    let before = state
         .store
-        .cancel_campaign(&caller.org_id, &id)
+        .get_campaign(&caller.org_id, &id)
         .await
         .map_err(not_found)?;
+    let campaign = state.store.cancel_campaign(&caller.org_id, &id).await?;
+    if before.status != CampaignStatus::Cancelled {
+        state
+            .store
+            .append_activity(NewActivity {
+                org_id: &caller.org_id,
+                campaign_id: &id,
+                step_id: None,
+                kind: ActivityKind::CampaignCancelled,
+                message: "campaign cancelled through the API".into(),
+                details: json!({ "was": before.status }),
+            })
+            .await?;
+    }
     if let Some(workflow_id) = &campaign.workflow_id {
         let handle = state
             .temporal

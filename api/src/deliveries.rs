@@ -72,48 +72,58 @@ async fn act(
         .map_err(not_found)?;
     let delivery = outcome.delivery;
     if outcome.changed {
-        let campaign = state
-            .store
-            .get_campaign(&caller.org_id, &delivery.campaign_id)
-            .await?;
-        if campaign.status == CampaignStatus::Active {
-            let c = state
-                .store
-                .delivery_counts(&caller.org_id, &campaign.id)
-                .await?;
-            let counts = DeliveryCounts {
-                pending: c.pending,
-                sent: c.sent,
-                read: c.read,
-                acknowledged: c.acknowledged,
-                missed: c.missed,
-                failed: c.failed,
-            };
-            let interval = state.settings.signal_interval.as_millis() as i64;
-            if counts.unresolved() == 0
-                || state
-                    .store
-                    .claim_signal_slot(&campaign.id, interval)
-                    .await?
-            {
-                let handle = state
-                    .temporal
-                    .get_workflow_handle::<CampaignWorkflow>(workflow_id(&campaign.id));
-                if let Err(error) = handle
-                    .signal(
-                        CampaignWorkflow::deliveries_changed,
-                        counts,
-                        WorkflowSignalOptions::default(),
-                    )
-                    .await
-                {
-                    // The action is recorded; a lost signal only means the wait ends at its deadline.
-                    tracing::warn!(campaign_id = %campaign.id, %error, "could not signal the campaign workflow");
-                }
-            }
+        // Best effort: the action is recorded, and the workflow re-counts at its deadline.
+        if let Err(error) = signal_progress(&state, &caller.org_id, &delivery.campaign_id).await {
+            tracing::warn!(campaign_id = %delivery.campaign_id, %error, "could not signal the campaign workflow");
         }
     }
     Ok(Json(json!(delivery)))
+}
+
+/// Signals the campaign's workflow with fresh counts: at most once per `signal_interval`, but
+/// always when nothing is left unresolved, so a wait ends at once.
+async fn signal_progress(state: &AppState, org_id: &str, campaign_id: &str) -> Result<(), String> {
+    let campaign = state
+        .store
+        .get_campaign(org_id, campaign_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    if campaign.status != CampaignStatus::Active {
+        return Ok(());
+    }
+    let c = state
+        .store
+        .delivery_counts(org_id, campaign_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let counts = DeliveryCounts {
+        pending: c.pending,
+        sent: c.sent,
+        read: c.read,
+        acknowledged: c.acknowledged,
+        missed: c.missed,
+        failed: c.failed,
+    };
+    let interval = state.settings.signal_interval.as_millis() as i64;
+    if counts.unresolved() > 0
+        && !state
+            .store
+            .claim_signal_slot(campaign_id, interval)
+            .await
+            .map_err(|e| e.to_string())?
+    {
+        return Ok(());
+    }
+    state
+        .temporal
+        .get_workflow_handle::<CampaignWorkflow>(workflow_id(campaign_id))
+        .signal(
+            CampaignWorkflow::deliveries_changed,
+            counts,
+            WorkflowSignalOptions::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn not_found(error: StoreError) -> ApiError {

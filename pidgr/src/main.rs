@@ -112,12 +112,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs the API and/or the worker until Ctrl-C or SIGTERM, then shuts both down gracefully.
+/// Either one failing stops the other, and the process exits with the error.
 async fn run_services(config: Config, api: bool, worker: bool) -> anyhow::Result<()> {
     let settings = config.api_settings()?;
     let store = config.store().await?;
     store.migrate().await?;
     let temporal = temporal_client().await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = std::sync::Arc::new(stop_tx);
+    let stop_on_signal = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_on_signal.send(true);
+    });
     let api_task = if api {
         let listener = TcpListener::bind(config.listen)
             .await
@@ -127,35 +135,30 @@ async fn run_services(config: Config, api: bool, worker: bool) -> anyhow::Result
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        Some(tokio::spawn(serve_api(
-            listener,
-            store.clone(),
-            temporal.clone(),
-            settings,
-            shutdown,
-        )))
+        let stop_all = stop_tx.clone();
+        let (store, temporal) = (store.clone(), temporal.clone());
+        Some(tokio::spawn(async move {
+            let result = serve_api(listener, store, temporal, settings, shutdown).await;
+            let _ = stop_all.send(true);
+            result
+        }))
     } else {
         None
     };
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-    });
     // The worker runs on this task: its future is not Send.
     let worker_result = if worker {
-        run_worker(&config, store, temporal, stop_rx.clone()).await
+        run_worker(&config, store, temporal, stop_rx).await
     } else {
+        let mut stop = stop_rx;
+        let _ = stop.wait_for(|s| *s).await;
         Ok(())
     };
-    if let Some(api_task) = api_task {
-        if worker_result.is_err() {
-            api_task.abort();
-        } else {
-            api_task.await??;
-        }
-    }
-    worker_result
+    let _ = stop_tx.send(true);
+    let api_result = match api_task {
+        Some(task) => task.await?,
+        None => Ok(()),
+    };
+    worker_result.and(api_result)
 }
 
 async fn shutdown_signal() {

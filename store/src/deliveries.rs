@@ -438,8 +438,12 @@ impl Store {
         now: i64,
     ) -> Result<u64> {
         Ok(sqlx::query(
+            // Never on a cancelled campaign: a workflow that outlived its cancel must not
+            // rewrite the outcome.
             "UPDATE deliveries SET status = 'MISSED', missed_at = $1
-             WHERE campaign_id = $2 AND org_id = $3 AND status IN ('PENDING', 'SENT', 'READ')",
+             WHERE campaign_id = $2 AND org_id = $3 AND status IN ('PENDING', 'SENT', 'READ')
+               AND EXISTS (SELECT 1 FROM campaigns c
+                           WHERE c.id = deliveries.campaign_id AND c.status IN ('ACTIVE', 'COMPLETED'))",
         )
         .bind(now)
         .bind(campaign_id)

@@ -124,7 +124,7 @@ impl CampaignWorkflow {
             Err(WorkflowTermination::ContinueAsNew(next)) => {
                 Err(WorkflowTermination::ContinueAsNew(next))
             }
-            _ if ctx.cancellation_token().is_cancelled() => {
+            Err(_) if ctx.cancellation_token().is_cancelled() => {
                 // The cleanup runs on a detached token: the workflow's own is already cancelled.
                 ctx.execute_activity(
                     CampaignActivities::record_cancellation,
@@ -152,9 +152,7 @@ impl CampaignWorkflow {
         counts: DeliveryCounts,
     ) {
         self.signals_this_run += 1;
-        if counts.progress_key() >= self.counts.progress_key() {
-            self.counts = counts;
-        }
+        self.record_counts(counts);
         if counts.unresolved() == 0 {
             self.all_resolved_hint = true;
         }
@@ -173,6 +171,18 @@ impl CampaignWorkflow {
             counts: self.counts,
             continued_runs: self.input.resume.as_ref().map_or(0, |r| r.continued_runs),
             signals_this_run: self.signals_this_run,
+        }
+    }
+}
+
+/// Patch id: a fired DEADLINE_CHECK timer re-counts before choosing `deadline`.
+const RECOUNT_AT_DEADLINE: &str = "recount-at-deadline";
+
+impl CampaignWorkflow {
+    /// Keeps the newer of two snapshots: signals and counts can arrive out of order.
+    fn record_counts(&mut self, counts: DeliveryCounts) {
+        if counts.progress_key() >= self.counts.progress_key() {
+            self.counts = counts;
         }
     }
 }
@@ -274,6 +284,8 @@ async fn wait(
     config: &DeadlineConfig,
     resumed_deadline_ms: Option<u64>,
 ) -> WorkflowResult<Outcome> {
+    // Cleared before counting: a signal that arrives while the count runs sets it again.
+    ctx.state_mut(|s| s.all_resolved_hint = false);
     let (deadline_ms, counts) = match resumed_deadline_ms {
         Some(deadline) => (deadline, count_deliveries(ctx, input, step).await?),
         None => {
@@ -294,8 +306,7 @@ async fn wait(
         }
     };
     ctx.state_mut(|s| {
-        s.counts = counts;
-        s.all_resolved_hint = false;
+        s.record_counts(counts);
         s.waiting_until_ms = Some(deadline_ms);
     });
     if counts.unresolved() == 0 {
@@ -325,7 +336,20 @@ async fn wait(
             }
         };
         match woke_by_timer {
-            Some(TimerResult::Fired) => return Ok(Outcome::Deadline),
+            Some(TimerResult::Fired) => {
+                // `deadline` means "fired with deliveries unresolved": ask the database, since
+                // the signal of the last ACK may have been lost. Patched in after histories
+                // without this count existed, so those still replay.
+                if ctx.patched(RECOUNT_AT_DEADLINE) {
+                    ctx.state_mut(|s| s.all_resolved_hint = false);
+                    let counts = count_deliveries(ctx, input, step).await?;
+                    ctx.state_mut(|s| s.record_counts(counts));
+                    if counts.unresolved() == 0 {
+                        return Ok(Outcome::AllAcknowledged);
+                    }
+                }
+                return Ok(Outcome::Deadline);
+            }
             Some(_) => return Err(WorkflowTermination::cancelled()),
             None => {}
         }
@@ -343,11 +367,9 @@ async fn wait(
             };
             ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
         }
+        ctx.state_mut(|s| s.all_resolved_hint = false);
         let counts = count_deliveries(ctx, input, step).await?;
-        ctx.state_mut(|s| {
-            s.counts = counts;
-            s.all_resolved_hint = false;
-        });
+        ctx.state_mut(|s| s.record_counts(counts));
         if counts.unresolved() == 0 {
             return Ok(Outcome::AllAcknowledged);
         }

@@ -426,7 +426,7 @@ async fn a_webhook_that_always_fails_is_logged_and_the_campaign_still_completes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_during_a_wait_is_replaced_and_the_campaign_completes() -> Result<()> {
     let mut receiver = Receiver::start(Some(0)).await?;
-    let mut system = System::start(Options {
+    let system = System::start(Options {
         in_process_worker: false,
         ..Options::default()
     })
