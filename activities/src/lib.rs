@@ -169,16 +169,14 @@ impl CampaignActivitiesImpl {
             .ok()
             .flatten()
             .unwrap_or_default();
-        if checkpoint.after_seq == 0 {
-            let verb = if reminder { "reminding" } else { "notifying" };
-            let via = channels
-                .iter()
-                .map(|c| c.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            self.step_started(ctx, &cref, &step_id, format!("{verb} recipients via {via}"))
-                .await?;
-        }
+        let verb = if reminder { "reminding" } else { "notifying" };
+        let via = channels
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.step_started(ctx, &cref, &step_id, format!("{verb} recipients via {via}"))
+            .await?;
         let mut after_seq = checkpoint.after_seq;
         let mut result = FanOutResult::default();
         loop {

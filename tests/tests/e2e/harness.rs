@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, watch};
 /// How long any awaited condition may take before the test fails with a message saying what
 /// it was waiting for. Generous: the machines have two cores and run tests in parallel.
 pub const PATIENCE: Duration = Duration::from_secs(120);
+/// How often [`until`] asks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The §4 example definition with second-scale durations and a loopback receiver.
 pub fn example_definition(first_wait: &str, last_call: &str, webhook_url: &str) -> Value {
@@ -56,36 +58,36 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// An executable the build provides: `$var`, else `default` relative to the workspace.
+fn executable(var: &str, default: &str, how_to_get_it: &str) -> Result<PathBuf> {
+    let path = std::env::var(var).map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(default)
+    });
+    if !path.exists() {
+        bail!("{} does not exist; {how_to_get_it}", path.display());
+    }
+    Ok(path)
+}
+
 /// The Temporal CLI the Makefile installed.
 fn temporal_cli() -> Result<String> {
-    let path = std::env::var("PIDGR_TEMPORAL_CLI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/py/bin/temporal")
-        });
-    if !path.exists() {
-        bail!(
-            "the Temporal CLI is not at {}; run `make tools` (or `make test`)",
-            path.display()
-        );
-    }
+    let path = executable(
+        "PIDGR_TEMPORAL_CLI",
+        ".tools/py/bin/temporal",
+        "run `make tools` (or `make test`)",
+    )?;
     Ok(path.display().to_string())
 }
 
 /// The `pidgr` binary (`make test` builds it first).
 pub fn pidgr_binary() -> Result<PathBuf> {
-    let path = std::env::var("PIDGR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pidgr")
-        });
-    if !path.exists() {
-        bail!(
-            "the pidgr binary is not at {}; run `cargo build -p pidgr` (make test does)",
-            path.display()
-        );
-    }
-    Ok(path)
+    executable(
+        "PIDGR_BIN",
+        "target/debug/pidgr",
+        "run `cargo build -p pidgr` (make test does)",
+    )
 }
 
 /// Knobs a scenario may change before the system starts.
@@ -394,16 +396,18 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
+    let mut every = tokio::time::interval(POLL_INTERVAL);
+    let poll = async {
+        loop {
+            every.tick().await;
+            if let Some(value) = check().await? {
+                return Ok(value);
+            }
         }
-        if tokio::time::Instant::now() > deadline {
-            bail!("gave up waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    tokio::time::timeout(PATIENCE, poll)
+        .await
+        .with_context(|| format!("gave up waiting for {what}"))?
 }
 
 /// One request the receiver got.

@@ -218,23 +218,6 @@ impl StepKind {
             _ => &[Outcome::Next],
         }
     }
-
-    /// The configuration as its canonical JSON object.
-    pub fn config_value(&self) -> serde_json::Value {
-        let value = match self {
-            StepKind::SendNotification(c) | StepKind::SendReminder(c) => serde_json::to_value(c),
-            StepKind::DeadlineCheck(c) => serde_json::to_value(c),
-            StepKind::MarkMissed => Ok(serde_json::Value::Object(serde_json::Map::new())),
-            StepKind::CallWebhook(c) => serde_json::to_value(c),
-        };
-        // These types only have string keys, so serialization cannot fail.
-        value.unwrap_or_default()
-    }
-}
-
-/// Same as [`StepKind::type_name`].
-pub fn step_type_name(kind: &StepKind) -> &'static str {
-    kind.type_name()
 }
 
 impl Definition {
