@@ -1,43 +1,10 @@
-//! Store tests: every body runs on SQLite and, when `PIDGR_TEST_POSTGRES_URL` is set, on
-//! PostgreSQL — each on a database of its own.
+//! Campaigns, deliveries, actions, the activity log and the push log.
 
 use pidgr_store::{
     ActionKind, ActivityKind, CampaignStatus, DeliveryStatus, NewActivity, NewCampaign, NewPush,
-    Recipient, Store, StoreError, testing,
+    Recipient, Store, StoreError,
 };
 use std::collections::BTreeMap;
-use std::future::Future;
-
-/// Runs one test body against each configured backend.
-macro_rules! store_test {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn on_sqlite() {
-                super::$name(pidgr_store::testing::sqlite().await.unwrap()).await;
-            }
-
-            #[tokio::test]
-            async fn on_postgres() {
-                super::on_postgres(super::$name).await;
-            }
-        }
-    };
-}
-
-async fn on_postgres<F, Fut>(body: F)
-where
-    F: FnOnce(Store) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    match testing::postgres().await.unwrap() {
-        Some(store) => body(store).await,
-        None => eprintln!(
-            "skipped: set {} to run this test on PostgreSQL",
-            testing::POSTGRES_URL_VAR
-        ),
-    }
-}
 
 fn recipient(user: &str) -> Recipient {
     Recipient {
@@ -372,46 +339,6 @@ async fn completion_marks_the_unresolved_missed(store: Store) {
         ]
     );
     assert!(reports[0].acknowledged_at.is_some() && reports[1].acknowledged_at.is_none());
-}
-
-store_test!(api_keys_authenticate_until_revoked);
-async fn api_keys_authenticate_until_revoked(store: Store) {
-    let org = store.create_organisation("Acme").await.unwrap();
-    let generated = store
-        .create_api_key(&org.id, "dev", "super_admin")
-        .await
-        .unwrap();
-    assert!(generated.secret.starts_with(&generated.key.prefix));
-    let key = store
-        .authenticate(&generated.secret)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (key.org_id.as_str(), key.role.as_str()),
-        (org.id.as_str(), "super_admin")
-    );
-    assert!(key.last_used_at.is_some());
-    assert!(
-        store
-            .authenticate("pidgr_not-a-key")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let other = store.create_organisation("Other").await.unwrap();
-    assert!(matches!(
-        store.revoke_api_key(&other.id, &key.id).await,
-        Err(StoreError::NotFound)
-    ));
-    store.revoke_api_key(&org.id, &key.id).await.unwrap();
-    assert!(
-        store
-            .authenticate(&generated.secret)
-            .await
-            .unwrap()
-            .is_none()
-    );
 }
 
 store_test!(an_idempotency_key_returns_the_first_campaign);
