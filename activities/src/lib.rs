@@ -207,7 +207,7 @@ impl CampaignActivitiesImpl {
                     &variables,
                     &target.variables,
                 );
-                let title = template::render(&campaign.title, &values);
+                let title = template::render(&campaign.message_title, &values);
                 let body = template::plain_text(
                     &template::render(&campaign.body, &values),
                     PUSH_BODY_MAX_CHARS,

@@ -1,35 +1,98 @@
-//! `Authorization: Bearer <api key>`: the key decides the organisation every query is scoped to.
+//! Authentication and permissions. Every route declares its [`Access`] in the route table
+//! (`routes.rs`); [`authorize`] enforces it before the handler runs: no or unknown or revoked
+//! key → 401, a role without the permission → 403. The key decides the organisation every
+//! query is scoped to, so another organisation's resource is simply not found (404).
 
-use axum::extract::FromRequestParts;
+use std::collections::BTreeSet;
+
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, request::Parts};
+use axum::middleware::Next;
+use axum::response::Response;
+use pidgr_store::Permission;
 
 use crate::{ApiError, AppState};
 
-/// The authenticated caller.
+/// What a route requires of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No key needed (health, readiness, the OpenAPI document).
+    Public,
+    /// Any live key of any role.
+    Authenticated,
+    /// A key whose role holds this permission.
+    Requires(Permission),
+}
+
+/// The authenticated caller, available to handlers of non-public routes.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub org_id: String,
-    pub role: String,
+    pub key_id: String,
+    pub role_id: String,
+    pub permissions: BTreeSet<Permission>,
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+impl Caller {
+    /// Refuses to hand out what the caller does not hold: a role or key can never carry a
+    /// permission its creator lacks.
+    pub fn may_grant<'a>(
+        &self,
+        permissions: impl IntoIterator<Item = &'a Permission>,
+    ) -> Result<(), ApiError> {
+        let lacking: Vec<&str> = permissions
+            .into_iter()
+            .filter(|p| !self.permissions.contains(p))
+            .map(|p| p.as_str())
+            .collect();
+        if lacking.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(lacking.join("`, `")))
+        }
+    }
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let secret = parts
-            .headers
+/// The middleware every route goes through, with the access its table entry declares.
+pub async fn authorize(
+    State(state): State<AppState>,
+    access: Access,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if access != Access::Public {
+        let secret = request
+            .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        let key = state
+        let found = state
             .store
             .authenticate(secret.trim())
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        Ok(Caller {
-            org_id: key.org_id,
-            role: key.role,
+        if let Access::Requires(permission) = access
+            && !found.permissions.contains(&permission)
+        {
+            return Err(ApiError::Forbidden(permission.as_str().to_owned()));
+        }
+        request.extensions_mut().insert(Caller {
+            org_id: found.key.org_id,
+            key_id: found.key.id,
+            role_id: found.key.role,
+            permissions: found.permissions,
+        });
+    }
+    Ok(next.run(request).await)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::Internal("a public route asked for the caller".into())
         })
     }
 }

@@ -1,20 +1,18 @@
-//! Campaigns: create a draft, start, cancel, read with counts, list deliveries and activity.
+//! Campaigns: a draft built from a pinned template version, an audience and a workflow
+//! definition; preview, start (audience → deliveries, exactly once), cancel, read with counts,
+//! deliveries and activity.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::http::StatusCode;
+use axum::Json;
 use pidgr_store::{
-    ActivityKind, Campaign, CampaignStatus, DeliveryCounts, NewActivity, NewCampaign, Recipient,
-    StoreError,
+    ActivityKind, Audience, AudienceMember, Campaign, CampaignStatus, Delivery, DeliveryCounts,
+    NewActivity, NewCampaign, Recipient, StoreError,
 };
 use pidgr_workflows::contract::CampaignRef;
-use pidgr_workflows::definition::{Definition, Problem, StepKind, parse_value};
-use pidgr_workflows::{CampaignInput, CampaignWorkflow, search_attributes, template, workflow_id};
-use serde::Deserialize;
+use pidgr_workflows::definition::{Definition, Problem};
+use pidgr_workflows::{CampaignInput, CampaignWorkflow, search_attributes, workflow_id};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use temporalio_client::errors::WorkflowInteractionError;
 use temporalio_client::{
@@ -22,45 +20,96 @@ use temporalio_client::{
 };
 use temporalio_common::search_attributes::SearchAttributes;
 
-use crate::{ApiError, AppState, Caller, Page, parse_body};
+use crate::error::OrNotFound;
+use crate::input::{Body, Name, Page, Variables};
+use crate::message::{self, Reader};
+use crate::workflow_definitions::validate_at;
+use crate::{ApiError, AppState, Caller};
 
-pub const MAX_NAME_CHARS: usize = 200;
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The most recipients one campaign can have.
 pub const MAX_RECIPIENTS: usize = 100_000;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/campaigns", post(create))
-        .route("/campaigns/{id}", get(read))
-        .route("/campaigns/{id}/start", post(start))
-        .route("/campaigns/{id}/cancel", post(cancel))
-        .route("/campaigns/{id}/deliveries", get(deliveries))
-        .route("/campaigns/{id}/activity", get(activity))
-}
-
-#[derive(Debug, Deserialize)]
-struct CreateCampaign {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    body: String,
-    #[serde(default)]
-    recipients: Vec<Recipient>,
-    #[serde(default)]
-    definition: Value,
-}
-
-/// POST /v1/campaigns: validates everything, reports every problem at once, and writes nothing
-/// unless all is well. An `Idempotency-Key` header makes a retried create return the first one.
-async fn create(
+pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    body: Bytes,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let campaigns = state
+        .store
+        .list_campaigns(&caller.org_id, page.after(), page.limit())
+        .await?;
+    let views: Vec<Value> = campaigns.iter().map(|c| campaign_view(c, None)).collect();
+    Ok(page.respond(views, |v| v["id"].as_str().unwrap_or_default().to_owned()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AudienceInput {
+    #[serde(default)]
+    groups: Vec<Name>,
+    #[serde(default)]
+    teams: Vec<Name>,
+    #[serde(default)]
+    members: Vec<AudienceMemberInput>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AudienceMemberInput {
+    member_id: Name,
+    /// Per-recipient variables; they win over the member's attributes and step variables.
+    #[serde(default)]
+    variables: Variables,
+}
+
+impl From<AudienceInput> for Audience {
+    fn from(input: AudienceInput) -> Self {
+        Audience {
+            groups: input.groups.into_iter().map(|n| n.0).collect(),
+            teams: input.teams.into_iter().map(|n| n.0).collect(),
+            members: input
+                .members
+                .into_iter()
+                .map(|m| AudienceMember {
+                    member_id: m.member_id.0,
+                    variables: m.variables.0,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCampaign {
+    /// Internal name.
+    name: Name,
+    /// Shown to recipients; templates use it as `{{title}}`.
+    title: Name,
+    template_id: Name,
+    /// The template version to pin; the latest when left out.
+    #[serde(default)]
+    template_version: Option<i64>,
+    audience: AudienceInput,
+    /// The workflow definition, inline...
+    #[serde(default)]
+    definition: Option<Value>,
+    /// ...or a stored one (its latest version unless `definition_version` says).
+    #[serde(default)]
+    definition_id: Option<Name>,
+    #[serde(default)]
+    definition_version: Option<i64>,
+}
+
+/// POST /v1/campaigns: checks everything — template version, definition, audience, and that
+/// every variable the message uses resolves for every recipient — reports every problem at
+/// once, and writes nothing unless all is well.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(request): Body<CreateCampaign>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: CreateCampaign = parse_body(&body)?;
+    let org = caller.org_id.as_str();
     let mut problems = Vec::new();
     let mut problem = |pointer: &str, message: String| {
         problems.push(Problem {
@@ -68,147 +117,213 @@ async fn create(
             message,
         })
     };
-    for (pointer, value, what) in [
-        ("/name", &request.name, "name"),
-        ("/title", &request.title, "title"),
-    ] {
-        if value.trim().is_empty() {
-            problem(pointer, format!("the campaign needs a {what}"));
-        } else if value.chars().count() > MAX_NAME_CHARS {
-            problem(
-                pointer,
-                format!("the {what} can be at most {MAX_NAME_CHARS} characters long"),
-            );
+
+    let version = match state
+        .store
+        .get_template(org, request.template_id.as_str())
+        .await
+    {
+        Err(StoreError::NotFound) => {
+            problem("/template_id", "no template has this id".into());
+            None
         }
-    }
-    if request.body.trim().is_empty() {
-        problem("/body", "the campaign needs a body".into());
-    } else if request.body.len() > MAX_BODY_BYTES {
-        problem(
-            "/body",
-            format!("the body can be at most {MAX_BODY_BYTES} bytes long"),
-        );
-    }
-    if request.recipients.is_empty() {
-        problem(
-            "/recipients",
-            "the campaign needs at least one recipient".into(),
-        );
-    } else if request.recipients.len() > MAX_RECIPIENTS {
-        problem(
-            "/recipients",
-            format!("a campaign can have at most {MAX_RECIPIENTS} recipients"),
-        );
-    }
-    let mut seen = BTreeSet::new();
-    for (i, recipient) in request.recipients.iter().enumerate() {
-        if recipient.user_id.trim().is_empty() || recipient.user_id.len() > MAX_NAME_CHARS {
-            problem(
-                &format!("/recipients/{i}/user_id"),
-                format!("a user id must be 1 to {MAX_NAME_CHARS} characters"),
-            );
-        } else if !seen.insert(recipient.user_id.as_str()) {
-            problem(
-                &format!("/recipients/{i}/user_id"),
-                format!("the user {:?} is listed twice", recipient.user_id),
-            );
-        }
-    }
-    let validated = if request.definition.is_null() {
-        problem(
-            "/definition",
-            "the campaign needs a workflow definition".into(),
-        );
-        None
-    } else {
-        match parse_value(&request.definition, &state.settings.url_policy) {
-            Ok(validated) => Some(validated),
-            Err(found) => {
-                problems.extend(found.into_iter().map(|p| Problem {
-                    pointer: format!("/definition{}", p.pointer),
-                    message: p.message,
-                }));
-                None
+        Err(other) => return Err(other.into()),
+        Ok(template) => {
+            let number = request.template_version.unwrap_or(template.latest_version);
+            match state
+                .store
+                .get_template_version(org, &template.id, number)
+                .await
+            {
+                Err(StoreError::NotFound) => {
+                    problem(
+                        "/template_version",
+                        format!(
+                            "the template has versions 1 to {}",
+                            template.latest_version
+                        ),
+                    );
+                    None
+                }
+                other => Some(other?),
             }
         }
     };
-    if let Some(validated) = &validated {
-        problems.extend(unresolvable_variables(&request, &validated.definition));
+
+    let mut definition_ref = None;
+    let definition_json = match (&request.definition, &request.definition_id) {
+        (Some(inline), None) => Some((inline.clone(), "/definition")),
+        (None, Some(id)) => {
+            match state.store.get_definition(org, id.as_str()).await {
+                Err(StoreError::NotFound) => {
+                    problem("/definition_id", "no workflow definition has this id".into());
+                    None
+                }
+                Err(other) => return Err(other.into()),
+                Ok(stored) => {
+                    let number = request.definition_version.unwrap_or(stored.latest_version);
+                    match state.store.get_definition_version(org, &stored.id, number).await {
+                        Err(StoreError::NotFound) => {
+                            problem(
+                                "/definition_version",
+                                format!(
+                                    "the workflow definition has versions 1 to {}",
+                                    stored.latest_version
+                                ),
+                            );
+                            None
+                        }
+                        Err(other) => return Err(other.into()),
+                        Ok(version) => {
+                            definition_ref = Some((stored.id, version.version));
+                            Some((version.definition, "/definition_id"))
+                        }
+                    }
+                }
+            }
+        }
+        (Some(_), Some(_)) => {
+            problem(
+                "/definition",
+                "give either an inline definition or a definition_id, not both".into(),
+            );
+            None
+        }
+        (None, None) => {
+            problem(
+                "/definition",
+                "the campaign needs a workflow definition (inline, or a definition_id)".into(),
+            );
+            None
+        }
+    };
+    let validated = match definition_json {
+        Some((json, pointer)) => match validate_at(&state, pointer, &json) {
+            Ok(validated) => Some(validated),
+            Err(found) => {
+                problems.extend(found);
+                None
+            }
+        },
+        None => None,
+    };
+
+    let audience: Audience = request.audience.into();
+    let resolved = state.store.resolve_audience(org, &audience).await?;
+    let mut problems = problems;
+    problems.extend(resolved.missing.iter().map(|missing| Problem {
+        pointer: format!("/audience{}", missing.pointer),
+        message: format!("no {} has the id {:?}", missing.what, missing.id),
+    }));
+    let recipients = resolved.recipients;
+    if recipients.is_empty() && resolved.missing.is_empty() {
+        problems.push(Problem {
+            pointer: "/audience".into(),
+            message: "the audience has no members: name at least one group, team or member with members".into(),
+        });
+    } else if recipients.len() > MAX_RECIPIENTS {
+        problems.push(Problem {
+            pointer: "/audience".into(),
+            message: format!(
+                "the audience has {} members, but a campaign can have at most {MAX_RECIPIENTS}",
+                recipients.len()
+            ),
+        });
     }
-    let Some(validated) = validated.filter(|_| problems.is_empty()) else {
+    if let (Some(version), Some(validated)) = (&version, &validated) {
+        for (name, lacking) in message::unresolvable(
+            &version.title,
+            &version.body,
+            &validated.definition,
+            &recipients,
+        ) {
+            problems.push(Problem {
+                pointer: "/audience".into(),
+                message: message::unresolvable_message(&name, lacking, recipients.len()),
+            });
+        }
+    }
+    let (Some(version), Some(validated)) = (version, validated) else {
         return Err(ApiError::Invalid(problems));
     };
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map(str::to_owned)
-                .map_err(|_| ApiError::BadRequest("the Idempotency-Key header must be text".into()))
-        })
-        .transpose()?;
-    let (campaign, created) = state
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    let campaign = state
         .store
         .create_campaign(NewCampaign {
             org_id: caller.org_id.clone(),
-            name: request.name,
-            title: request.title,
-            body: request.body,
-            audience: request.recipients,
+            name: request.name.0,
+            title: request.title.0,
+            template_id: version.template_id.clone(),
+            template_version: version.version,
+            message_title: version.title,
+            body: version.body,
+            audience: json!(audience),
             definition: validated.definition.to_json(),
-            idempotency_key,
+            definition_ref,
         })
         .await?;
-    let mut view = campaign_view(&campaign, DeliveryCounts::default());
+    let mut view = campaign_view(&campaign, Some(DeliveryCounts::default()));
+    view["recipients"] = json!(recipients.len());
     view["warnings"] = json!(validated.warnings);
-    Ok((
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        Json(view),
-    ))
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// Every `{{variable}}` in the title or body must have a value for every recipient: a built-in,
-/// the recipient's own variable, or a variable that every notifying step defines.
-fn unresolvable_variables(request: &CreateCampaign, definition: &Definition) -> Vec<Problem> {
-    let notify_steps: Vec<&BTreeMap<String, String>> = definition
-        .steps
-        .iter()
-        .filter_map(|s| match &s.kind {
-            StepKind::SendNotification(c) | StepKind::SendReminder(c) => Some(&c.variables),
-            _ => None,
-        })
-        .collect();
-    let mut problems = Vec::new();
-    for (pointer, text) in [("/title", &request.title), ("/body", &request.body)] {
-        for name in template::placeholders(text) {
-            if template::BUILT_INS.contains(&name.as_str())
-                || (!notify_steps.is_empty() && notify_steps.iter().all(|v| v.contains_key(&name)))
-            {
-                continue;
-            }
-            let lacking = request
-                .recipients
-                .iter()
-                .filter(|r| !r.variables.contains_key(&name))
-                .count();
-            if lacking > 0 {
-                problems.push(Problem {
-                    pointer: pointer.to_owned(),
-                    message: format!(
-                        "the variable {{{{{name}}}}} has no value for {lacking} of {} recipients; give it to each recipient or in every notification step's variables",
-                        request.recipients.len()
-                    ),
-                });
-            }
-        }
+/// The campaign's audience resolved now, or why it cannot be used any more (409).
+async fn resolve_for_start(
+    state: &AppState,
+    campaign: &Campaign,
+) -> Result<Vec<Recipient>, ApiError> {
+    let audience: Audience = serde_json::from_value(campaign.audience.clone()).map_err(|e| {
+        ApiError::Internal(format!("stored audience of campaign {}: {e}", campaign.id))
+    })?;
+    let resolved = state
+        .store
+        .resolve_audience(&campaign.org_id, &audience)
+        .await?;
+    if let Some(missing) = resolved.missing.first() {
+        return Err(ApiError::Conflict(format!(
+            "the audience names the {} {:?}, which no longer exists; create a new campaign",
+            missing.what, missing.id
+        )));
     }
-    problems
+    if resolved.recipients.is_empty() {
+        return Err(ApiError::Conflict(
+            "the audience has no members any more".into(),
+        ));
+    }
+    let definition = stored_definition(campaign)?;
+    if let Some((name, lacking)) = message::unresolvable(
+        &campaign.message_title,
+        &campaign.body,
+        &definition,
+        &resolved.recipients,
+    )
+    .into_iter()
+    .next()
+    {
+        return Err(ApiError::Conflict(message::unresolvable_message(
+            &name,
+            lacking,
+            resolved.recipients.len(),
+        )));
+    }
+    Ok(resolved.recipients)
 }
 
-async fn read(
+fn stored_definition(campaign: &Campaign) -> Result<Definition, ApiError> {
+    serde_json::from_str(&campaign.definition).map_err(|e| {
+        ApiError::Internal(format!(
+            "stored definition of campaign {} does not parse: {e}",
+            campaign.id
+        ))
+    })
+}
+
+/// GET /v1/campaigns/{id}/preview: how many recipients the campaign reaches (each member
+/// once) and the message as the first of them will see it.
+pub async fn preview(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -217,30 +332,76 @@ async fn read(
         .store
         .get_campaign(&caller.org_id, &id)
         .await
-        .map_err(not_found)?;
+        .or_not_found("campaign")?;
+    let definition = stored_definition(&campaign)?;
+    let step_variables = message::notification_variables(&definition);
+    let render = |reader: &Reader| {
+        message::render(
+            &campaign.message_title,
+            &campaign.body,
+            &campaign.title,
+            &step_variables,
+            reader,
+        )
+    };
+    let (recipients, sample) = if campaign.status == CampaignStatus::Created {
+        let audience: Audience = serde_json::from_value(campaign.audience.clone())
+            .map_err(|e| ApiError::Internal(format!("stored audience of campaign {id}: {e}")))?;
+        let resolved = state.store.resolve_audience(&caller.org_id, &audience).await?;
+        let sample = resolved.recipients.first().map(|r| {
+            json!({ "member_id": r.member_id, "user_id": r.user_id, "message": render(&Reader::of_recipient(r)) })
+        });
+        (resolved.recipients.len() as u64, sample)
+    } else {
+        let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
+        let first = state.store.list_deliveries(&caller.org_id, &id, 0, 1).await?;
+        let sample = first.first().map(|(_, d)| {
+            json!({ "member_id": d.member_id, "user_id": d.user_id, "message": render(&Reader::of_delivery(d)) })
+        });
+        (counts.total(), sample)
+    };
+    Ok(Json(json!({ "recipients": recipients, "sample": sample })))
+}
+
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let campaign = state
+        .store
+        .get_campaign(&caller.org_id, &id)
+        .await
+        .or_not_found("campaign")?;
     let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
-    Ok(Json(campaign_view(&campaign, counts)))
+    Ok(Json(campaign_view(&campaign, Some(counts))))
 }
 
 /// POST /v1/campaigns/{id}/start: deliveries are written (once), then the workflow is started
 /// with id `campaign-<id>`; a repeated or retried start reuses the running workflow.
-async fn start(
+pub async fn start(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let workflow_id = workflow_id(&id);
+    let draft = state
+        .store
+        .get_campaign(&caller.org_id, &id)
+        .await
+        .or_not_found("campaign")?;
+    // Only a draft's audience is resolved; a started campaign already has its deliveries.
+    let recipients = match draft.status {
+        CampaignStatus::Created => resolve_for_start(&state, &draft).await?,
+        _ => Vec::new(),
+    };
     let outcome = state
         .store
-        .start_campaign(&caller.org_id, &id, &workflow_id)
+        .start_campaign(&caller.org_id, &id, &workflow_id, &recipients)
         .await
-        .map_err(not_found)?;
+        .or_not_found("campaign")?;
     let campaign = outcome.campaign;
-    let definition: Definition = serde_json::from_str(&campaign.definition).map_err(|e| {
-        ApiError::Internal(format!(
-            "stored definition of campaign {id} does not parse: {e}"
-        ))
-    })?;
+    let definition = stored_definition(&campaign)?;
     let input = CampaignInput {
         campaign: CampaignRef {
             org_id: campaign.org_id.clone(),
@@ -278,12 +439,12 @@ async fn start(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(campaign_view(&campaign, counts))))
+    Ok((status, Json(campaign_view(&campaign, Some(counts)))))
 }
 
 /// POST /v1/campaigns/{id}/cancel: CANCELLED in the database first (so ACKs are refused from
 /// now on), then the workflow is cancelled, which stops its timers and activities.
-async fn cancel(
+pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -292,7 +453,7 @@ async fn cancel(
         .store
         .get_campaign(&caller.org_id, &id)
         .await
-        .map_err(not_found)?;
+        .or_not_found("campaign")?;
     let campaign = state.store.cancel_campaign(&caller.org_id, &id).await?;
     if before.status != CampaignStatus::Cancelled {
         state
@@ -324,10 +485,18 @@ async fn cancel(
         }
     }
     let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
-    Ok(Json(campaign_view(&campaign, counts)))
+    Ok(Json(campaign_view(&campaign, Some(counts))))
 }
 
-async fn deliveries(
+/// A delivery with its position in the audience (the list's cursor).
+#[derive(Serialize)]
+struct Positioned {
+    position: i64,
+    #[serde(flatten)]
+    delivery: Delivery,
+}
+
+pub async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -337,15 +506,19 @@ async fn deliveries(
         .store
         .get_campaign(&caller.org_id, &id)
         .await
-        .map_err(not_found)?;
+        .or_not_found("campaign")?;
     let rows = state
         .store
-        .list_deliveries(&caller.org_id, &id, page.after, page.limit())
+        .list_deliveries(&caller.org_id, &id, page.after_number()?, page.limit())
         .await?;
-    Ok(page.respond(rows))
+    let items = rows
+        .into_iter()
+        .map(|(position, delivery)| Positioned { position, delivery })
+        .collect();
+    Ok(page.respond(items, |p| p.position.to_string()))
 }
 
-async fn activity(
+pub async fn activity(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -355,33 +528,35 @@ async fn activity(
         .store
         .get_campaign(&caller.org_id, &id)
         .await
-        .map_err(not_found)?;
+        .or_not_found("campaign")?;
     let entries = state
         .store
-        .list_activity(&caller.org_id, &id, page.after, page.limit())
+        .list_activity(&caller.org_id, &id, page.after_number()?, page.limit())
         .await?;
-    Ok(page.respond(entries.into_iter().map(|e| (e.id, e)).collect()))
+    Ok(page.respond(entries, |e| e.id.to_string()))
 }
 
-fn not_found(error: StoreError) -> ApiError {
-    match error {
-        StoreError::NotFound => ApiError::NotFound("campaign"),
-        other => other.into(),
-    }
-}
-
-fn campaign_view(campaign: &Campaign, counts: DeliveryCounts) -> Value {
-    json!({
+/// A campaign as the API shows it; `counts` when the caller looked them up.
+fn campaign_view(campaign: &Campaign, counts: Option<DeliveryCounts>) -> Value {
+    let mut view = json!({
         "id": campaign.id,
         "name": campaign.name,
         "title": campaign.title,
         "status": campaign.status,
+        "template_id": campaign.template_id,
+        "template_version": campaign.template_version,
+        "definition_id": campaign.definition_id,
+        "definition_version": campaign.definition_version,
+        "audience": campaign.audience,
         "workflow_id": campaign.workflow_id,
         "current_step": if campaign.status == CampaignStatus::Active { campaign.current_step.clone() } else { None },
         "created_at": campaign.created_at,
         "started_at": campaign.started_at,
         "finished_at": campaign.finished_at,
-        "counts": counts,
-        "total": counts.total(),
-    })
+    });
+    if let Some(counts) = counts {
+        view["counts"] = json!(counts);
+        view["total"] = json!(counts.total());
+    }
+    view
 }

@@ -1,50 +1,133 @@
-//! Deliveries: READ and ACK from the mobile backend.
+//! The mobile backend's surface: READ and ACK on a member's behalf, a member's inbox, and the
+//! deeplink resolver. Also an admin's read of one delivery.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use pidgr_store::{ActionKind, CampaignStatus, StoreError};
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use pidgr_store::{ActionKind, Campaign, CampaignStatus, Delivery};
 use pidgr_workflows::contract::DeliveryCounts;
 use pidgr_workflows::{CampaignWorkflow, workflow_id};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use temporalio_client::WorkflowSignalOptions;
 
-use crate::{ApiError, AppState, Caller, parse_body};
-
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/deliveries/{id}", get(read))
-        .route(
-            "/deliveries/{id}/read",
-            post(|s, c, p, b| act(s, c, p, b, ActionKind::Read)),
-        )
-        .route(
-            "/deliveries/{id}/ack",
-            post(|s, c, p, b| act(s, c, p, b, ActionKind::Ack)),
-        )
-}
+use crate::error::OrNotFound;
+use crate::input::{Body, Page, Text};
+use crate::message;
+use crate::{ApiError, AppState, Caller};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ActionRequest {
+pub struct ActionRequest {
     /// Where the action came from (`inbox`, `push`, ...), kept with the action.
     #[serde(default)]
-    source: Option<String>,
+    source: Option<Text<64>>,
 }
 
-async fn read(
+pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+) -> Result<Json<Delivery>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .get_delivery(&caller.org_id, &id)
+            .await
+            .or_not_found("delivery")?,
+    ))
+}
+
+pub async fn mark_read(
+    state: State<AppState>,
+    caller: Caller,
+    path: Path<String>,
+    body: Body<ActionRequest>,
+) -> Result<Json<Delivery>, ApiError> {
+    act(state, caller, path, body, ActionKind::Read).await
+}
+
+pub async fn acknowledge(
+    state: State<AppState>,
+    caller: Caller,
+    path: Path<String>,
+    body: Body<ActionRequest>,
+) -> Result<Json<Delivery>, ApiError> {
+    act(state, caller, path, body, ActionKind::Ack).await
+}
+
+/// A delivery with its campaign's message rendered for the recipient.
+fn inbox_item(settings: &crate::ApiSettings, campaign: &Campaign, delivery: &Delivery) -> Value {
+    let pending = campaign.status == CampaignStatus::Active && !delivery.status.is_resolved();
+    json!({
+        "delivery": delivery,
+        "campaign": {
+            "id": campaign.id,
+            "title": campaign.title,
+            "status": campaign.status,
+            "started_at": campaign.started_at,
+        },
+        "pending": pending,
+        "deeplink_url": format!("{}{}", settings.deeplink_base, delivery.deeplink_code),
+        "message": message::for_delivery(campaign, delivery),
+    })
+}
+
+/// GET /v1/members/{id}/inbox: the member's campaigns, newest first, each with its rendered
+/// message; `pending` says whether it still waits for their acknowledgement.
+pub async fn inbox(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .store
+        .get_member(&caller.org_id, &member_id)
+        .await
+        .or_not_found("member")?;
+    let deliveries = state
+        .store
+        .list_member_deliveries(&caller.org_id, &member_id, page.after(), page.limit())
+        .await?;
+    let mut campaigns: BTreeMap<String, Campaign> = BTreeMap::new();
+    let mut items = Vec::with_capacity(deliveries.len());
+    for delivery in &deliveries {
+        if !campaigns.contains_key(&delivery.campaign_id) {
+            let campaign = state
+                .store
+                .get_campaign(&caller.org_id, &delivery.campaign_id)
+                .await?;
+            campaigns.insert(campaign.id.clone(), campaign);
+        }
+        items.push(inbox_item(
+            &state.settings,
+            &campaigns[&delivery.campaign_id],
+            delivery,
+        ));
+    }
+    Ok(page.respond(items, |item| {
+        item["delivery"]["id"].as_str().unwrap_or_default().to_owned()
+    }))
+}
+
+/// GET /c/{code}: what a recipient's deeplink points at — their delivery and message.
+pub async fn deeplink(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let delivery = state
         .store
-        .get_delivery(&caller.org_id, &id)
+        .get_delivery_by_code(&caller.org_id, &code)
         .await
-        .map_err(not_found)?;
-    Ok(Json(json!(delivery)))
+        .or_not_found("deeplink")?;
+    let campaign = state
+        .store
+        .get_campaign(&caller.org_id, &delivery.campaign_id)
+        .await?;
+    Ok(Json(inbox_item(&state.settings, &campaign, &delivery)))
 }
 
 /// Records the action in the database (idempotent; refused after MISSED or on a cancelled
@@ -55,21 +138,15 @@ async fn act(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Bytes,
+    Body(request): Body<ActionRequest>,
     kind: ActionKind,
-) -> Result<Json<Value>, ApiError> {
-    let request: ActionRequest = parse_body(&body)?;
-    let source = request.source.as_deref().unwrap_or("api");
-    if source.len() > 64 {
-        return Err(ApiError::BadRequest(
-            "source can be at most 64 characters".into(),
-        ));
-    }
+) -> Result<Json<Delivery>, ApiError> {
+    let source = request.source.as_ref().map_or("api", Text::as_str);
     let outcome = state
         .store
         .record_action(&caller.org_id, &id, kind, source)
         .await
-        .map_err(not_found)?;
+        .or_not_found("delivery")?;
     let delivery = outcome.delivery;
     if outcome.changed {
         // Best effort: the action is recorded, and the workflow re-counts at its deadline.
@@ -77,7 +154,7 @@ async fn act(
             tracing::warn!(campaign_id = %delivery.campaign_id, %error, "could not signal the campaign workflow");
         }
     }
-    Ok(Json(json!(delivery)))
+    Ok(Json(delivery))
 }
 
 /// Signals the campaign's workflow with fresh counts: at most once per `signal_interval`, but
@@ -124,11 +201,4 @@ async fn signal_progress(state: &AppState, org_id: &str, campaign_id: &str) -> R
         )
         .await
         .map_err(|e| e.to_string())
-}
-
-fn not_found(error: StoreError) -> ApiError {
-    match error {
-        StoreError::NotFound => ApiError::NotFound("delivery"),
-        other => other.into(),
-    }
 }

@@ -9,14 +9,18 @@ use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("missing or invalid API key")]
+    #[error("missing, unknown or revoked API key; send `Authorization: Bearer <api key>`")]
     Unauthorized,
+    #[error("this API key's role lacks the permission `{0}`")]
+    Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
-    #[error("the request body is not valid: {0}")]
+    #[error("the request is not valid: {0}")]
     BadRequest(String),
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
     /// Input that parsed but broke the rules: every problem, each with its JSON pointer.
     #[error("the request has {} problem(s)", .0.len())]
     Invalid(Vec<Problem>),
@@ -30,9 +34,15 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
             ApiError::Invalid(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation",
@@ -49,6 +59,30 @@ impl ApiError {
                 "Internal error",
             ),
         }
+    }
+}
+
+impl ApiError {
+    /// One validation problem at `pointer`.
+    pub fn invalid(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![Problem {
+            pointer: pointer.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// Turns the store's "not found" into a 404 that names the missing thing.
+pub(crate) trait OrNotFound<T> {
+    fn or_not_found(self, what: &'static str) -> Result<T, ApiError>;
+}
+
+impl<T> OrNotFound<T> for Result<T, StoreError> {
+    fn or_not_found(self, what: &'static str) -> Result<T, ApiError> {
+        self.map_err(|error| match error {
+            StoreError::NotFound => ApiError::NotFound(what),
+            other => other.into(),
+        })
     }
 }
 

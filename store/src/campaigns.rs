@@ -44,6 +44,8 @@ impl CampaignStatus {
 /// One member of a campaign's audience, with the variables that personalise their message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recipient {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
     pub user_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
@@ -53,16 +55,25 @@ pub struct Recipient {
     pub variables: BTreeMap<String, String>,
 }
 
+/// A draft campaign: its message is copied from the pinned template version, so later edits
+/// of the template never reach it.
 #[derive(Clone, Debug)]
 pub struct NewCampaign {
     pub org_id: String,
     pub name: String,
+    /// The campaign's title, shown to recipients and available to templates as `{{title}}`.
     pub title: String,
+    pub template_id: String,
+    pub template_version: i64,
+    /// The pinned version's title and Markdown body.
+    pub message_title: String,
     pub body: String,
-    pub audience: Vec<Recipient>,
+    /// The audience as given (groups, teams, members with variables), as JSON.
+    pub audience: serde_json::Value,
     /// The validated workflow definition, in its canonical JSON form.
     pub definition: String,
-    pub idempotency_key: Option<String>,
+    /// The stored definition it came from, when it was not given inline.
+    pub definition_ref: Option<(String, i64)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -71,8 +82,14 @@ pub struct Campaign {
     pub org_id: String,
     pub name: String,
     pub title: String,
+    pub template_id: Option<String>,
+    pub template_version: Option<i64>,
+    pub message_title: String,
     pub body: String,
+    pub audience: serde_json::Value,
     pub definition: String,
+    pub definition_id: Option<String>,
+    pub definition_version: Option<i64>,
     pub status: CampaignStatus,
     pub workflow_id: Option<String>,
     pub current_step: Option<String>,
@@ -89,8 +106,9 @@ pub struct StartOutcome {
     pub newly_started: bool,
 }
 
-const CAMPAIGN_COLUMNS: &str = "id, org_id, name, title, body, definition, status, workflow_id, \
-     current_step, created_at, started_at, finished_at";
+const CAMPAIGN_COLUMNS: &str = "id, org_id, name, title, template_id, template_version, \
+     message_title, body, audience, definition, definition_id, definition_version, status, \
+     workflow_id, current_step, created_at, started_at, finished_at";
 
 /// Rows per multi-row INSERT: well under both backends' bind-parameter limits.
 const INSERT_BATCH: usize = 500;
@@ -101,8 +119,15 @@ fn campaign(row: &AnyRow) -> Result<Campaign> {
         org_id: row.try_get("org_id")?,
         name: row.try_get("name")?,
         title: row.try_get("title")?,
+        template_id: row.try_get("template_id")?,
+        template_version: row.try_get("template_version")?,
+        message_title: row.try_get("message_title")?,
         body: row.try_get("body")?,
+        audience: serde_json::from_str(&row.try_get::<String, _>("audience")?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         definition: row.try_get("definition")?,
+        definition_id: row.try_get("definition_id")?,
+        definition_version: row.try_get("definition_version")?,
         status: CampaignStatus::parse(&row.try_get::<String, _>("status")?)?,
         workflow_id: row.try_get("workflow_id")?,
         current_step: row.try_get("current_step")?,
@@ -120,43 +145,52 @@ fn deeplink_code() -> String {
 }
 
 impl Store {
-    /// Stores a draft campaign. With an idempotency key already used by this organisation, the
-    /// earlier campaign is returned instead and `false` says nothing new was written.
-    pub async fn create_campaign(&self, new: NewCampaign) -> Result<(Campaign, bool)> {
-        let audience =
-            serde_json::to_string(&new.audience).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    /// Stores a draft campaign.
+    pub async fn create_campaign(&self, new: NewCampaign) -> Result<Campaign> {
         let id = new_id();
-        let inserted = sqlx::query(
-            "INSERT INTO campaigns (id, org_id, name, title, body, audience, definition, status,
-                                    idempotency_key, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (org_id, idempotency_key) DO NOTHING",
+        let (definition_id, definition_version) = new.definition_ref.unzip();
+        sqlx::query(
+            "INSERT INTO campaigns (id, org_id, name, title, template_id, template_version,
+                                    message_title, body, audience, definition, definition_id,
+                                    definition_version, status, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&id)
         .bind(&new.org_id)
         .bind(&new.name)
         .bind(&new.title)
+        .bind(&new.template_id)
+        .bind(new.template_version)
+        .bind(&new.message_title)
         .bind(&new.body)
-        .bind(audience)
+        .bind(new.audience.to_string())
         .bind(&new.definition)
+        .bind(definition_id)
+        .bind(definition_version)
         .bind(CampaignStatus::Created.as_str())
-        .bind(&new.idempotency_key)
         .bind(to_millis(Utc::now()))
         .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
-            return Ok((self.get_campaign(&new.org_id, &id).await?, true));
-        }
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE org_id = $1 AND idempotency_key = $2"
-        )))
-        .bind(&new.org_id)
-        .bind(&new.idempotency_key)
-        .fetch_one(&self.pool)
         .await?;
-        Ok((campaign(&row)?, false))
+        self.get_campaign(&new.org_id, &id).await
+    }
+
+    /// A page of the organisation's campaigns, oldest first, after the campaign id `after`.
+    pub async fn list_campaigns(
+        &self,
+        org_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Campaign>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE org_id = $1 AND id > $2
+             ORDER BY id LIMIT $3"
+        )))
+        .bind(org_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(campaign).collect()
     }
 
     /// How many campaigns the organisation has, in any status.
@@ -182,20 +216,21 @@ impl Store {
         campaign(&row)
     }
 
-    /// Moves a draft to ACTIVE and writes one PENDING delivery per recipient, in one
-    /// transaction. Starting an ACTIVE campaign again writes nothing and reports it, so a start
-    /// that crashed after this step can be retried safely.
+    /// Moves a draft to ACTIVE and writes one PENDING delivery per recipient (the resolved
+    /// audience), in one transaction. Starting an ACTIVE campaign again writes nothing and
+    /// reports it, so a start that crashed after this step can be retried safely.
     pub async fn start_campaign(
         &self,
         org_id: &str,
         campaign_id: &str,
         workflow_id: &str,
+        audience: &[Recipient],
     ) -> Result<StartOutcome> {
         let mut tx = self.write_tx().await?;
         let now = to_millis(Utc::now());
-        let audience: Option<String> = sqlx::query(
+        let started = sqlx::query(
             "UPDATE campaigns SET status = $1, started_at = $2, workflow_id = $3
-             WHERE id = $4 AND org_id = $5 AND status = $6 RETURNING audience",
+             WHERE id = $4 AND org_id = $5 AND status = $6",
         )
         .bind(CampaignStatus::Active.as_str())
         .bind(now)
@@ -203,11 +238,11 @@ impl Store {
         .bind(campaign_id)
         .bind(org_id)
         .bind(CampaignStatus::Created.as_str())
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await?
-        .map(|row| row.try_get("audience"))
-        .transpose()?;
-        let Some(audience) = audience else {
+        .rows_affected()
+            == 1;
+        if !started {
             tx.rollback().await?;
             let campaign = self.get_campaign(org_id, campaign_id).await?;
             return match campaign.status {
@@ -220,32 +255,20 @@ impl Store {
                     other.as_str()
                 ))),
             };
-        };
-        let audience: Vec<Recipient> =
-            serde_json::from_str(&audience).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+        const COLUMNS: usize = 11;
         for (batch_index, batch) in audience.chunks(INSERT_BATCH).enumerate() {
             let mut sql = String::from(
-                "INSERT INTO deliveries (id, org_id, campaign_id, seq, user_id, email, display_name,
-                                         variables, status, deeplink_code) VALUES ",
+                "INSERT INTO deliveries (id, org_id, campaign_id, seq, member_id, user_id, email,
+                                         display_name, variables, status, deeplink_code) VALUES ",
             );
             for i in 0..batch.len() {
-                let p = i * 10;
                 if i > 0 {
                     sql.push(',');
                 }
-                sql.push_str(&format!(
-                    "(${},${},${},${},${},${},${},${},${},${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7,
-                    p + 8,
-                    p + 9,
-                    p + 10
-                ));
+                let placeholders: Vec<String> =
+                    (1..=COLUMNS).map(|c| format!("${}", i * COLUMNS + c)).collect();
+                sql.push_str(&format!("({})", placeholders.join(",")));
             }
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (i, recipient) in batch.iter().enumerate() {
@@ -257,6 +280,7 @@ impl Store {
                     .bind(campaign_id.to_owned())
                     // 1-based: position 0 is "before the first recipient" for paging.
                     .bind((batch_index * INSERT_BATCH + i + 1) as i64)
+                    .bind(recipient.member_id.clone())
                     .bind(recipient.user_id.clone())
                     .bind(recipient.email.clone())
                     .bind(recipient.display_name.clone())

@@ -72,7 +72,10 @@ pub enum ActionKind {
 pub struct Delivery {
     pub id: String,
     pub campaign_id: String,
+    pub member_id: Option<String>,
     pub user_id: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
     pub status: DeliveryStatus,
     pub variables: BTreeMap<String, String>,
     pub deeplink_code: String,
@@ -148,7 +151,7 @@ pub struct ActionOutcome {
     pub changed: bool,
 }
 
-const DELIVERY_COLUMNS: &str = "d.id, d.campaign_id, d.user_id, d.status, d.variables, \
+const DELIVERY_COLUMNS: &str = "d.id, d.campaign_id, d.member_id, d.user_id, d.email, d.display_name, d.status, d.variables, \
      d.deeplink_code, d.sent_at, d.read_at, d.acknowledged_at, d.missed_at, d.failed_at, \
      d.failure_reason, d.reminder_count";
 
@@ -161,7 +164,10 @@ fn delivery(row: &AnyRow) -> Result<Delivery> {
     Ok(Delivery {
         id: row.try_get("id")?,
         campaign_id: row.try_get("campaign_id")?,
+        member_id: row.try_get("member_id")?,
         user_id: row.try_get("user_id")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
         status: DeliveryStatus::parse(&row.try_get::<String, _>("status")?)?,
         variables: variables(row)?,
         deeplink_code: row.try_get("deeplink_code")?,
@@ -203,6 +209,42 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound)?;
         delivery(&row)
+    }
+
+    /// The delivery a deeplink code names.
+    pub async fn get_delivery_by_code(&self, org_id: &str, code: &str) -> Result<Delivery> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.deeplink_code = $1 AND d.org_id = $2"
+        )))
+        .bind(code)
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        delivery(&row)
+    }
+
+    /// A page of one member's deliveries, newest first, before the delivery id `before` ("" for
+    /// the newest): the member's inbox.
+    pub async fn list_member_deliveries(
+        &self,
+        org_id: &str,
+        member_id: &str,
+        before: &str,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d
+             WHERE d.org_id = $1 AND d.member_id = $2 AND ($3 = '' OR d.id < $3)
+             ORDER BY d.id DESC LIMIT $4"
+        )))
+        .bind(org_id)
+        .bind(member_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery).collect()
     }
 
     /// A page of a campaign's deliveries in audience order, after position `after_seq`.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 fn recipient(user: &str) -> Recipient {
     Recipient {
+        member_id: Some(format!("member-{user}")),
         user_id: user.into(),
         email: Some(format!("{user}@example.com")),
         display_name: Some(user.to_uppercase()),
@@ -15,29 +16,35 @@ fn recipient(user: &str) -> Recipient {
     }
 }
 
-async fn draft(store: &Store, org: &str, users: &[&str]) -> String {
-    let (campaign, created) = store
+fn audience(users: &[&str]) -> Vec<Recipient> {
+    users.iter().map(|u| recipient(u)).collect()
+}
+
+async fn draft(store: &Store, org: &str) -> String {
+    let campaign = store
         .create_campaign(NewCampaign {
             org_id: org.into(),
             name: "Q1 security".into(),
             title: "Please read".into(),
+            template_id: "template-1".into(),
+            template_version: 2,
+            message_title: "Security, {{name}}".into(),
             body: "Hello {{name}}".into(),
-            audience: users.iter().map(|u| recipient(u)).collect(),
+            audience: serde_json::json!({ "groups": ["g1"] }),
             definition: "{}".into(),
-            idempotency_key: None,
+            definition_ref: Some(("definition-1".into(), 3)),
         })
         .await
         .unwrap();
-    assert!(created);
     assert_eq!(campaign.status, CampaignStatus::Created);
     campaign.id
 }
 
 async fn started(store: &Store, users: &[&str]) -> (String, String) {
     let org = store.create_organisation("Acme").await.unwrap().id;
-    let campaign = draft(store, &org, users).await;
+    let campaign = draft(store, &org).await;
     store
-        .start_campaign(&org, &campaign, &format!("campaign-{campaign}"))
+        .start_campaign(&org, &campaign, &format!("campaign-{campaign}"), &audience(users))
         .await
         .unwrap();
     (org, campaign)
@@ -62,15 +69,16 @@ async fn delivery_of(
 store_test!(starting_twice_creates_each_delivery_once);
 async fn starting_twice_creates_each_delivery_once(store: Store) {
     let org = store.create_organisation("Acme").await.unwrap().id;
-    let campaign = draft(&store, &org, &["ann", "bob", "cy"]).await;
+    let campaign = draft(&store, &org).await;
+    let users = audience(&["ann", "bob", "cy"]);
     let first = store
-        .start_campaign(&org, &campaign, "campaign-x")
+        .start_campaign(&org, &campaign, "campaign-x", &users)
         .await
         .unwrap();
     assert!(first.newly_started);
     assert_eq!(first.campaign.status, CampaignStatus::Active);
     let again = store
-        .start_campaign(&org, &campaign, "campaign-x")
+        .start_campaign(&org, &campaign, "campaign-x", &users)
         .await
         .unwrap();
     assert!(!again.newly_started);
@@ -200,7 +208,7 @@ async fn ack_after_missed_or_cancel_is_refused(store: Store) {
         .await;
     assert!(matches!(refused, Err(StoreError::Conflict(m)) if m.contains("cancelled")));
     assert!(matches!(
-        store.start_campaign(&org, &campaign, "w").await,
+        store.start_campaign(&org, &campaign, "w", &[]).await,
         Err(StoreError::Conflict(_))
     ));
 }
@@ -341,23 +349,86 @@ async fn completion_marks_the_unresolved_missed(store: Store) {
     assert!(reports[0].acknowledged_at.is_some() && reports[1].acknowledged_at.is_none());
 }
 
-store_test!(an_idempotency_key_returns_the_first_campaign);
-async fn an_idempotency_key_returns_the_first_campaign(store: Store) {
+store_test!(a_draft_keeps_its_pinned_message_and_lists_by_organisation);
+async fn a_draft_keeps_its_pinned_message_and_lists_by_organisation(store: Store) {
     let org = store.create_organisation("Acme").await.unwrap().id;
-    let new = NewCampaign {
-        org_id: org.clone(),
-        name: "n".into(),
-        title: "t".into(),
-        body: "b".into(),
-        audience: vec![recipient("a")],
-        definition: "{}".into(),
-        idempotency_key: Some("k1".into()),
-    };
-    let (first, created) = store.create_campaign(new.clone()).await.unwrap();
-    assert!(created);
-    let (second, created) = store.create_campaign(new).await.unwrap();
-    assert!(!created);
-    assert_eq!(first.id, second.id);
+    let first = draft(&store, &org).await;
+    let second = draft(&store, &org).await;
+    let other = store.create_organisation("Other").await.unwrap().id;
+    draft(&store, &other).await;
+    let campaign = store.get_campaign(&org, &first).await.unwrap();
+    assert_eq!(
+        (
+            campaign.template_id.as_deref(),
+            campaign.template_version,
+            campaign.message_title.as_str(),
+            campaign.definition_id.as_deref(),
+            campaign.definition_version,
+        ),
+        (
+            Some("template-1"),
+            Some(2),
+            "Security, {{name}}",
+            Some("definition-1"),
+            Some(3)
+        )
+    );
+    assert_eq!(campaign.audience["groups"][0], "g1");
+    let page = store.list_campaigns(&org, "", 1).await.unwrap();
+    assert_eq!(page.iter().map(|c| &c.id).collect::<Vec<_>>(), [&first]);
+    let rest = store.list_campaigns(&org, &first, 10).await.unwrap();
+    assert_eq!(rest.iter().map(|c| &c.id).collect::<Vec<_>>(), [&second]);
+}
+
+store_test!(a_members_deliveries_form_an_inbox_and_codes_resolve);
+async fn a_members_deliveries_form_an_inbox_and_codes_resolve(store: Store) {
+    let org = store.create_organisation("Acme").await.unwrap().id;
+    let mut campaigns = Vec::new();
+    for _ in 0..3 {
+        let campaign = draft(&store, &org).await;
+        store
+            .start_campaign(&org, &campaign, "w", &audience(&["ann", "bob"]))
+            .await
+            .unwrap();
+        campaigns.push(campaign);
+    }
+    let newest_first = store
+        .list_member_deliveries(&org, "member-ann", "", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        newest_first
+            .iter()
+            .map(|d| d.campaign_id.as_str())
+            .collect::<Vec<_>>(),
+        [campaigns[2].as_str(), campaigns[1].as_str()]
+    );
+    assert!(newest_first.iter().all(|d| d.user_id == "ann"));
+    let older = store
+        .list_member_deliveries(&org, "member-ann", &newest_first[1].id, 10)
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].campaign_id, campaigns[0]);
+
+    let by_code = store
+        .get_delivery_by_code(&org, &older[0].deeplink_code)
+        .await
+        .unwrap();
+    assert_eq!(by_code.id, older[0].id);
+    assert_eq!(by_code.member_id.as_deref(), Some("member-ann"));
+    let other = store.create_organisation("Other").await.unwrap().id;
+    assert!(matches!(
+        store.get_delivery_by_code(&other, &older[0].deeplink_code).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .list_member_deliveries(&other, "member-ann", "", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 store_test!(signal_slots_are_rationed);

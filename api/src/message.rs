@@ -1,0 +1,144 @@
+//! A campaign's message as one recipient sees it: `{{variables}}` resolved (built-ins < step
+//! variables < the recipient's own), Markdown rendered to sanitised HTML. Also the check that
+//! every variable a message uses has a value for every recipient.
+
+use std::collections::BTreeMap;
+
+use pidgr_store::{Campaign, Delivery, Recipient};
+use pidgr_workflows::definition::{Definition, StepKind};
+use pidgr_workflows::template;
+use serde::Serialize;
+
+use crate::markdown::to_safe_html;
+
+#[derive(Debug, Serialize)]
+pub struct Rendered {
+    pub title: String,
+    pub body_markdown: String,
+    pub body_html: String,
+}
+
+/// Who the message is for: what the built-in variables and their own variables say.
+pub struct Reader<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+    pub variables: &'a BTreeMap<String, String>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn of_recipient(recipient: &'a Recipient) -> Self {
+        Reader {
+            name: recipient
+                .display_name
+                .as_deref()
+                .unwrap_or(&recipient.user_id),
+            email: recipient.email.as_deref().unwrap_or(""),
+            variables: &recipient.variables,
+        }
+    }
+
+    pub fn of_delivery(delivery: &'a Delivery) -> Self {
+        Reader {
+            name: delivery
+                .display_name
+                .as_deref()
+                .unwrap_or(&delivery.user_id),
+            email: delivery.email.as_deref().unwrap_or(""),
+            variables: &delivery.variables,
+        }
+    }
+}
+
+/// Renders a title and Markdown body for `reader`.
+pub fn render(
+    title: &str,
+    body: &str,
+    campaign_title: &str,
+    step_variables: &BTreeMap<String, String>,
+    reader: &Reader,
+) -> Rendered {
+    let values = template::recipient_values(
+        [
+            ("name", reader.name),
+            ("email", reader.email),
+            ("title", campaign_title),
+        ],
+        step_variables,
+        reader.variables,
+    );
+    let body_markdown = template::render(body, &values);
+    Rendered {
+        title: template::render(title, &values),
+        body_html: to_safe_html(&body_markdown),
+        body_markdown,
+    }
+}
+
+/// A started campaign's message for one of its deliveries, as the inbox shows it (with the
+/// variables of the campaign's first notification step).
+pub fn for_delivery(campaign: &Campaign, delivery: &Delivery) -> Rendered {
+    let definition: Option<Definition> = serde_json::from_str(&campaign.definition).ok();
+    render(
+        &campaign.message_title,
+        &campaign.body,
+        &campaign.title,
+        &definition
+            .as_ref()
+            .map(notification_variables)
+            .unwrap_or_default(),
+        &Reader::of_delivery(delivery),
+    )
+}
+
+/// The variables of the definition's first notification step.
+pub fn notification_variables(definition: &Definition) -> BTreeMap<String, String> {
+    definition
+        .steps
+        .iter()
+        .find_map(|step| match &step.kind {
+            StepKind::SendNotification(config) => Some(config.variables.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Each variable `title` or `body` uses that some recipients cannot resolve, with how many
+/// lack it. A variable resolves for everyone when it is built in or every notifying step
+/// defines it; otherwise each recipient needs it among their own variables.
+pub fn unresolvable(
+    title: &str,
+    body: &str,
+    definition: &Definition,
+    recipients: &[Recipient],
+) -> Vec<(String, usize)> {
+    let steps: Vec<&BTreeMap<String, String>> = definition
+        .steps
+        .iter()
+        .filter_map(|step| match &step.kind {
+            StepKind::SendNotification(c) | StepKind::SendReminder(c) => Some(&c.variables),
+            _ => None,
+        })
+        .collect();
+    let mut used = template::placeholders(title);
+    used.extend(template::placeholders(body));
+    used.into_iter()
+        .filter(|name| {
+            !template::BUILT_INS.contains(&name.as_str())
+                && !(!steps.is_empty() && steps.iter().all(|v| v.contains_key(name)))
+        })
+        .filter_map(|name| {
+            let lacking = recipients
+                .iter()
+                .filter(|r| !r.variables.contains_key(&name))
+                .count();
+            (lacking > 0).then_some((name, lacking))
+        })
+        .collect()
+}
+
+/// The sentence for one unresolvable variable.
+pub fn unresolvable_message(name: &str, lacking: usize, total: usize) -> String {
+    format!(
+        "the variable {{{{{name}}}}} has no value for {lacking} of {total} recipients; give it as a member attribute, a per-member audience variable, or in every notification step's variables"
+    )
+}
