@@ -41,3 +41,4 @@ async fn api_keys_authenticate_until_revoked(store: Store) {
             .is_none()
     );
 }
+
