@@ -11,18 +11,29 @@
 
 mod activity_log;
 mod campaigns;
+mod definitions;
 mod deliveries;
+mod idempotency;
 mod organisations;
 mod push_log;
+mod secrets;
+mod templates;
+mod versioned;
+mod webhook_channels;
 
 pub use activity_log::{ActivityEntry, ActivityKind, NewActivity};
 pub use campaigns::{Campaign, CampaignStatus, NewCampaign, Recipient, StartOutcome};
+pub use definitions::{DefinitionVersion, StoredDefinition};
 pub use deliveries::{
     ActionKind, ActionOutcome, Delivery, DeliveryCounts, DeliveryReport, DeliveryStatus,
     NotifyTarget,
 };
+pub use idempotency::IdempotencyClaim;
 pub use organisations::{ApiKey, GeneratedKey, Organisation};
 pub use push_log::{NewPush, PushRecord};
+pub use secrets::SecretKey;
+pub use templates::{Template, TemplateVersion};
+pub use webhook_channels::WebhookChannel;
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -74,6 +85,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The key that seals secrets at rest; without one, storing or reading such a secret is a
+    /// configuration error (everything else works).
+    secrets: Option<std::sync::Arc<SecretKey>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -113,7 +127,11 @@ impl Store {
             }
         };
         let pool = options.connect(&url).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            secrets: None,
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -1,7 +1,8 @@
 //! Scratch databases for tests: each test gets a database of its own.
 
-use crate::{Result, Store, StoreError};
-use sqlx::{AnyConnection, AssertSqlSafe, Connection};
+use crate::{Backend, Result, Store, StoreError};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
+use std::collections::BTreeMap;
 
 /// The environment variable naming a PostgreSQL server for tests (any database on it; each test
 /// creates and uses a fresh one). Unset: PostgreSQL tests are skipped, and say so.
@@ -38,4 +39,42 @@ pub async fn postgres_at(base_url: &str) -> Result<Store> {
     let store = Store::connect(&format!("{server}/{name}")).await?;
     store.migrate().await?;
     Ok(store)
+}
+
+/// The number of rows in each of our tables (every table but sqlx's own bookkeeping), so a test
+/// can show a refused request wrote nothing anywhere. Tables come from the catalogue, so a table
+/// added by a later migration is counted without anyone remembering to list it.
+pub async fn row_counts(store: &Store) -> Result<BTreeMap<String, i64>> {
+    let catalogue = match store.backend {
+        Backend::Sqlite => {
+            "SELECT name FROM sqlite_master
+             WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+               AND name <> '_sqlx_migrations'"
+        }
+        // information_schema names are of a domain type the Any driver cannot decode: cast.
+        Backend::Postgres => {
+            "SELECT CAST(table_name AS TEXT) AS name FROM information_schema.tables
+             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'
+               AND table_name <> '_sqlx_migrations'"
+        }
+    };
+    let mut counts = BTreeMap::new();
+    for row in sqlx::query(catalogue).fetch_all(&store.pool).await? {
+        let table: String = row.try_get("name")?;
+        // Quoted as an identifier: the name comes from the catalogue, not from input, but a
+        // quote inside it must still not end the identifier.
+        let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+        let count: i64 = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM {quoted}")))
+            .fetch_one(&store.pool)
+            .await?
+            .try_get("n")?;
+        counts.insert(table, count);
+    }
+    Ok(counts)
+}
+
+/// The store's connection pool, for tests that must look at or damage raw rows (that a secret
+/// is not stored in clear, that a tampered one is refused).
+pub fn pool(store: &Store) -> &AnyPool {
+    &store.pool
 }

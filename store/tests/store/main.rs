@@ -36,4 +36,5 @@ where
 }
 
 mod campaigns;
+mod content;
 mod organisations;
