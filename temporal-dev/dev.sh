@@ -10,6 +10,12 @@ export PIDGR_LISTEN="${PIDGR_LISTEN:-127.0.0.1:8080}"
 export PIDGR_ALLOW_INSECURE_WEBHOOKS="${PIDGR_ALLOW_INSECURE_WEBHOOKS:-true}"
 export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:${TEMPORAL_PORT:-7233}}"
 mkdir -p .data
+# Stored secrets (webhook signing secrets) are encrypted with this key; keep it with the data.
+if [ -z "${PIDGR_SECRET_KEY:-}" ]; then
+  [ -s .data/secret.key ] || python3 -c 'import secrets; print(secrets.token_hex(32))' > .data/secret.key
+  PIDGR_SECRET_KEY="$(cat .data/secret.key)"
+fi
+export PIDGR_SECRET_KEY
 
 children=()
 cleanup() {

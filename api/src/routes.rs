@@ -91,7 +91,8 @@ fn table() -> Vec<Entry> {
         needs(RolesWrite, M::PATCH, "/v1/roles/{role_id}", patch(roles::update)),
         needs(RolesWrite, M::DELETE, "/v1/roles/{role_id}", delete(roles::remove)),
         needs(ApiKeysManage, M::GET, "/v1/api-keys", get(api_keys::list)),
-        creates(ApiKeysManage, "/v1/api-keys", post(api_keys::create)),
+        // Not idempotent on purpose: a replay would have to keep the one-time secret.
+        needs(ApiKeysManage, M::POST, "/v1/api-keys", post(api_keys::create)),
         needs(ApiKeysManage, M::GET, "/v1/api-keys/{key_id}", get(api_keys::read)),
         needs(
             ApiKeysManage,

@@ -10,7 +10,7 @@ use clap::Args;
 use pidgr_activities::{ActivitySettings, CampaignActivitiesImpl, LogPushProvider};
 use pidgr_api::{ApiSettings, AppState};
 use pidgr_outbound::{OutboundClient, OutboundConfig};
-use pidgr_store::Store;
+use pidgr_store::{SecretKey, Store};
 use pidgr_workflows::definition::UrlPolicy;
 use pidgr_workflows::{CampaignWorkflow, EngineSettings};
 use temporalio_client::envconfig::LoadClientConfigProfileOptions;
@@ -54,6 +54,10 @@ pub struct Config {
     /// Delay before the first CALL_WEBHOOK retry, doubling after each.
     #[arg(long, env = "PIDGR_WEBHOOK_INITIAL_RETRY_MS", default_value_t = 1000)]
     pub webhook_initial_retry_ms: u64,
+    /// 64 hex characters (32 bytes): the key that encrypts stored secrets (webhook signing
+    /// secrets) at rest. Required in production; `make dev` generates one into .data/.
+    #[arg(long, env = "PIDGR_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
     /// Recipients per fan-out page (progress is checkpointed per page).
     #[arg(long, env = "PIDGR_FANOUT_PAGE_SIZE", default_value_t = 200)]
     pub fanout_page_size: i64,
@@ -89,17 +93,23 @@ impl Config {
             url_policy: self.url_policy()?,
             engine: self.engine(),
             signal_interval: Duration::from_millis(self.signal_interval_ms),
+            deeplink_base: self.deeplink_base(),
         })
     }
 
-    pub fn activity_settings(&self) -> ActivitySettings {
+    /// Recipients' deeplinks are `<public URL>/c/<code>`, resolved by the API's `/c/{code}`.
+    fn deeplink_base(&self) -> String {
         let base = self
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.listen));
+        format!("{}/c/", base.trim_end_matches('/'))
+    }
+
+    pub fn activity_settings(&self) -> ActivitySettings {
         ActivitySettings {
             page_size: self.fanout_page_size.max(1),
-            deeplink_base: format!("{}/v1/deeplinks/", base.trim_end_matches('/')),
+            deeplink_base: self.deeplink_base(),
         }
     }
 
@@ -115,9 +125,16 @@ impl Config {
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
         }
-        Store::connect(&self.database_url)
+        let store = Store::connect(&self.database_url)
             .await
-            .with_context(|| format!("opening the database at {}", redact(&self.database_url)))
+            .with_context(|| format!("opening the database at {}", redact(&self.database_url)))?;
+        match &self.secret_key {
+            Some(hex) => Ok(store.with_secret_key(SecretKey::from_hex(hex.trim())?)),
+            None if self.environment == "production" => bail!(
+                "PIDGR_SECRET_KEY is required in production (64 hex characters; e.g. `openssl rand -hex 32`)"
+            ),
+            None => Ok(store),
+        }
     }
 }
 

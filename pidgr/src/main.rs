@@ -1,4 +1,4 @@
-//! `pidgr`: serve | api | worker | migrate | validate | dev-key.
+//! `pidgr`: serve | api | worker | migrate | validate | org create | dev-key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pidgr::{Config, run_worker, serve_api, temporal_client};
+use pidgr_store::SUPER_ADMIN;
 use pidgr_workflows::definition::parse;
 use tokio::net::TcpListener;
 
@@ -36,8 +37,23 @@ enum Command {
         #[command(flatten)]
         config: Config,
     },
-    /// Creates an API key for the "Development" organisation (created if missing) and prints it.
+    /// Organisations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Creates a Super Admin API key for the "Development" organisation (created if missing)
+    /// and prints it.
     DevKey(#[command(flatten)] Config),
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Creates an organisation with its four system roles and prints a Super Admin API key —
+    /// the only time the key is shown.
+    Create {
+        name: String,
+        #[command(flatten)]
+        config: Config,
+    },
 }
 
 #[tokio::main]
@@ -94,6 +110,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             store.migrate().await?;
             println!("database migrated");
         }
+        Command::Org(OrgCommand::Create { name, config }) => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 200 {
+                anyhow::bail!("an organisation name must be 1 to 200 characters");
+            }
+            let store = config.store().await?;
+            store.migrate().await?;
+            let org = store.create_organisation(name).await?;
+            let key = store
+                .create_api_key(&org.id, "first Super Admin key", SUPER_ADMIN)
+                .await?;
+            eprintln!(
+                "created organisation {:?} ({}); its Super Admin API key follows — store it now, it is not shown again:",
+                org.name, org.id
+            );
+            println!("{}", key.secret);
+        }
         Command::DevKey(config) => {
             let store = config.store().await?;
             store.migrate().await?;
@@ -101,7 +134,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(org) => org,
                 None => store.create_organisation("Development").await?,
             };
-            let key = store.create_api_key(&org.id, "make dev", "admin").await?;
+            let key = store.create_api_key(&org.id, "make dev", SUPER_ADMIN).await?;
             println!("{}", key.secret);
         }
         Command::Serve(config) => run_services(config, true, true).await?,

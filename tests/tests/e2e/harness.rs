@@ -164,11 +164,15 @@ impl System {
             webhook_max_attempts: options.webhook_max_attempts,
             webhook_initial_retry_ms: 100,
             fanout_page_size: 50,
+            secret_key: Some(pidgr_store::SecretKey::generate().to_hex()),
         };
         let store = config.store().await?;
         store.migrate().await?;
         let org = store.create_organisation("E2E").await?;
-        let key = store.create_api_key(&org.id, "e2e", "admin").await?.secret;
+        let key = store
+            .create_api_key(&org.id, "e2e", pidgr_store::SUPER_ADMIN)
+            .await?
+            .secret;
 
         let (stop, stop_rx) = watch::channel(false);
         listen.set_nonblocking(true)?;
@@ -260,10 +264,21 @@ impl System {
         path: &str,
         body: Option<Value>,
     ) -> Result<(StatusCode, Value)> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .bearer_auth(&self.key);
+        self.call_as(Some(&self.key), method, path, body).await
+    }
+
+    /// A request with `key` (or none); answers the status and the JSON body (null if empty).
+    pub async fn call_as(
+        &self,
+        key: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.api));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -290,27 +305,58 @@ impl System {
         Ok(body)
     }
 
-    /// Creates and starts a campaign for `users`; returns its id.
+    /// Creates and starts a campaign for `users` (external ids); returns its id. The members
+    /// are written straight to the store (thousands of them in one test) and put in a group;
+    /// the template and the campaign go through the API.
     pub async fn start_campaign(&self, users: &[&str], definition: Value) -> Result<String> {
-        let recipients: Vec<Value> = users
-            .iter()
-            .map(|u| json!({ "user_id": u, "display_name": format!("User {u}"), "variables": { "team": format!("team-{u}") } }))
-            .collect();
-        let (status, created) = self
-            .post(
+        let group = self
+            .store
+            .create_set(&self.org_id, pidgr_store::SetKind::Group, &format!("group-{}", uuid::Uuid::new_v4()))
+            .await?;
+        for user in users {
+            let member = match self.store.find_member_by_external_id(&self.org_id, user).await? {
+                Some(member) => member,
+                None => {
+                    self.store
+                        .create_member(
+                            &self.org_id,
+                            pidgr_store::NewMember {
+                                external_id: (*user).to_owned(),
+                                email: format!("{user}@example.com"),
+                                display_name: format!("User {user}"),
+                                attributes: [("team".to_owned(), format!("team-{user}"))].into(),
+                                role_id: "member".into(),
+                            },
+                        )
+                        .await?
+                }
+            };
+            self.store
+                .add_set_member(&self.org_id, pidgr_store::SetKind::Group, &group.id, &member.id)
+                .await?;
+        }
+        let template = self
+            .create(
+                "/v1/templates",
+                json!({
+                    "name": format!("template-{}", uuid::Uuid::new_v4()),
+                    "title": "Security update for {{name}}",
+                    "body": "Please read and acknowledge by **{{deadline}}**, {{team}}.",
+                }),
+            )
+            .await?;
+        let created = self
+            .create(
                 "/v1/campaigns",
                 json!({
                     "name": "Q1 Security Update",
-                    "title": "Security update for {{name}}",
-                    "body": "Please read and acknowledge by **{{deadline}}**, {{team}}.",
-                    "recipients": recipients,
+                    "title": "Q1 Security Update",
+                    "template_id": template["id"],
+                    "audience": { "groups": [group.id] },
                     "definition": definition,
                 }),
             )
             .await?;
-        if status != StatusCode::CREATED {
-            bail!("create answered {status}: {created}");
-        }
         let id = created["id"].as_str().context("campaign id")?.to_owned();
         let (status, started) = self
             .post(&format!("/v1/campaigns/{id}/start"), json!({}))
@@ -321,10 +367,19 @@ impl System {
         Ok(id)
     }
 
+    /// POSTs to a creating route and expects 201 Created; returns the body.
+    pub async fn create(&self, path: &str, body: Value) -> Result<Value> {
+        let (status, created) = self.post(path, body).await?;
+        if status != StatusCode::CREATED {
+            bail!("POST {path} answered {status}: {created}");
+        }
+        Ok(created)
+    }
+
     /// Every delivery of the campaign (all pages).
     pub async fn deliveries(&self, campaign: &str) -> Result<Vec<Value>> {
         let mut all = Vec::new();
-        let mut after = 0;
+        let mut after = String::new();
         loop {
             let page = self
                 .get(&format!(
@@ -332,8 +387,8 @@ impl System {
                 ))
                 .await?;
             all.extend(page["items"].as_array().cloned().unwrap_or_default());
-            match page["next_cursor"].as_i64() {
-                Some(next) => after = next,
+            match page["next_cursor"].as_str() {
+                Some(next) => after = next.to_owned(),
                 None => return Ok(all),
             }
         }

@@ -1,0 +1,716 @@
+//! The admin and mobile API as its clients see it: every route against every kind of caller,
+//! bad input to every route that writes, and a campaign built only through the public API.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use axum::http::StatusCode;
+use pidgr_api::{Access, RouteSpec};
+use pidgr_store::Permission;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Options, System, until};
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A definition that notifies and then waits an hour; it ends early when everyone has
+/// acknowledged.
+fn notify_then_wait() -> Value {
+    json!({
+        "version": 1,
+        "steps": [
+            { "id": "notify", "type": "SEND_NOTIFICATION", "config": {}, "transitions": { "next": "wait" } },
+            { "id": "wait", "type": "DEADLINE_CHECK", "config": { "duration": "1h" }, "transitions": {} }
+        ]
+    })
+}
+
+/// Org A's resources every route can be pointed at, created through the API as Super Admin.
+struct Fixture {
+    member: String,
+    other_member: String,
+    team: String,
+    group: String,
+    role: String,
+    key: String,
+    template: String,
+    definition: String,
+    campaign: String,
+    delivery: String,
+    deeplink_code: String,
+}
+
+impl Fixture {
+    async fn build(system: &System) -> Result<Fixture> {
+        let mut members = Vec::new();
+        for name in ["ann", "bob"] {
+            let member = system
+                .create(
+                    "/v1/members",
+                    json!({ "external_id": name, "email": format!("{name}@acme.test"), "display_name": name }),
+                )
+                .await?;
+            members.push(member["id"].as_str().context("member id")?.to_owned());
+        }
+        let team = system.create("/v1/teams", json!({ "name": "Ops" })).await?;
+        let group = system.create("/v1/groups", json!({ "name": "All" })).await?;
+        for member in &members {
+            for set in [&team, &group] {
+                let kind = if set["kind"] == "team" { "teams" } else { "groups" };
+                let (status, body) = system
+                    .call(
+                        Method::PUT,
+                        &format!("/v1/{kind}/{}/members/{member}", set["id"].as_str().unwrap()),
+                        None,
+                    )
+                    .await?;
+                if status != StatusCode::CREATED {
+                    bail!("adding a member answered {status}: {body}");
+                }
+            }
+        }
+        let role = system
+            .create(
+                "/v1/roles",
+                json!({ "name": "Fixture role", "permissions": ["campaigns:read"] }),
+            )
+            .await?;
+        let key = system
+            .create(
+                "/v1/api-keys",
+                json!({ "name": "fixture", "role_id": "member" }),
+            )
+            .await?;
+        let template = system
+            .create(
+                "/v1/templates",
+                json!({ "name": "Policy", "title": "Hello {{name}}", "body": "Read **this**." }),
+            )
+            .await?;
+        let definition = system
+            .create(
+                "/v1/workflow-definitions",
+                json!({ "name": "Notify and wait", "definition": notify_then_wait() }),
+            )
+            .await?;
+        let (status, _) = system
+            .call(
+                Method::PUT,
+                "/v1/webhook-channel",
+                Some(json!({ "url": "https://hooks.example.com/pidgr" })),
+            )
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("configuring the webhook channel answered {status}");
+        }
+        let campaign = system
+            .create(
+                "/v1/campaigns",
+                json!({
+                    "name": "Fixture", "title": "Fixture",
+                    "template_id": template["id"],
+                    "audience": { "groups": [group["id"]] },
+                    "definition_id": definition["id"],
+                }),
+            )
+            .await?;
+        let campaign = campaign["id"].as_str().context("campaign id")?.to_owned();
+        let (status, body) = system
+            .post(&format!("/v1/campaigns/{campaign}/start"), json!({}))
+            .await?;
+        if status != StatusCode::ACCEPTED {
+            bail!("start answered {status}: {body}");
+        }
+        let deliveries = system.deliveries(&campaign).await?;
+        let first = deliveries.first().context("a delivery")?;
+        Ok(Fixture {
+            member: members[0].clone(),
+            other_member: members[1].clone(),
+            team: team["id"].as_str().unwrap().to_owned(),
+            group: group["id"].as_str().unwrap().to_owned(),
+            role: role["id"].as_str().unwrap().to_owned(),
+            key: key["id"].as_str().unwrap().to_owned(),
+            template: template["id"].as_str().unwrap().to_owned(),
+            definition: definition["id"].as_str().unwrap().to_owned(),
+            campaign,
+            delivery: first["id"].as_str().unwrap().to_owned(),
+            deeplink_code: first["deeplink_code"].as_str().unwrap().to_owned(),
+        })
+    }
+
+    /// Every id of org A that must never show up in another organisation's answers.
+    fn ids(&self) -> Vec<&str> {
+        vec![
+            &self.member,
+            &self.other_member,
+            &self.team,
+            &self.group,
+            &self.role,
+            &self.key,
+            &self.template,
+            &self.definition,
+            &self.campaign,
+            &self.delivery,
+            &self.deeplink_code,
+        ]
+    }
+}
+
+/// A request for `spec` that succeeds for a caller allowed to make it: the path's ids filled
+/// in (with fresh resources where success consumes one) and a valid body.
+async fn prepare(system: &System, fx: &Fixture, spec: &RouteSpec) -> Result<(String, Option<Value>)> {
+    let method = &spec.method;
+    let destructive = *method == Method::DELETE;
+    let mut path = spec.path.to_owned();
+    let fresh_set = |kind: &'static str| async move {
+        let set = system.create(&format!("/v1/{kind}"), json!({ "name": unique(kind) })).await?;
+        anyhow::Ok(set["id"].as_str().unwrap().to_owned())
+    };
+    let kind = if path.starts_with("/v1/teams") { "teams" } else { "groups" };
+    if path.contains("{set_id}") {
+        let set = if destructive || path.ends_with("{member_id}") {
+            fresh_set(kind).await?
+        } else if kind == "teams" {
+            fx.team.clone()
+        } else {
+            fx.group.clone()
+        };
+        if path.ends_with("/members/{member_id}") && destructive {
+            let (status, _) = system
+                .call(Method::PUT, &format!("/v1/{kind}/{set}/members/{}", fx.member), None)
+                .await?;
+            anyhow::ensure!(status == StatusCode::CREATED);
+        }
+        path = path.replace("{set_id}", &set).replace("{member_id}", &fx.member);
+    }
+    if path.contains("{member_id}") {
+        let member = if destructive && path == "/v1/members/{member_id}" {
+            let m = system
+                .create("/v1/members", json!({ "external_id": unique("m"), "email": "x@acme.test", "display_name": "X" }))
+                .await?;
+            m["id"].as_str().unwrap().to_owned()
+        } else {
+            fx.member.clone()
+        };
+        path = path.replace("{member_id}", &member);
+    }
+    if path.contains("{device_id}") {
+        let (status, device) = system
+            .post(
+                &format!("/v1/members/{}/devices", fx.member),
+                json!({ "platform": "fcm", "token": unique("token") }),
+            )
+            .await?;
+        anyhow::ensure!(status == StatusCode::CREATED, "{device}");
+        path = path.replace("{device_id}", device["id"].as_str().unwrap());
+    }
+    if path.contains("{role_id}") {
+        let role = if *method == Method::GET {
+            fx.role.clone()
+        } else {
+            let r = system
+                .create("/v1/roles", json!({ "name": unique("role"), "permissions": [] }))
+                .await?;
+            r["id"].as_str().unwrap().to_owned()
+        };
+        path = path.replace("{role_id}", &role);
+    }
+    if path.contains("{key_id}") {
+        let key = if destructive {
+            let k = system
+                .create("/v1/api-keys", json!({ "name": unique("key"), "role_id": "member" }))
+                .await?;
+            k["id"].as_str().unwrap().to_owned()
+        } else {
+            fx.key.clone()
+        };
+        path = path.replace("{key_id}", &key);
+    }
+    if path.contains("{campaign_id}") {
+        let campaign = if path.ends_with("/start") || path.ends_with("/cancel") {
+            let c = system
+                .create(
+                    "/v1/campaigns",
+                    json!({ "name": unique("c"), "title": "T", "template_id": fx.template,
+                            "audience": { "members": [{ "member_id": fx.member }] },
+                            "definition": notify_then_wait() }),
+                )
+                .await?;
+            c["id"].as_str().unwrap().to_owned()
+        } else {
+            fx.campaign.clone()
+        };
+        path = path.replace("{campaign_id}", &campaign);
+    }
+    if path == "/v1/webhook-channel" && destructive {
+        // Something to delete (it is an organisation's single channel).
+        system
+            .call(
+                Method::PUT,
+                "/v1/webhook-channel",
+                Some(json!({ "url": "https://hooks.example.com/pidgr" })),
+            )
+            .await?;
+    }
+    path = path
+        .replace("{template_id}", &fx.template)
+        .replace("{definition_id}", &fx.definition)
+        .replace("{version}", "1")
+        .replace("{delivery_id}", &fx.delivery)
+        .replace("{code}", &fx.deeplink_code);
+
+    let body = match (method.as_str(), spec.path) {
+        ("POST", "/v1/roles") => json!({ "name": unique("role"), "permissions": [] }),
+        ("PATCH", "/v1/roles/{role_id}") => json!({ "name": unique("renamed") }),
+        ("POST", "/v1/api-keys") => json!({ "name": unique("key"), "role_id": "member" }),
+        ("POST", "/v1/members") => {
+            json!({ "external_id": unique("m"), "email": "m@acme.test", "display_name": "M" })
+        }
+        ("PATCH", "/v1/members/{member_id}") => json!({ "display_name": "Ann" }),
+        ("POST", "/v1/members/{member_id}/devices") => {
+            json!({ "platform": "apns", "token": unique("token") })
+        }
+        ("POST", "/v1/teams" | "/v1/groups") => json!({ "name": unique("set") }),
+        ("PATCH", "/v1/teams/{set_id}" | "/v1/groups/{set_id}") => json!({ "name": unique("set") }),
+        ("POST", "/v1/templates") => {
+            json!({ "name": unique("t"), "title": "Hi {{name}}", "body": "Body" })
+        }
+        ("POST", "/v1/templates/{template_id}/versions") => {
+            json!({ "title": "Hi {{name}}", "body": "Body v2" })
+        }
+        ("POST", "/v1/templates/{template_id}/versions/{version}/preview") => {
+            json!({ "member_id": fx.member })
+        }
+        ("POST", "/v1/workflow-definitions") => {
+            json!({ "name": unique("d"), "definition": notify_then_wait() })
+        }
+        ("POST", "/v1/workflow-definitions/validate")
+        | ("POST", "/v1/workflow-definitions/{definition_id}/versions") => {
+            json!({ "definition": notify_then_wait() })
+        }
+        ("POST", "/v1/campaigns") => json!({
+            "name": unique("c"), "title": "T", "template_id": fx.template,
+            "audience": { "teams": [fx.team] }, "definition": notify_then_wait(),
+        }),
+        ("PUT", "/v1/webhook-channel") => json!({ "url": "https://hooks.example.com/pidgr" }),
+        ("POST", _) => json!({}),
+        _ => Value::Null,
+    };
+    Ok((path, (!body.is_null()).then_some(body)))
+}
+
+/// What an allowed caller gets from `spec`.
+fn success(spec: &RouteSpec) -> StatusCode {
+    match (spec.method.as_str(), spec.path) {
+        ("POST", "/v1/api-keys") => StatusCode::CREATED,
+        _ if spec.idempotent => StatusCode::CREATED,
+        ("DELETE", _) => StatusCode::NO_CONTENT,
+        ("PUT", path) if path.ends_with("/members/{member_id}") => StatusCode::CREATED,
+        ("POST", path) if path.ends_with("/start") => StatusCode::ACCEPTED,
+        _ => StatusCode::OK,
+    }
+}
+
+/// What another organisation's Super Admin gets: its own organisation's answer, which for
+/// anything of org A is "not found".
+fn other_organisation(spec: &RouteSpec) -> StatusCode {
+    match (spec.method.as_str(), spec.path) {
+        ("GET" | "DELETE", "/v1/webhook-channel") | ("POST", "/v1/webhook-channel/rotate-secret") => {
+            StatusCode::NOT_FOUND
+        }
+        ("PUT", "/v1/webhook-channel") => StatusCode::CREATED,
+        // Org A's template and team are unknown to it: a validation problem, nothing written.
+        ("POST", "/v1/campaigns") => StatusCode::UNPROCESSABLE_ENTITY,
+        (_, path) if path.contains('{') => StatusCode::NOT_FOUND,
+        _ => success(spec),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<()> {
+    let system = System::start(Options::default()).await?;
+    let fx = Fixture::build(&system).await?;
+    let org = &system.org_id;
+    let store = &system.store;
+    let custom_permissions = [
+        Permission::CampaignsRead,
+        Permission::TemplatesRead,
+        Permission::MembersRead,
+        Permission::TeamsRead,
+        Permission::DeliveriesWrite,
+    ];
+    let custom = store
+        .create_role(org, "Reader", &custom_permissions.into_iter().collect())
+        .await?;
+    let mut callers: Vec<(&str, Option<String>, Option<Vec<Permission>>)> = Vec::new();
+    for role in pidgr_store::SYSTEM_ROLES {
+        let key = store.create_api_key(org, role.name, role.id).await?.secret;
+        callers.push((role.name, Some(key), Some(role.permissions.to_vec())));
+    }
+    let custom_key = store.create_api_key(org, "custom", &custom.id).await?.secret;
+    callers.push(("custom role", Some(custom_key), Some(custom_permissions.to_vec())));
+    let revoked = store.create_api_key(org, "revoked", pidgr_store::SUPER_ADMIN).await?;
+    store.revoke_api_key(org, &revoked.key.id).await?;
+    callers.push(("revoked key", Some(revoked.secret), None));
+    callers.push(("no key", None, None));
+
+    let other_org = store.create_organisation("Other").await?;
+    let other_key = store
+        .create_api_key(&other_org.id, "other", pidgr_store::SUPER_ADMIN)
+        .await?
+        .secret;
+
+    let specs = pidgr_api::specs();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for spec in &specs {
+        let mut expectations: Vec<(&str, Option<&str>, StatusCode)> = callers
+            .iter()
+            .map(|(name, key, permissions)| {
+                let expected = match (spec.access, permissions) {
+                    (Access::Public, _) => success(spec),
+                    (_, None) => StatusCode::UNAUTHORIZED,
+                    (Access::Authenticated, Some(_)) => success(spec),
+                    (Access::Requires(p), Some(held)) if held.contains(&p) => success(spec),
+                    (Access::Requires(_), Some(_)) => StatusCode::FORBIDDEN,
+                };
+                (*name, key.as_deref(), expected)
+            })
+            .collect();
+        expectations.push(("another organisation", Some(&other_key), other_organisation(spec)));
+        for (caller, key, expected) in expectations {
+            if caller == "another organisation" && spec.path.starts_with("/v1/webhook-channel") {
+                // Its own (single) channel starts out unconfigured for every call.
+                let _ = store.delete_webhook_channel(&other_org.id).await;
+            }
+            let (path, body) = prepare(&system, &fx, spec).await?;
+            let (status, answer) = system
+                .call_as(key, spec.method.clone(), &path, body)
+                .await?;
+            checked += 1;
+            if status != expected {
+                failures.push(format!(
+                    "{} {path} as {caller}: expected {expected}, got {status}: {answer}",
+                    spec.method
+                ));
+            }
+            if !status.is_success() && !answer.is_null() {
+                anyhow::ensure!(answer["type"].is_string(), "{path}: not a problem document: {answer}");
+            }
+            if caller == "another organisation" {
+                let text = answer.to_string();
+                for id in fx.ids() {
+                    if text.contains(id) {
+                        failures.push(format!(
+                            "{} {path} showed another organisation the id {id}: {text}",
+                            spec.method
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} requests answered wrongly:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(checked >= specs.len() * 8);
+    system.shutdown().await;
+    Ok(())
+}
+
+/// A creating or updating route with a body that works, and a text field to spoil.
+struct Writer {
+    method: Method,
+    path: String,
+    body: Value,
+    /// A top-level text field, for the wrong-type and over-long cases.
+    text_field: &'static str,
+    /// Whether `{}` lacks a required field (false for updates, where every field is optional).
+    has_required: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() -> Result<()> {
+    let system = System::start(Options::default()).await?;
+    let fx = Fixture::build(&system).await?;
+    let w = |method: Method, path: String, body: Value, text_field, has_required| Writer {
+        method,
+        path,
+        body,
+        text_field,
+        has_required,
+    };
+    let writers = vec![
+        w(Method::POST, "/v1/roles".into(), json!({ "name": "R", "permissions": [] }), "name", true),
+        w(Method::PATCH, format!("/v1/roles/{}", fx.role), json!({ "name": "R2" }), "name", false),
+        w(Method::POST, "/v1/api-keys".into(), json!({ "name": "k", "role_id": "member" }), "name", true),
+        w(Method::POST, "/v1/members".into(), json!({ "external_id": "zed", "email": "z@acme.test", "display_name": "Zed" }), "external_id", true),
+        w(Method::PATCH, format!("/v1/members/{}", fx.member), json!({ "display_name": "Ann B" }), "display_name", false),
+        w(Method::POST, format!("/v1/members/{}/devices", fx.member), json!({ "platform": "fcm", "token": "t-1" }), "token", true),
+        w(Method::POST, "/v1/teams".into(), json!({ "name": "New team" }), "name", true),
+        w(Method::PATCH, format!("/v1/teams/{}", fx.team), json!({ "name": "Ops 2" }), "name", true),
+        w(Method::POST, "/v1/groups".into(), json!({ "name": "New group" }), "name", true),
+        w(Method::PATCH, format!("/v1/groups/{}", fx.group), json!({ "name": "All 2" }), "name", true),
+        w(Method::POST, "/v1/templates".into(), json!({ "name": "T2", "title": "Hi", "body": "B" }), "title", true),
+        w(Method::POST, format!("/v1/templates/{}/versions", fx.template), json!({ "title": "Hi", "body": "B" }), "title", true),
+        w(Method::POST, format!("/v1/templates/{}/versions/1/preview", fx.template), json!({ "member_id": fx.member }), "member_id", false),
+        w(Method::POST, "/v1/workflow-definitions".into(), json!({ "name": "D2", "definition": notify_then_wait() }), "name", true),
+        w(Method::POST, format!("/v1/workflow-definitions/{}/versions", fx.definition), json!({ "definition": notify_then_wait() }), "definition", true),
+        w(Method::POST, "/v1/workflow-definitions/validate".into(), json!({ "definition": notify_then_wait() }), "definition", true),
+        w(Method::POST, "/v1/campaigns".into(), json!({ "name": "C", "title": "T", "template_id": fx.template, "audience": { "teams": [fx.team] }, "definition": notify_then_wait() }), "name", true),
+        w(Method::POST, format!("/v1/deliveries/{}/read", fx.delivery), json!({ "source": "inbox" }), "source", false),
+        w(Method::POST, format!("/v1/deliveries/{}/ack", fx.delivery), json!({ "source": "inbox" }), "source", false),
+        w(Method::PUT, "/v1/webhook-channel".into(), json!({ "url": "https://hooks.example.com/x" }), "url", true),
+    ];
+    // Every route that reads a body is in the list above.
+    let listed: Vec<(Method, &str)> = pidgr_api::specs()
+        .into_iter()
+        .filter(|s| matches!(s.method, Method::POST | Method::PUT | Method::PATCH))
+        .filter(|s| !s.path.ends_with("/start") && !s.path.ends_with("/cancel") && !s.path.ends_with("/rotate-secret"))
+        .filter(|s| !(s.method == Method::PUT && s.path.ends_with("/members/{member_id}")))
+        .map(|s| (s.method, s.path))
+        .collect();
+    assert_eq!(listed.len(), writers.len(), "writing routes: {listed:?}");
+
+    let before = pidgr_store::testing::row_counts(&system.store).await?;
+    let long = "x".repeat(70_000);
+    let mut failures = Vec::new();
+    for writer in &writers {
+        let mut cases: Vec<(&str, Vec<u8>, StatusCode)> = vec![
+            ("malformed JSON", b"{\"name\": ".to_vec(), StatusCode::BAD_REQUEST),
+            ("oversize body", vec![b' '; 300 * 1024], StatusCode::PAYLOAD_TOO_LARGE),
+        ];
+        let mut unknown = writer.body.clone();
+        unknown["unexpected"] = json!(1);
+        cases.push(("unknown field", unknown.to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY));
+        let mut wrong_type = writer.body.clone();
+        wrong_type[writer.text_field] = json!(12345);
+        cases.push(("wrong type", wrong_type.to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY));
+        if writer.text_field != "definition" {
+            let mut over_long = writer.body.clone();
+            over_long[writer.text_field] = json!(long);
+            cases.push(("over-long string", over_long.to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY));
+        }
+        if writer.has_required {
+            cases.push(("missing fields", b"{}".to_vec(), StatusCode::UNPROCESSABLE_ENTITY));
+        }
+        for (case, body, expected) in cases {
+            let response = system
+                .http
+                .request(writer.method.clone(), format!("{}{}", system.api, writer.path))
+                .bearer_auth(&system.key)
+                .header("content-type", "application/json")
+                .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+                .body(body)
+                .send()
+                .await?;
+            let status = response.status();
+            let content_type = response.headers().get("content-type").cloned();
+            let problem: Value = response.json().await.unwrap_or(Value::Null);
+            if status.as_u16() != expected.as_u16()
+                || content_type.as_ref().and_then(|v| v.to_str().ok()) != Some("application/problem+json")
+            {
+                failures.push(format!(
+                    "{} {} with {case}: expected {expected} problem, got {status} {content_type:?} {problem}",
+                    writer.method, writer.path
+                ));
+                continue;
+            }
+            if expected == StatusCode::UNPROCESSABLE_ENTITY {
+                let pointer = problem["errors"][0]["pointer"].as_str().unwrap_or_default();
+                let expected_pointer = match case {
+                    "unknown field" => "/unexpected".to_owned(),
+                    "missing fields" => String::new(),
+                    _ => format!("/{}", writer.text_field),
+                };
+                if !pointer.starts_with(&expected_pointer) {
+                    failures.push(format!(
+                        "{} {} with {case}: pointer {pointer:?}, expected {expected_pointer:?}: {problem}",
+                        writer.method, writer.path
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let after = pidgr_store::testing::row_counts(&system.store).await?;
+    assert_eq!(before, after, "bad input changed the database");
+    system.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_inbox() -> Result<()> {
+    let system = System::start(Options::default()).await?;
+    // The organisation and its first key come from the CLI, as an operator would make them.
+    let output = tokio::process::Command::new(crate::harness::pidgr_binary()?)
+        .args(["org", "create", "Acme Corp"])
+        .env("DATABASE_URL", &system.config.database_url)
+        .output()
+        .await?;
+    anyhow::ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let super_admin = String::from_utf8(output.stdout)?.trim().to_owned();
+    let as_key = |key: String| {
+        let system = &system;
+        move |method: Method, path: String, body: Option<Value>| {
+            let key = key.clone();
+            async move { system.call_as(Some(&key), method, &path, body).await }
+        }
+    };
+    let root = as_key(super_admin.clone());
+    let (status, org) = root(Method::GET, "/v1/organisation".into(), None).await?;
+    assert_eq!((status, org["name"].as_str()), (StatusCode::OK, Some("Acme Corp")));
+
+    // An Admin key for the admin work, a Member-role key for the mobile backend... which
+    // needs deliveries:write, so it gets a custom role holding just that.
+    let (status, admin_key) = root(
+        Method::POST,
+        "/v1/api-keys".into(),
+        Some(json!({ "name": "dashboard", "role_id": "admin" })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{admin_key}");
+    let admin = as_key(admin_key["secret"].as_str().context("secret")?.to_owned());
+    let (status, mobile_role) = root(
+        Method::POST,
+        "/v1/roles".into(),
+        Some(json!({ "name": "Mobile backend", "permissions": ["deliveries:write"] })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{mobile_role}");
+    let (_, mobile_key) = root(
+        Method::POST,
+        "/v1/api-keys".into(),
+        Some(json!({ "name": "mobile", "role_id": mobile_role["id"] })),
+    )
+    .await?;
+    let mobile = as_key(mobile_key["secret"].as_str().context("secret")?.to_owned());
+
+    let mut members = BTreeMap::new();
+    for (external, department) in [("e-1", "Ops"), ("e-2", "Ops"), ("e-3", "Sales")] {
+        let (status, member) = admin(
+            Method::POST,
+            "/v1/members".into(),
+            Some(json!({ "external_id": external, "email": format!("{external}@acme.test"),
+                         "display_name": format!("Person {external}"),
+                         "attributes": { "department": department } })),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::CREATED, "{member}");
+        members.insert(external, member["id"].as_str().unwrap().to_owned());
+    }
+    let (_, team) = admin(Method::POST, "/v1/teams".into(), Some(json!({ "name": "Operations" }))).await?;
+    let (_, group) = admin(Method::POST, "/v1/groups".into(), Some(json!({ "name": "Fire wardens" }))).await?;
+    for (set, kind, who) in [(&team, "teams", ["e-1", "e-2"]), (&group, "groups", ["e-2", "e-3"])] {
+        for external in who {
+            let (status, _) = admin(
+                Method::PUT,
+                format!("/v1/{kind}/{}/members/{}", set["id"].as_str().unwrap(), members[external]),
+                None,
+            )
+            .await?;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+    }
+    let (status, template) = admin(
+        Method::POST,
+        "/v1/templates".into(),
+        Some(json!({ "name": "Evacuation drill", "title": "Drill for {{department}}",
+                     "body": "Hello {{name}}, meet at **{{place}}**.<script>alert(1)</script>" })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{template}");
+    assert_eq!(template["latest"]["variables"], json!(["department", "name", "place"]));
+    let template_id = template["id"].as_str().unwrap().to_owned();
+    let (status, v2) = admin(
+        Method::POST,
+        format!("/v1/templates/{template_id}/versions"),
+        Some(json!({ "title": "CHANGED", "body": "Version two" })),
+    )
+    .await?;
+    assert_eq!((status, v2["version"].as_i64()), (StatusCode::CREATED, Some(2)));
+
+    let definition = json!({
+        "version": 1,
+        "steps": [
+            { "id": "notify", "type": "SEND_NOTIFICATION",
+              "config": { "variables": { "place": "the car park" } }, "transitions": { "next": "wait" } },
+            { "id": "wait", "type": "DEADLINE_CHECK", "config": { "duration": "1h" }, "transitions": {} }
+        ]
+    });
+    let (status, campaign) = admin(
+        Method::POST,
+        "/v1/campaigns".into(),
+        Some(json!({
+            "name": "Drill Q4", "title": "Evacuation drill",
+            "template_id": template_id, "template_version": 1,
+            "audience": { "teams": [team["id"]], "groups": [group["id"]],
+                          "members": [{ "member_id": members["e-1"], "variables": { "place": "the roof" } }] },
+            "definition": definition,
+        })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{campaign}");
+    assert_eq!((campaign["recipients"].as_u64(), campaign["template_version"].as_i64()), (Some(3), Some(1)));
+    let campaign_id = campaign["id"].as_str().unwrap().to_owned();
+    let (_, preview) = admin(Method::GET, format!("/v1/campaigns/{campaign_id}/preview"), None).await?;
+    assert_eq!(preview["recipients"], 3, "{preview}");
+
+    let (status, started) = admin(Method::POST, format!("/v1/campaigns/{campaign_id}/start"), None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    // Starting again changes nothing.
+    let (status, _) = admin(Method::POST, format!("/v1/campaigns/{campaign_id}/start"), None).await?;
+    assert_eq!(status, StatusCode::OK);
+
+    // The mobile backend: inbox, READ, ACK for each member.
+    for (external, member_id) in &members {
+        let (status, inbox) = mobile(Method::GET, format!("/v1/members/{member_id}/inbox"), None).await?;
+        assert_eq!(status, StatusCode::OK, "{inbox}");
+        let item = &inbox["items"][0];
+        assert_eq!(item["campaign"]["id"], campaign_id.as_str());
+        assert_eq!(item["pending"], true);
+        let department = if *external == "e-3" { "Sales" } else { "Ops" };
+        assert_eq!(item["message"]["title"], format!("Drill for {department}"), "pinned to version 1");
+        let place = if *external == "e-1" { "the roof" } else { "the car park" };
+        let html = item["message"]["body_html"].as_str().unwrap();
+        assert!(html.contains(&format!("<strong>{place}</strong>")), "{html}");
+        assert!(!html.contains("<script"), "{html}");
+        let code = item["delivery"]["deeplink_code"].as_str().unwrap();
+        assert!(item["deeplink_url"].as_str().unwrap().ends_with(&format!("/c/{code}")));
+        let (status, resolved) = mobile(Method::GET, format!("/c/{code}"), None).await?;
+        assert_eq!((status, &resolved["delivery"]["id"]), (StatusCode::OK, &item["delivery"]["id"]));
+        let delivery = item["delivery"]["id"].as_str().unwrap();
+        for action in ["read", "ack", "ack"] {
+            let (status, answer) = mobile(
+                Method::POST,
+                format!("/v1/deliveries/{delivery}/{action}"),
+                Some(json!({ "source": "inbox" })),
+            )
+            .await?;
+            assert_eq!(status, StatusCode::OK, "{action}: {answer}");
+        }
+    }
+    let done = until("the campaign to complete", || async {
+        let (_, campaign) = admin(Method::GET, format!("/v1/campaigns/{campaign_id}"), None).await?;
+        Ok((campaign["status"] == "COMPLETED").then_some(campaign))
+    })
+    .await?;
+    assert_eq!(done["counts"]["acknowledged"], 3);
+    let (_, inbox) = mobile(Method::GET, format!("/v1/members/{}/inbox", members["e-2"]), None).await?;
+    let item = &inbox["items"][0];
+    assert_eq!(
+        (&item["delivery"]["status"], &item["pending"]),
+        (&json!("ACKNOWLEDGED"), &json!(false))
+    );
+    // The mobile key can do its job and nothing else.
+    let (status, _) = mobile(Method::GET, "/v1/campaigns".into(), None).await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    system.shutdown().await;
+    Ok(())
+}
