@@ -44,6 +44,10 @@ impl CampaignStatus {
 /// One member of a campaign's audience, with the variables that personalise their message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recipient {
+    /// The directory member this recipient was resolved from (absent for recipients given
+    /// inline, as before members existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
     pub user_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,

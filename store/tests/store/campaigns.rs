@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 fn recipient(user: &str) -> Recipient {
     Recipient {
+        member_id: None,
         user_id: user.into(),
         email: Some(format!("{user}@example.com")),
         display_name: Some(user.to_uppercase()),

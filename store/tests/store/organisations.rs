@@ -41,4 +41,3 @@ async fn api_keys_authenticate_until_revoked(store: Store) {
             .is_none()
     );
 }
-
