@@ -36,4 +36,5 @@ where
 }
 
 mod campaigns;
+mod directory;
 mod organisations;
