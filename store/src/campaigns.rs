@@ -44,6 +44,7 @@ impl CampaignStatus {
 /// One member of a campaign's audience, with the variables that personalise their message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recipient {
+    /// The directory member this recipient was resolved from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_id: Option<String>,
     pub user_id: String,
@@ -266,8 +267,9 @@ impl Store {
                 if i > 0 {
                     sql.push(',');
                 }
-                let placeholders: Vec<String> =
-                    (1..=COLUMNS).map(|c| format!("${}", i * COLUMNS + c)).collect();
+                let placeholders: Vec<String> = (1..=COLUMNS)
+                    .map(|c| format!("${}", i * COLUMNS + c))
+                    .collect();
                 sql.push_str(&format!("({})", placeholders.join(",")));
             }
             let mut query = sqlx::query(AssertSqlSafe(sql));

@@ -10,27 +10,37 @@
 //! Every query that reads or writes an organisation's data takes that organisation's id.
 
 mod activity_log;
+mod audiences;
 mod campaigns;
 mod definitions;
 mod deliveries;
+mod devices;
 mod idempotency;
+mod member_sets;
+mod members;
 mod organisations;
 mod push_log;
+mod roles;
 mod secrets;
 mod templates;
 mod versioned;
 mod webhook_channels;
 
 pub use activity_log::{ActivityEntry, ActivityKind, NewActivity};
+pub use audiences::{Audience, AudienceMember, MissingRef, ResolvedAudience};
 pub use campaigns::{Campaign, CampaignStatus, NewCampaign, Recipient, StartOutcome};
 pub use definitions::{DefinitionVersion, StoredDefinition};
 pub use deliveries::{
     ActionKind, ActionOutcome, Delivery, DeliveryCounts, DeliveryReport, DeliveryStatus,
     NotifyTarget,
 };
+pub use devices::{Device, Platform};
 pub use idempotency::IdempotencyClaim;
-pub use organisations::{ApiKey, GeneratedKey, Organisation};
+pub use member_sets::{MemberSet, SetKind};
+pub use members::{Member, MemberUpdate, NewMember};
+pub use organisations::{ApiKey, Authenticated, GeneratedKey, Organisation};
 pub use push_log::{NewPush, PushRecord};
+pub use roles::{Permission, Role, SUPER_ADMIN, SYSTEM_ROLES, SystemRole};
 pub use secrets::SecretKey;
 pub use templates::{Template, TemplateVersion};
 pub use webhook_channels::WebhookChannel;
@@ -190,6 +200,28 @@ pub(crate) fn time(row: &AnyRow, column: &str) -> Result<DateTime<Utc>> {
 
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// Whether a write failed on a UNIQUE constraint, so the caller can answer with a sentence
+/// naming the duplicate instead of a database error.
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+/// `$first, $first+1, …` for `count` values: the placeholders of an `IN (…)` list.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
 #[cfg(feature = "testing")]

@@ -1,12 +1,14 @@
 //! Organisations and their API keys. A key's secret is shown once at creation; only its
 //! SHA-256 is stored (the secret has 256 bits of entropy, so a slow hash adds nothing).
 
+use crate::roles::{Permission, insert_system_roles, lock_role, parse_permissions, unknown_role};
 use crate::{Result, Store, StoreError, new_id, opt_time, time, to_millis};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::BTreeSet;
 
 const SECRET_PREFIX: &str = "pidgr_";
 
@@ -20,8 +22,10 @@ pub struct Organisation {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ApiKey {
     pub id: String,
+    #[serde(skip_serializing)]
     pub org_id: String,
     pub name: String,
+    /// The id of the key's role (see [`crate::Role`]).
     pub role: String,
     /// The first characters of the secret, enough to recognise a key in a list.
     pub prefix: String,
@@ -36,6 +40,15 @@ pub struct GeneratedKey {
     pub key: ApiKey,
     pub secret: String,
 }
+
+/// A live key and what its role allows, as of this request.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    pub key: ApiKey,
+    pub permissions: BTreeSet<Permission>,
+}
+
+const KEY_COLUMNS: &str = "id, org_id, name, role, prefix, created_at, last_used_at, revoked_at";
 
 fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -55,18 +68,24 @@ fn api_key(row: &AnyRow) -> Result<ApiKey> {
 }
 
 impl Store {
+    /// Creates an organisation together with its system roles, so it never exists without
+    /// them.
     pub async fn create_organisation(&self, name: &str) -> Result<Organisation> {
+        let now = to_millis(Utc::now());
         let org = Organisation {
             id: new_id(),
             name: name.to_owned(),
-            created_at: Utc::now(),
+            created_at: crate::from_millis(now)?,
         };
+        let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&org.id)
             .bind(&org.name)
-            .bind(to_millis(org.created_at))
-            .execute(&self.pool)
+            .bind(now)
+            .execute(&mut *tx)
             .await?;
+        insert_system_roles(&mut tx, &org.id, now).await?;
+        tx.commit().await?;
         Ok(org)
     }
 
@@ -101,12 +120,13 @@ impl Store {
         })
     }
 
-    /// Creates an API key for `org_id` carrying `role`, and returns its secret once.
+    /// Creates an API key for `org_id` carrying the role `role_id`, and returns its secret once.
+    /// A role the organisation does not have is refused.
     pub async fn create_api_key(
         &self,
         org_id: &str,
         name: &str,
-        role: &str,
+        role_id: &str,
     ) -> Result<GeneratedKey> {
         let mut random = [0u8; 32];
         rand::rng().fill_bytes(&mut random);
@@ -115,12 +135,19 @@ impl Store {
             id: new_id(),
             org_id: org_id.to_owned(),
             name: name.to_owned(),
-            role: role.to_owned(),
+            role: role_id.to_owned(),
             prefix: secret[..SECRET_PREFIX.len() + 8].to_owned(),
-            created_at: Utc::now(),
+            created_at: crate::from_millis(to_millis(Utc::now()))?,
             last_used_at: None,
             revoked_at: None,
         };
+        let mut tx = self.write_tx().await?;
+        if lock_role(&mut tx, self.backend, org_id, role_id, false)
+            .await?
+            .is_none()
+        {
+            return Err(unknown_role(role_id));
+        }
         sqlx::query(
             "INSERT INTO api_keys (id, org_id, name, role, key_hash, prefix, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -132,27 +159,79 @@ impl Store {
         .bind(hash_secret(&secret))
         .bind(&key.prefix)
         .bind(to_millis(key.created_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(GeneratedKey { key, secret })
     }
 
-    /// Finds the live (not revoked) key whose secret this is, and records that it was used.
-    pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiKey>> {
+    /// A page of the organisation's keys by id, revoked ones included (they show when).
+    pub async fn list_api_keys(
+        &self,
+        org_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<ApiKey>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        )))
+        .bind(org_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(api_key)
+        .collect()
+    }
+
+    pub async fn get_api_key(&self, org_id: &str, key_id: &str) -> Result<ApiKey> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2"
+        )))
+        .bind(org_id)
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        api_key(&row)
+    }
+
+    /// Finds the live (not revoked) key whose secret this is, records that it was used, and
+    /// reads what its role allows now (a role's permissions may change after the key is made).
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Authenticated>> {
         if !secret.starts_with(SECRET_PREFIX) {
             return Ok(None);
         }
-        let row = sqlx::query(
+        let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE api_keys SET last_used_at = $1 WHERE key_hash = $2 AND revoked_at IS NULL
-             RETURNING id, org_id, name, role, prefix, created_at, last_used_at, revoked_at",
-        )
+             RETURNING {KEY_COLUMNS}"
+        )))
         .bind(to_millis(Utc::now()))
         .bind(hash_secret(secret))
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(api_key).transpose()
+        let Some(key) = row.as_ref().map(api_key).transpose()? else {
+            return Ok(None);
+        };
+        let permissions: Option<String> =
+            sqlx::query("SELECT permissions FROM roles WHERE org_id = $1 AND id = $2")
+                .bind(&key.org_id)
+                .bind(&key.role)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|row| row.try_get("permissions"))
+                .transpose()?;
+        // A live key's role cannot be deleted, so a missing role means a key older than roles
+        // whose role name never became a role: it may authenticate but do nothing.
+        let permissions = match permissions {
+            Some(text) => parse_permissions(&text)?,
+            None => BTreeSet::new(),
+        };
+        Ok(Some(Authenticated { key, permissions }))
     }
 
+    /// Revokes a live key. A key already revoked (or another organisation's) is NotFound.
     pub async fn revoke_api_key(&self, org_id: &str, key_id: &str) -> Result<()> {
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL",

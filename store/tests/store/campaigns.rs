@@ -44,7 +44,12 @@ async fn started(store: &Store, users: &[&str]) -> (String, String) {
     let org = store.create_organisation("Acme").await.unwrap().id;
     let campaign = draft(store, &org).await;
     store
-        .start_campaign(&org, &campaign, &format!("campaign-{campaign}"), &audience(users))
+        .start_campaign(
+            &org,
+            &campaign,
+            &format!("campaign-{campaign}"),
+            &audience(users),
+        )
         .await
         .unwrap();
     (org, campaign)
@@ -419,7 +424,9 @@ async fn a_members_deliveries_form_an_inbox_and_codes_resolve(store: Store) {
     assert_eq!(by_code.member_id.as_deref(), Some("member-ann"));
     let other = store.create_organisation("Other").await.unwrap().id;
     assert!(matches!(
-        store.get_delivery_by_code(&other, &older[0].deeplink_code).await,
+        store
+            .get_delivery_by_code(&other, &older[0].deeplink_code)
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(

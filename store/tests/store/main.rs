@@ -37,4 +37,5 @@ where
 
 mod campaigns;
 mod content;
+mod directory;
 mod organisations;

@@ -1,0 +1,192 @@
+//! Audiences: the groups, teams and individual members a campaign goes to, resolved into one
+//! recipient per member.
+
+use crate::campaigns::Recipient;
+use crate::member_sets::SetKind;
+use crate::members::{MEMBER_COLUMNS, Member, member};
+use crate::{Result, Store, placeholders};
+use serde::{Deserialize, Serialize};
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// An audience as a campaign gives it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Audience {
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub teams: Vec<String>,
+    #[serde(default)]
+    pub members: Vec<AudienceMember>,
+}
+
+/// One member named individually, with variables for them alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AudienceMember {
+    pub member_id: String,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ResolvedAudience {
+    /// One per member, ordered by member id.
+    pub recipients: Vec<Recipient>,
+    /// The references the organisation has nothing for, in the audience's order.
+    pub missing: Vec<MissingRef>,
+}
+
+/// A reference in an audience that names nothing of the organisation's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MissingRef {
+    /// JSON pointer into the audience: "/groups/0", "/teams/1", "/members/2/member_id".
+    pub pointer: String,
+    /// "group", "team" or "member".
+    pub what: &'static str,
+    pub id: String,
+}
+
+/// Ids per `IN (…)` list: well under both backends' bind-parameter limits, so an audience of
+/// any size resolves in a few queries per thousand ids rather than one per member.
+const ID_BATCH: usize = 500;
+
+impl Store {
+    /// Every member the audience names, once each (a member in two groups and listed
+    /// individually is one recipient), in a stable order (by member id). A recipient's
+    /// variables are the member's attributes overlaid by the per-user variables given with
+    /// them in `members` (when a member is listed twice, later variables win). Ids of sets or
+    /// members the organisation does not have are returned in `missing` instead of failing, so
+    /// the caller can point at each of them.
+    pub async fn resolve_audience(
+        &self,
+        org_id: &str,
+        audience: &Audience,
+    ) -> Result<ResolvedAudience> {
+        let mut missing = Vec::new();
+        let mut found_sets = Vec::new();
+        for (kind, ids, field) in [
+            (SetKind::Group, &audience.groups, "groups"),
+            (SetKind::Team, &audience.teams, "teams"),
+        ] {
+            let existing = self.existing_sets(org_id, kind, ids).await?;
+            for (index, id) in ids.iter().enumerate() {
+                if existing.contains(id) {
+                    found_sets.push(id.clone());
+                } else {
+                    missing.push(MissingRef {
+                        pointer: format!("/{field}/{index}"),
+                        what: kind.noun(),
+                        id: id.clone(),
+                    });
+                }
+            }
+        }
+
+        let mut members: BTreeMap<String, Member> = BTreeMap::new();
+        found_sets.sort();
+        found_sets.dedup();
+        for batch in found_sets.chunks(ID_BATCH) {
+            let sql = format!(
+                "SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 AND id IN
+                 (SELECT member_id FROM member_set_members
+                  WHERE org_id = $1 AND set_id IN ({}))",
+                placeholders(2, batch.len())
+            );
+            self.load_members(&sql, org_id, batch, &mut members).await?;
+        }
+
+        let listed: BTreeSet<&String> = audience.members.iter().map(|m| &m.member_id).collect();
+        let listed: Vec<String> = listed.into_iter().cloned().collect();
+        let mut individuals = BTreeMap::new();
+        for batch in listed.chunks(ID_BATCH) {
+            let sql = format!(
+                "SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 AND id IN ({})",
+                placeholders(2, batch.len())
+            );
+            self.load_members(&sql, org_id, batch, &mut individuals)
+                .await?;
+        }
+        let mut variables: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+        for (index, listed) in audience.members.iter().enumerate() {
+            if individuals.contains_key(&listed.member_id) {
+                variables
+                    .entry(listed.member_id.as_str())
+                    .or_default()
+                    .extend(listed.variables.clone());
+            } else {
+                missing.push(MissingRef {
+                    pointer: format!("/members/{index}/member_id"),
+                    what: "member",
+                    id: listed.member_id.clone(),
+                });
+            }
+        }
+        members.extend(individuals);
+
+        let recipients = members
+            .into_values()
+            .map(|member| {
+                let mut merged = member.attributes;
+                if let Some(own) = variables.remove(member.id.as_str()) {
+                    merged.extend(own);
+                }
+                Recipient {
+                    member_id: Some(member.id),
+                    user_id: member.external_id,
+                    email: Some(member.email),
+                    display_name: Some(member.display_name),
+                    variables: merged,
+                }
+            })
+            .collect();
+        Ok(ResolvedAudience {
+            recipients,
+            missing,
+        })
+    }
+
+    /// Which of `ids` are sets of this kind in the organisation.
+    async fn existing_sets(
+        &self,
+        org_id: &str,
+        kind: SetKind,
+        ids: &[String],
+    ) -> Result<BTreeSet<String>> {
+        let mut existing = BTreeSet::new();
+        for batch in ids.chunks(ID_BATCH) {
+            let sql = format!(
+                "SELECT id FROM member_sets WHERE org_id = $1 AND kind = $2 AND id IN ({})",
+                placeholders(3, batch.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(org_id.to_owned())
+                .bind(kind.as_str());
+            for id in batch {
+                query = query.bind(id.clone());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                existing.insert(row.try_get("id")?);
+            }
+        }
+        Ok(existing)
+    }
+
+    /// Runs `sql` (org id as $1, then `ids`) and adds the members it returns to `into`.
+    async fn load_members(
+        &self,
+        sql: &str,
+        org_id: &str,
+        ids: &[String],
+        into: &mut BTreeMap<String, Member>,
+    ) -> Result<()> {
+        let mut query = sqlx::query(AssertSqlSafe(sql.to_owned())).bind(org_id.to_owned());
+        for id in ids {
+            query = query.bind(id.clone());
+        }
+        for row in query.fetch_all(&self.pool).await? {
+            let member = member(&row)?;
+            into.insert(member.id.clone(), member);
+        }
+        Ok(())
+    }
+}
