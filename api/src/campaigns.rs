@@ -2,9 +2,9 @@
 //! definition; preview, start (audience → deliveries, exactly once), cancel, read with counts,
 //! deliveries and activity.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
 use pidgr_store::{
     ActivityKind, Audience, AudienceMember, Campaign, CampaignStatus, Delivery, DeliveryCounts,
     NewActivity, NewCampaign, Recipient, StoreError,
@@ -138,10 +138,7 @@ pub async fn create(
                 Err(StoreError::NotFound) => {
                     problem(
                         "/template_version",
-                        format!(
-                            "the template has versions 1 to {}",
-                            template.latest_version
-                        ),
+                        format!("the template has versions 1 to {}", template.latest_version),
                     );
                     None
                 }
@@ -153,35 +150,40 @@ pub async fn create(
     let mut definition_ref = None;
     let definition_json = match (&request.definition, &request.definition_id) {
         (Some(inline), None) => Some((inline.clone(), "/definition")),
-        (None, Some(id)) => {
-            match state.store.get_definition(org, id.as_str()).await {
-                Err(StoreError::NotFound) => {
-                    problem("/definition_id", "no workflow definition has this id".into());
-                    None
-                }
-                Err(other) => return Err(other.into()),
-                Ok(stored) => {
-                    let number = request.definition_version.unwrap_or(stored.latest_version);
-                    match state.store.get_definition_version(org, &stored.id, number).await {
-                        Err(StoreError::NotFound) => {
-                            problem(
-                                "/definition_version",
-                                format!(
-                                    "the workflow definition has versions 1 to {}",
-                                    stored.latest_version
-                                ),
-                            );
-                            None
-                        }
-                        Err(other) => return Err(other.into()),
-                        Ok(version) => {
-                            definition_ref = Some((stored.id, version.version));
-                            Some((version.definition, "/definition_id"))
-                        }
+        (None, Some(id)) => match state.store.get_definition(org, id.as_str()).await {
+            Err(StoreError::NotFound) => {
+                problem(
+                    "/definition_id",
+                    "no workflow definition has this id".into(),
+                );
+                None
+            }
+            Err(other) => return Err(other.into()),
+            Ok(stored) => {
+                let number = request.definition_version.unwrap_or(stored.latest_version);
+                match state
+                    .store
+                    .get_definition_version(org, &stored.id, number)
+                    .await
+                {
+                    Err(StoreError::NotFound) => {
+                        problem(
+                            "/definition_version",
+                            format!(
+                                "the workflow definition has versions 1 to {}",
+                                stored.latest_version
+                            ),
+                        );
+                        None
+                    }
+                    Err(other) => return Err(other.into()),
+                    Ok(version) => {
+                        definition_ref = Some((stored.id, version.version));
+                        Some((version.definition, "/definition_id"))
                     }
                 }
             }
-        }
+        },
         (Some(_), Some(_)) => {
             problem(
                 "/definition",
@@ -219,7 +221,9 @@ pub async fn create(
     if recipients.is_empty() && resolved.missing.is_empty() {
         problems.push(Problem {
             pointer: "/audience".into(),
-            message: "the audience has no members: name at least one group, team or member with members".into(),
+            message:
+                "the audience has no members: name at least one group, team or member with members"
+                    .into(),
         });
     } else if recipients.len() > MAX_RECIPIENTS {
         problems.push(Problem {
@@ -347,14 +351,20 @@ pub async fn preview(
     let (recipients, sample) = if campaign.status == CampaignStatus::Created {
         let audience: Audience = serde_json::from_value(campaign.audience.clone())
             .map_err(|e| ApiError::Internal(format!("stored audience of campaign {id}: {e}")))?;
-        let resolved = state.store.resolve_audience(&caller.org_id, &audience).await?;
+        let resolved = state
+            .store
+            .resolve_audience(&caller.org_id, &audience)
+            .await?;
         let sample = resolved.recipients.first().map(|r| {
             json!({ "member_id": r.member_id, "user_id": r.user_id, "message": render(&Reader::of_recipient(r)) })
         });
         (resolved.recipients.len() as u64, sample)
     } else {
         let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
-        let first = state.store.list_deliveries(&caller.org_id, &id, 0, 1).await?;
+        let first = state
+            .store
+            .list_deliveries(&caller.org_id, &id, 0, 1)
+            .await?;
         let sample = first.first().map(|(_, d)| {
             json!({ "member_id": d.member_id, "user_id": d.user_id, "message": render(&Reader::of_delivery(d)) })
         });

@@ -108,7 +108,10 @@ pub async fn inbox(
         ));
     }
     Ok(page.respond(items, |item| {
-        item["delivery"]["id"].as_str().unwrap_or_default().to_owned()
+        item["delivery"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }))
 }
 

@@ -213,7 +213,12 @@ pub async fn register_device(
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
     let (device, created) = state
         .store
-        .register_device(&caller.org_id, &member_id, device.platform, device.token.as_str())
+        .register_device(
+            &caller.org_id,
+            &member_id,
+            device.platform,
+            device.token.as_str(),
+        )
         .await
         .or_not_found("member")?;
     let status = if created {

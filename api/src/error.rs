@@ -127,3 +127,43 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+/// axum's own rejections (a path segment that is not a number, a bad query string, a method
+/// the route does not have) answer in plain text; this turns them into problem documents too,
+/// so every error a client sees has the same shape.
+pub(crate) async fn plain_errors_as_problems(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let detail = if text.trim().is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_owned()
+    } else {
+        text
+    };
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::NotFound("route"),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(crate::input::MAX_BODY_BYTES),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let mut response =
+                ApiError::BadRequest(format!("{detail}: this route does not take that method"))
+                    .into_response();
+            *response.status_mut() = status;
+            return response;
+        }
+        s if s.is_server_error() => ApiError::Internal(detail),
+        _ => ApiError::BadRequest(detail),
+    };
+    error.into_response()
+}

@@ -27,12 +27,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
-                other => ApiError::BadRequest(other.body_text()),
-            })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection {
+                    BytesRejection::FailedToBufferBody(_) => {
+                        ApiError::PayloadTooLarge(MAX_BODY_BYTES)
+                    }
+                    other => ApiError::BadRequest(other.body_text()),
+                })?;
         parse_json(&bytes).map(Body)
     }
 }
@@ -44,27 +47,22 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
+    // Syntax first: otherwise a truncated body could be reported as, say, an unknown field.
+    serde_json::from_slice::<de::IgnoredAny>(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let inner = error.inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::BadRequest(format!("the body is not valid JSON: {inner}"));
-        }
         let mut pointer = pointer_of(error.path());
         let message = inner.to_string();
-        // serde reports a missing or unknown field at its parent; point at the field itself.
-        for prefix in ["missing field `", "unknown field `"] {
-            if let Some(rest) = message.strip_prefix(prefix)
-                && let Some((field, _)) = rest.split_once('`')
-            {
-                pointer = format!("{pointer}/{field}");
-            }
+        // serde reports a missing field at its parent; point at the field itself.
+        if let Some(rest) = message.strip_prefix("missing field `")
+            && let Some((field, _)) = rest.split_once('`')
+        {
+            pointer = format!("{pointer}/{field}");
         }
         ApiError::invalid(pointer, strip_position(&message))
     })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -233,7 +231,10 @@ mod tests {
         let (pointer, message) = problem(r#"{"name": "a", "tags": ["ok", "long"]}"#);
         assert_eq!(pointer, "/tags/1");
         assert_eq!(message, "must be at most 3 characters long");
-        assert_eq!(problem(r#"{"name": "   ", "tags": []}"#).1, "must not be empty");
+        assert_eq!(
+            problem(r#"{"name": "   ", "tags": []}"#).1,
+            "must not be empty"
+        );
         let (pointer, _) = problem(r#"{"name": "a", "tags": [], "variables": {"a b": "x"}}"#);
         assert_eq!(pointer, "/variables");
     }
@@ -241,11 +242,11 @@ mod tests {
     #[test]
     fn malformed_json_is_a_bad_request_and_blank_is_an_empty_object() {
         assert!(matches!(
-            parse_json::<Member>(b"{\"name\": "),
+            parse_json::<Member>(b"{\"unknown\": "),
             Err(ApiError::BadRequest(_))
         ));
         assert!(matches!(
-            parse_json::<Member>(b"{} {}"),
+            parse_json::<Member>(br#"{"name": "a", "tags": []} {}"#),
             Err(ApiError::BadRequest(_))
         ));
         assert_eq!(problem("").0, "/name");

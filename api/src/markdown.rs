@@ -37,7 +37,14 @@ mod tests {
             "<svg><script>alert(1)</script></svg>",
         ] {
             let html = to_safe_html(attack).to_lowercase();
-            for forbidden in ["<script", "onerror", "javascript:", "<iframe", "onclick", "style="] {
+            for forbidden in [
+                "<script",
+                "onerror",
+                "javascript:",
+                "<iframe",
+                "onclick",
+                "style=",
+            ] {
                 assert!(
                     !html.contains(forbidden),
                     "{attack:?} rendered as {html:?}, which contains {forbidden:?}"

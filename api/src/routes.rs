@@ -2,10 +2,10 @@
 //! `Idempotency-Key`. The router, the OpenAPI coverage test and the end-to-end permission
 //! matrix are all built from this one list, so a route cannot exist without a declared access.
 
-use axum::{Extension, Router};
 use axum::http::Method;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
+use axum::{Extension, Router};
 use pidgr_store::Permission::{self, *};
 use pidgr_store::SetKind;
 
@@ -88,12 +88,32 @@ fn table() -> Vec<Entry> {
         needs(RolesRead, M::GET, "/v1/roles", get(roles::list)),
         creates(RolesWrite, "/v1/roles", post(roles::create)),
         needs(RolesRead, M::GET, "/v1/roles/{role_id}", get(roles::read)),
-        needs(RolesWrite, M::PATCH, "/v1/roles/{role_id}", patch(roles::update)),
-        needs(RolesWrite, M::DELETE, "/v1/roles/{role_id}", delete(roles::remove)),
+        needs(
+            RolesWrite,
+            M::PATCH,
+            "/v1/roles/{role_id}",
+            patch(roles::update),
+        ),
+        needs(
+            RolesWrite,
+            M::DELETE,
+            "/v1/roles/{role_id}",
+            delete(roles::remove),
+        ),
         needs(ApiKeysManage, M::GET, "/v1/api-keys", get(api_keys::list)),
         // Not idempotent on purpose: a replay would have to keep the one-time secret.
-        needs(ApiKeysManage, M::POST, "/v1/api-keys", post(api_keys::create)),
-        needs(ApiKeysManage, M::GET, "/v1/api-keys/{key_id}", get(api_keys::read)),
+        needs(
+            ApiKeysManage,
+            M::POST,
+            "/v1/api-keys",
+            post(api_keys::create),
+        ),
+        needs(
+            ApiKeysManage,
+            M::GET,
+            "/v1/api-keys/{key_id}",
+            get(api_keys::read),
+        ),
         needs(
             ApiKeysManage,
             M::DELETE,
@@ -103,7 +123,12 @@ fn table() -> Vec<Entry> {
         // Members and their devices.
         needs(MembersRead, M::GET, "/v1/members", get(directory::list)),
         creates(MembersWrite, "/v1/members", post(directory::create)),
-        needs(MembersRead, M::GET, "/v1/members/{member_id}", get(directory::read)),
+        needs(
+            MembersRead,
+            M::GET,
+            "/v1/members/{member_id}",
+            get(directory::read),
+        ),
         needs(
             MembersWrite,
             M::PATCH,
@@ -158,7 +183,12 @@ fn table() -> Vec<Entry> {
             "/v1/deliveries/{delivery_id}/ack",
             post(deliveries::acknowledge),
         ),
-        needs(DeliveriesWrite, M::GET, "/c/{code}", get(deliveries::deeplink)),
+        needs(
+            DeliveriesWrite,
+            M::GET,
+            "/c/{code}",
+            get(deliveries::deeplink),
+        ),
         // Templates.
         needs(TemplatesRead, M::GET, "/v1/templates", get(templates::list)),
         creates(TemplatesWrite, "/v1/templates", post(templates::create)),
@@ -318,9 +348,23 @@ fn table() -> Vec<Entry> {
         ),
     ] {
         routes.extend([
-            needs(read, M::GET, base, get(member_sets::list).layer(Extension(kind))),
-            creates(write, base, post(member_sets::create).layer(Extension(kind))),
-            needs(read, M::GET, one, get(member_sets::read).layer(Extension(kind))),
+            needs(
+                read,
+                M::GET,
+                base,
+                get(member_sets::list).layer(Extension(kind)),
+            ),
+            creates(
+                write,
+                base,
+                post(member_sets::create).layer(Extension(kind)),
+            ),
+            needs(
+                read,
+                M::GET,
+                one,
+                get(member_sets::read).layer(Extension(kind)),
+            ),
             needs(
                 write,
                 M::PATCH,
@@ -368,10 +412,8 @@ pub fn router(state: AppState) -> Router {
     for Entry { spec, handler } in table() {
         let mut handler = handler;
         if spec.idempotent {
-            handler = handler.route_layer(from_fn_with_state(
-                state.clone(),
-                idempotency::idempotent,
-            ));
+            handler =
+                handler.route_layer(from_fn_with_state(state.clone(), idempotency::idempotent));
         }
         let access = spec.access;
         handler = handler.route_layer(from_fn_with_state(
@@ -382,6 +424,89 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(|| async { crate::ApiError::NotFound("route") })
+        .layer(axum::middleware::map_response(
+            crate::error::plain_errors_as_problems,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn declared(access: Access) -> String {
+        match access {
+            Access::Public => "public".into(),
+            Access::Authenticated => "authenticated".into(),
+            Access::Requires(permission) => permission.as_str().into(),
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_route_and_its_permission() {
+        let document: Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
+        let paths = document["paths"].as_object().expect("paths");
+        let mut missing = Vec::new();
+        for spec in specs() {
+            let method = spec.method.as_str().to_lowercase();
+            let operation = &paths.get(spec.path).unwrap_or(&Value::Null)[&method];
+            if operation.is_null() {
+                missing.push(format!("{} {}", spec.method, spec.path));
+                continue;
+            }
+            assert_eq!(
+                operation["x-pidgr-permission"].as_str(),
+                Some(declared(spec.access).as_str()),
+                "{} {}",
+                spec.method,
+                spec.path
+            );
+            let documents_idempotency = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| {
+                    p["name"].as_str().map(str::to_lowercase).as_deref() == Some("idempotency-key")
+                        || p["$ref"]
+                            .as_str()
+                            .is_some_and(|r| r.ends_with("IdempotencyKey"))
+                });
+            assert_eq!(
+                documents_idempotency, spec.idempotent,
+                "Idempotency-Key of {} {}",
+                spec.method, spec.path
+            );
+        }
+        assert!(
+            missing.is_empty(),
+            "routes missing from openapi.json: {missing:?}"
+        );
+        let documented: usize = paths
+            .values()
+            .map(|item| {
+                item.as_object()
+                    .map_or(0, |ops| ops.keys().filter(|k| *k != "parameters").count())
+            })
+            .sum();
+        assert_eq!(
+            documented,
+            specs().len(),
+            "openapi.json documents routes that do not exist"
+        );
+    }
+
+    #[test]
+    fn every_route_path_is_unique_per_method() {
+        let mut seen = std::collections::BTreeSet::new();
+        for spec in specs() {
+            assert!(
+                seen.insert((spec.method.to_string(), spec.path)),
+                "{} {}",
+                spec.method,
+                spec.path
+            );
+        }
+    }
 }

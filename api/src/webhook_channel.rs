@@ -85,10 +85,7 @@ pub async fn rotate_secret(
     Ok(Json(body))
 }
 
-pub async fn remove(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<StatusCode, ApiError> {
+pub async fn remove(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
     state
         .store
         .delete_webhook_channel(&caller.org_id)

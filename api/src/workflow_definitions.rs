@@ -55,7 +55,8 @@ pub async fn create(
     caller: Caller,
     Body(new): Body<NewDefinition>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let validated = validate_at(&state, "/definition", &new.definition).map_err(ApiError::Invalid)?;
+    let validated =
+        validate_at(&state, "/definition", &new.definition).map_err(ApiError::Invalid)?;
     let (stored, version) = state
         .store
         .create_definition(

@@ -134,7 +134,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(org) => org,
                 None => store.create_organisation("Development").await?,
             };
-            let key = store.create_api_key(&org.id, "make dev", SUPER_ADMIN).await?;
+            let key = store
+                .create_api_key(&org.id, "make dev", SUPER_ADMIN)
+                .await?;
             println!("{}", key.secret);
         }
         Command::Serve(config) => run_services(config, true, true).await?,

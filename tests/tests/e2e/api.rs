@@ -387,6 +387,7 @@ async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<
                 let _ = store.delete_webhook_channel(&other_org.id).await;
             }
             let (path, body) = prepare(&system, &fx, spec).await?;
+            let body_text = body.as_ref().map(Value::to_string).unwrap_or_default();
             let (status, answer) = system
                 .call_as(key, spec.method.clone(), &path, body)
                 .await?;
@@ -402,8 +403,10 @@ async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<
             }
             if caller == "another organisation" {
                 let text = answer.to_string();
+                let asked = format!("{path} {body_text}");
                 for id in fx.ids() {
-                    if text.contains(id) {
+                    // Naming back an id the caller sent (in "not found" messages) leaks nothing.
+                    if text.contains(id) && !asked.contains(id) {
                         failures.push(format!(
                             "{} {path} showed another organisation the id {id}: {text}",
                             spec.method
@@ -478,6 +481,12 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
         .collect();
     assert_eq!(listed.len(), writers.len(), "writing routes: {listed:?}");
 
+    // The fixture campaign writes its log until it waits; after that only requests write.
+    until("the fixture campaign to log its wait", || async {
+        let activity = system.activity(&fx.campaign).await?;
+        Ok(activity.iter().any(|e| e["step_id"] == "wait").then_some(()))
+    })
+    .await?;
     let before = pidgr_store::testing::row_counts(&system.store).await?;
     let long = "x".repeat(70_000);
     let mut failures = Vec::new();
@@ -489,9 +498,12 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
         let mut unknown = writer.body.clone();
         unknown["unexpected"] = json!(1);
         cases.push(("unknown field", unknown.to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY));
-        let mut wrong_type = writer.body.clone();
-        wrong_type[writer.text_field] = json!(12345);
-        cases.push(("wrong type", wrong_type.to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY));
+        // The validate route checks any JSON as a definition and answers `valid: false`.
+        if !writer.path.ends_with("/validate") {
+            let mut wrong_type = writer.body.clone();
+            wrong_type[writer.text_field] = json!(12345);
+            cases.push(("wrong type", wrong_type.to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY));
+        }
         if writer.text_field != "definition" {
             let mut over_long = writer.body.clone();
             over_long[writer.text_field] = json!(long);

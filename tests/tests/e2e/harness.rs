@@ -311,10 +311,18 @@ impl System {
     pub async fn start_campaign(&self, users: &[&str], definition: Value) -> Result<String> {
         let group = self
             .store
-            .create_set(&self.org_id, pidgr_store::SetKind::Group, &format!("group-{}", uuid::Uuid::new_v4()))
+            .create_set(
+                &self.org_id,
+                pidgr_store::SetKind::Group,
+                &format!("group-{}", uuid::Uuid::new_v4()),
+            )
             .await?;
         for user in users {
-            let member = match self.store.find_member_by_external_id(&self.org_id, user).await? {
+            let member = match self
+                .store
+                .find_member_by_external_id(&self.org_id, user)
+                .await?
+            {
                 Some(member) => member,
                 None => {
                     self.store
@@ -332,7 +340,12 @@ impl System {
                 }
             };
             self.store
-                .add_set_member(&self.org_id, pidgr_store::SetKind::Group, &group.id, &member.id)
+                .add_set_member(
+                    &self.org_id,
+                    pidgr_store::SetKind::Group,
+                    &group.id,
+                    &member.id,
+                )
                 .await?;
         }
         let template = self

@@ -1,6 +1,7 @@
 //! End-to-end: campaigns run on a real Temporal dev server, against a real database, with
 //! webhooks POSTed to a real receiver on loopback. Each test starts its own system.
 
+mod api;
 mod harness;
 
 use std::collections::BTreeMap;
