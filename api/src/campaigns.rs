@@ -212,7 +212,6 @@ pub async fn create(
 
     let audience: Audience = request.audience.into();
     let resolved = state.store.resolve_audience(org, &audience).await?;
-    let mut problems = problems;
     problems.extend(resolved.missing.iter().map(|missing| Problem {
         pointer: format!("/audience{}", missing.pointer),
         message: format!("no {} has the id {:?}", missing.what, missing.id),

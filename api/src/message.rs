@@ -123,8 +123,9 @@ pub fn unresolvable(
     used.extend(template::placeholders(body));
     used.into_iter()
         .filter(|name| {
-            !template::BUILT_INS.contains(&name.as_str())
-                && !(!steps.is_empty() && steps.iter().all(|v| v.contains_key(name)))
+            let every_step_defines_it =
+                !steps.is_empty() && steps.iter().all(|v| v.contains_key(name));
+            !template::BUILT_INS.contains(&name.as_str()) && !every_step_defines_it
         })
         .filter_map(|name| {
             let lacking = recipients

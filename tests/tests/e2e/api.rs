@@ -56,14 +56,23 @@ impl Fixture {
             members.push(member["id"].as_str().context("member id")?.to_owned());
         }
         let team = system.create("/v1/teams", json!({ "name": "Ops" })).await?;
-        let group = system.create("/v1/groups", json!({ "name": "All" })).await?;
+        let group = system
+            .create("/v1/groups", json!({ "name": "All" }))
+            .await?;
         for member in &members {
             for set in [&team, &group] {
-                let kind = if set["kind"] == "team" { "teams" } else { "groups" };
+                let kind = if set["kind"] == "team" {
+                    "teams"
+                } else {
+                    "groups"
+                };
                 let (status, body) = system
                     .call(
                         Method::PUT,
-                        &format!("/v1/{kind}/{}/members/{member}", set["id"].as_str().unwrap()),
+                        &format!(
+                            "/v1/{kind}/{}/members/{member}",
+                            set["id"].as_str().unwrap()
+                        ),
                         None,
                     )
                     .await?;
@@ -161,15 +170,25 @@ impl Fixture {
 
 /// A request for `spec` that succeeds for a caller allowed to make it: the path's ids filled
 /// in (with fresh resources where success consumes one) and a valid body.
-async fn prepare(system: &System, fx: &Fixture, spec: &RouteSpec) -> Result<(String, Option<Value>)> {
+async fn prepare(
+    system: &System,
+    fx: &Fixture,
+    spec: &RouteSpec,
+) -> Result<(String, Option<Value>)> {
     let method = &spec.method;
     let destructive = *method == Method::DELETE;
     let mut path = spec.path.to_owned();
     let fresh_set = |kind: &'static str| async move {
-        let set = system.create(&format!("/v1/{kind}"), json!({ "name": unique(kind) })).await?;
+        let set = system
+            .create(&format!("/v1/{kind}"), json!({ "name": unique(kind) }))
+            .await?;
         anyhow::Ok(set["id"].as_str().unwrap().to_owned())
     };
-    let kind = if path.starts_with("/v1/teams") { "teams" } else { "groups" };
+    let kind = if path.starts_with("/v1/teams") {
+        "teams"
+    } else {
+        "groups"
+    };
     if path.contains("{set_id}") {
         let set = if destructive || path.ends_with("{member_id}") {
             fresh_set(kind).await?
@@ -180,11 +199,17 @@ async fn prepare(system: &System, fx: &Fixture, spec: &RouteSpec) -> Result<(Str
         };
         if path.ends_with("/members/{member_id}") && destructive {
             let (status, _) = system
-                .call(Method::PUT, &format!("/v1/{kind}/{set}/members/{}", fx.member), None)
+                .call(
+                    Method::PUT,
+                    &format!("/v1/{kind}/{set}/members/{}", fx.member),
+                    None,
+                )
                 .await?;
             anyhow::ensure!(status == StatusCode::CREATED);
         }
-        path = path.replace("{set_id}", &set).replace("{member_id}", &fx.member);
+        path = path
+            .replace("{set_id}", &set)
+            .replace("{member_id}", &fx.member);
     }
     if path.contains("{member_id}") {
         let member = if destructive && path == "/v1/members/{member_id}" {
@@ -212,7 +237,10 @@ async fn prepare(system: &System, fx: &Fixture, spec: &RouteSpec) -> Result<(Str
             fx.role.clone()
         } else {
             let r = system
-                .create("/v1/roles", json!({ "name": unique("role"), "permissions": [] }))
+                .create(
+                    "/v1/roles",
+                    json!({ "name": unique("role"), "permissions": [] }),
+                )
                 .await?;
             r["id"].as_str().unwrap().to_owned()
         };
@@ -221,7 +249,10 @@ async fn prepare(system: &System, fx: &Fixture, spec: &RouteSpec) -> Result<(Str
     if path.contains("{key_id}") {
         let key = if destructive {
             let k = system
-                .create("/v1/api-keys", json!({ "name": unique("key"), "role_id": "member" }))
+                .create(
+                    "/v1/api-keys",
+                    json!({ "name": unique("key"), "role_id": "member" }),
+                )
                 .await?;
             k["id"].as_str().unwrap().to_owned()
         } else {
@@ -318,9 +349,8 @@ fn success(spec: &RouteSpec) -> StatusCode {
 /// anything of org A is "not found".
 fn other_organisation(spec: &RouteSpec) -> StatusCode {
     match (spec.method.as_str(), spec.path) {
-        ("GET" | "DELETE", "/v1/webhook-channel") | ("POST", "/v1/webhook-channel/rotate-secret") => {
-            StatusCode::NOT_FOUND
-        }
+        ("GET" | "DELETE", "/v1/webhook-channel")
+        | ("POST", "/v1/webhook-channel/rotate-secret") => StatusCode::NOT_FOUND,
         ("PUT", "/v1/webhook-channel") => StatusCode::CREATED,
         // Org A's template and team are unknown to it: a validation problem, nothing written.
         ("POST", "/v1/campaigns") => StatusCode::UNPROCESSABLE_ENTITY,
@@ -345,14 +375,25 @@ async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<
     let custom = store
         .create_role(org, "Reader", &custom_permissions.into_iter().collect())
         .await?;
-    let mut callers: Vec<(&str, Option<String>, Option<Vec<Permission>>)> = Vec::new();
+    // (who, their key, what they hold — None when they are not authenticated at all)
+    type Caller = (&'static str, Option<String>, Option<Vec<Permission>>);
+    let mut callers: Vec<Caller> = Vec::new();
     for role in pidgr_store::SYSTEM_ROLES {
         let key = store.create_api_key(org, role.name, role.id).await?.secret;
         callers.push((role.name, Some(key), Some(role.permissions.to_vec())));
     }
-    let custom_key = store.create_api_key(org, "custom", &custom.id).await?.secret;
-    callers.push(("custom role", Some(custom_key), Some(custom_permissions.to_vec())));
-    let revoked = store.create_api_key(org, "revoked", pidgr_store::SUPER_ADMIN).await?;
+    let custom_key = store
+        .create_api_key(org, "custom", &custom.id)
+        .await?
+        .secret;
+    callers.push((
+        "custom role",
+        Some(custom_key),
+        Some(custom_permissions.to_vec()),
+    ));
+    let revoked = store
+        .create_api_key(org, "revoked", pidgr_store::SUPER_ADMIN)
+        .await?;
     store.revoke_api_key(org, &revoked.key.id).await?;
     callers.push(("revoked key", Some(revoked.secret), None));
     callers.push(("no key", None, None));
@@ -380,7 +421,11 @@ async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<
                 (*name, key.as_deref(), expected)
             })
             .collect();
-        expectations.push(("another organisation", Some(&other_key), other_organisation(spec)));
+        expectations.push((
+            "another organisation",
+            Some(&other_key),
+            other_organisation(spec),
+        ));
         for (caller, key, expected) in expectations {
             if caller == "another organisation" && spec.path.starts_with("/v1/webhook-channel") {
                 // Its own (single) channel starts out unconfigured for every call.
@@ -399,7 +444,10 @@ async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<
                 ));
             }
             if !status.is_success() && !answer.is_null() {
-                anyhow::ensure!(answer["type"].is_string(), "{path}: not a problem document: {answer}");
+                anyhow::ensure!(
+                    answer["type"].is_string(),
+                    "{path}: not a problem document: {answer}"
+                );
             }
             if caller == "another organisation" {
                 let text = answer.to_string();
@@ -423,6 +471,56 @@ async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<
         failures.join("\n")
     );
     assert!(checked >= specs.len() * 8);
+
+    // A delegated administrator can hand out only what it holds itself.
+    let delegator = store
+        .create_role(
+            org,
+            "Delegator",
+            &[
+                Permission::RolesWrite,
+                Permission::ApiKeysManage,
+                Permission::CampaignsRead,
+            ]
+            .into_iter()
+            .collect(),
+        )
+        .await?;
+    let delegator_key = store
+        .create_api_key(org, "delegator", &delegator.id)
+        .await?
+        .secret;
+    let as_delegator = |method: Method, path: &'static str, body: Value| {
+        system.call_as(Some(&delegator_key), method, path, Some(body))
+    };
+    let (status, _) = as_delegator(
+        Method::POST,
+        "/v1/roles",
+        json!({ "name": "Runner", "permissions": ["campaigns:read", "campaigns:run"] }),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = as_delegator(
+        Method::POST,
+        "/v1/api-keys",
+        json!({ "name": "escalate", "role_id": pidgr_store::SUPER_ADMIN }),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, reader) = as_delegator(
+        Method::POST,
+        "/v1/roles",
+        json!({ "name": "Campaign reader", "permissions": ["campaigns:read"] }),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{reader}");
+    let (status, _) = as_delegator(
+        Method::POST,
+        "/v1/api-keys",
+        json!({ "name": "reader", "role_id": reader["id"] }),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED);
     system.shutdown().await;
     Ok(())
 }
@@ -450,32 +548,156 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
         has_required,
     };
     let writers = vec![
-        w(Method::POST, "/v1/roles".into(), json!({ "name": "R", "permissions": [] }), "name", true),
-        w(Method::PATCH, format!("/v1/roles/{}", fx.role), json!({ "name": "R2" }), "name", false),
-        w(Method::POST, "/v1/api-keys".into(), json!({ "name": "k", "role_id": "member" }), "name", true),
-        w(Method::POST, "/v1/members".into(), json!({ "external_id": "zed", "email": "z@acme.test", "display_name": "Zed" }), "external_id", true),
-        w(Method::PATCH, format!("/v1/members/{}", fx.member), json!({ "display_name": "Ann B" }), "display_name", false),
-        w(Method::POST, format!("/v1/members/{}/devices", fx.member), json!({ "platform": "fcm", "token": "t-1" }), "token", true),
-        w(Method::POST, "/v1/teams".into(), json!({ "name": "New team" }), "name", true),
-        w(Method::PATCH, format!("/v1/teams/{}", fx.team), json!({ "name": "Ops 2" }), "name", true),
-        w(Method::POST, "/v1/groups".into(), json!({ "name": "New group" }), "name", true),
-        w(Method::PATCH, format!("/v1/groups/{}", fx.group), json!({ "name": "All 2" }), "name", true),
-        w(Method::POST, "/v1/templates".into(), json!({ "name": "T2", "title": "Hi", "body": "B" }), "title", true),
-        w(Method::POST, format!("/v1/templates/{}/versions", fx.template), json!({ "title": "Hi", "body": "B" }), "title", true),
-        w(Method::POST, format!("/v1/templates/{}/versions/1/preview", fx.template), json!({ "member_id": fx.member }), "member_id", false),
-        w(Method::POST, "/v1/workflow-definitions".into(), json!({ "name": "D2", "definition": notify_then_wait() }), "name", true),
-        w(Method::POST, format!("/v1/workflow-definitions/{}/versions", fx.definition), json!({ "definition": notify_then_wait() }), "definition", true),
-        w(Method::POST, "/v1/workflow-definitions/validate".into(), json!({ "definition": notify_then_wait() }), "definition", true),
-        w(Method::POST, "/v1/campaigns".into(), json!({ "name": "C", "title": "T", "template_id": fx.template, "audience": { "teams": [fx.team] }, "definition": notify_then_wait() }), "name", true),
-        w(Method::POST, format!("/v1/deliveries/{}/read", fx.delivery), json!({ "source": "inbox" }), "source", false),
-        w(Method::POST, format!("/v1/deliveries/{}/ack", fx.delivery), json!({ "source": "inbox" }), "source", false),
-        w(Method::PUT, "/v1/webhook-channel".into(), json!({ "url": "https://hooks.example.com/x" }), "url", true),
+        w(
+            Method::POST,
+            "/v1/roles".into(),
+            json!({ "name": "R", "permissions": [] }),
+            "name",
+            true,
+        ),
+        w(
+            Method::PATCH,
+            format!("/v1/roles/{}", fx.role),
+            json!({ "name": "R2" }),
+            "name",
+            false,
+        ),
+        w(
+            Method::POST,
+            "/v1/api-keys".into(),
+            json!({ "name": "k", "role_id": "member" }),
+            "name",
+            true,
+        ),
+        w(
+            Method::POST,
+            "/v1/members".into(),
+            json!({ "external_id": "zed", "email": "z@acme.test", "display_name": "Zed" }),
+            "external_id",
+            true,
+        ),
+        w(
+            Method::PATCH,
+            format!("/v1/members/{}", fx.member),
+            json!({ "display_name": "Ann B" }),
+            "display_name",
+            false,
+        ),
+        w(
+            Method::POST,
+            format!("/v1/members/{}/devices", fx.member),
+            json!({ "platform": "fcm", "token": "t-1" }),
+            "token",
+            true,
+        ),
+        w(
+            Method::POST,
+            "/v1/teams".into(),
+            json!({ "name": "New team" }),
+            "name",
+            true,
+        ),
+        w(
+            Method::PATCH,
+            format!("/v1/teams/{}", fx.team),
+            json!({ "name": "Ops 2" }),
+            "name",
+            true,
+        ),
+        w(
+            Method::POST,
+            "/v1/groups".into(),
+            json!({ "name": "New group" }),
+            "name",
+            true,
+        ),
+        w(
+            Method::PATCH,
+            format!("/v1/groups/{}", fx.group),
+            json!({ "name": "All 2" }),
+            "name",
+            true,
+        ),
+        w(
+            Method::POST,
+            "/v1/templates".into(),
+            json!({ "name": "T2", "title": "Hi", "body": "B" }),
+            "title",
+            true,
+        ),
+        w(
+            Method::POST,
+            format!("/v1/templates/{}/versions", fx.template),
+            json!({ "title": "Hi", "body": "B" }),
+            "title",
+            true,
+        ),
+        w(
+            Method::POST,
+            format!("/v1/templates/{}/versions/1/preview", fx.template),
+            json!({ "member_id": fx.member }),
+            "member_id",
+            false,
+        ),
+        w(
+            Method::POST,
+            "/v1/workflow-definitions".into(),
+            json!({ "name": "D2", "definition": notify_then_wait() }),
+            "name",
+            true,
+        ),
+        w(
+            Method::POST,
+            format!("/v1/workflow-definitions/{}/versions", fx.definition),
+            json!({ "definition": notify_then_wait() }),
+            "definition",
+            true,
+        ),
+        w(
+            Method::POST,
+            "/v1/workflow-definitions/validate".into(),
+            json!({ "definition": notify_then_wait() }),
+            "definition",
+            true,
+        ),
+        w(
+            Method::POST,
+            "/v1/campaigns".into(),
+            json!({ "name": "C", "title": "T", "template_id": fx.template, "audience": { "teams": [fx.team] }, "definition": notify_then_wait() }),
+            "name",
+            true,
+        ),
+        w(
+            Method::POST,
+            format!("/v1/deliveries/{}/read", fx.delivery),
+            json!({ "source": "inbox" }),
+            "source",
+            false,
+        ),
+        w(
+            Method::POST,
+            format!("/v1/deliveries/{}/ack", fx.delivery),
+            json!({ "source": "inbox" }),
+            "source",
+            false,
+        ),
+        w(
+            Method::PUT,
+            "/v1/webhook-channel".into(),
+            json!({ "url": "https://hooks.example.com/x" }),
+            "url",
+            true,
+        ),
     ];
     // Every route that reads a body is in the list above.
     let listed: Vec<(Method, &str)> = pidgr_api::specs()
         .into_iter()
         .filter(|s| matches!(s.method, Method::POST | Method::PUT | Method::PATCH))
-        .filter(|s| !s.path.ends_with("/start") && !s.path.ends_with("/cancel") && !s.path.ends_with("/rotate-secret"))
+        .filter(|s| {
+            !s.path.ends_with("/start")
+                && !s.path.ends_with("/cancel")
+                && !s.path.ends_with("/rotate-secret")
+        })
         .filter(|s| !(s.method == Method::PUT && s.path.ends_with("/members/{member_id}")))
         .map(|s| (s.method, s.path))
         .collect();
@@ -484,7 +706,10 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
     // The fixture campaign writes its log until it waits; after that only requests write.
     until("the fixture campaign to log its wait", || async {
         let activity = system.activity(&fx.campaign).await?;
-        Ok(activity.iter().any(|e| e["step_id"] == "wait").then_some(()))
+        Ok(activity
+            .iter()
+            .any(|e| e["step_id"] == "wait")
+            .then_some(()))
     })
     .await?;
     let before = pidgr_store::testing::row_counts(&system.store).await?;
@@ -492,30 +717,57 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
     let mut failures = Vec::new();
     for writer in &writers {
         let mut cases: Vec<(&str, Vec<u8>, StatusCode)> = vec![
-            ("malformed JSON", b"{\"name\": ".to_vec(), StatusCode::BAD_REQUEST),
-            ("oversize body", vec![b' '; 300 * 1024], StatusCode::PAYLOAD_TOO_LARGE),
+            (
+                "malformed JSON",
+                b"{\"name\": ".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "oversize body",
+                vec![b' '; 300 * 1024],
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
         ];
         let mut unknown = writer.body.clone();
         unknown["unexpected"] = json!(1);
-        cases.push(("unknown field", unknown.to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY));
+        cases.push((
+            "unknown field",
+            unknown.to_string().into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ));
         // The validate route checks any JSON as a definition and answers `valid: false`.
         if !writer.path.ends_with("/validate") {
             let mut wrong_type = writer.body.clone();
             wrong_type[writer.text_field] = json!(12345);
-            cases.push(("wrong type", wrong_type.to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY));
+            cases.push((
+                "wrong type",
+                wrong_type.to_string().into_bytes(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ));
         }
         if writer.text_field != "definition" {
             let mut over_long = writer.body.clone();
             over_long[writer.text_field] = json!(long);
-            cases.push(("over-long string", over_long.to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY));
+            cases.push((
+                "over-long string",
+                over_long.to_string().into_bytes(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ));
         }
         if writer.has_required {
-            cases.push(("missing fields", b"{}".to_vec(), StatusCode::UNPROCESSABLE_ENTITY));
+            cases.push((
+                "missing fields",
+                b"{}".to_vec(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ));
         }
         for (case, body, expected) in cases {
             let response = system
                 .http
-                .request(writer.method.clone(), format!("{}{}", system.api, writer.path))
+                .request(
+                    writer.method.clone(),
+                    format!("{}{}", system.api, writer.path),
+                )
                 .bearer_auth(&system.key)
                 .header("content-type", "application/json")
                 .header("idempotency-key", uuid::Uuid::new_v4().to_string())
@@ -526,7 +778,8 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
             let content_type = response.headers().get("content-type").cloned();
             let problem: Value = response.json().await.unwrap_or(Value::Null);
             if status.as_u16() != expected.as_u16()
-                || content_type.as_ref().and_then(|v| v.to_str().ok()) != Some("application/problem+json")
+                || content_type.as_ref().and_then(|v| v.to_str().ok())
+                    != Some("application/problem+json")
             {
                 failures.push(format!(
                     "{} {} with {case}: expected {expected} problem, got {status} {content_type:?} {problem}",
@@ -558,7 +811,8 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_inbox() -> Result<()> {
+async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_inbox() -> Result<()>
+{
     let system = System::start(Options::default()).await?;
     // The organisation and its first key come from the CLI, as an operator would make them.
     let output = tokio::process::Command::new(crate::harness::pidgr_binary()?)
@@ -566,7 +820,11 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
         .env("DATABASE_URL", &system.config.database_url)
         .output()
         .await?;
-    anyhow::ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let super_admin = String::from_utf8(output.stdout)?.trim().to_owned();
     let as_key = |key: String| {
         let system = &system;
@@ -577,7 +835,10 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
     };
     let root = as_key(super_admin.clone());
     let (status, org) = root(Method::GET, "/v1/organisation".into(), None).await?;
-    assert_eq!((status, org["name"].as_str()), (StatusCode::OK, Some("Acme Corp")));
+    assert_eq!(
+        (status, org["name"].as_str()),
+        (StatusCode::OK, Some("Acme Corp"))
+    );
 
     // An Admin key for the admin work, a Member-role key for the mobile backend... which
     // needs deliveries:write, so it gets a custom role holding just that.
@@ -609,21 +870,40 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
         let (status, member) = admin(
             Method::POST,
             "/v1/members".into(),
-            Some(json!({ "external_id": external, "email": format!("{external}@acme.test"),
+            Some(
+                json!({ "external_id": external, "email": format!("{external}@acme.test"),
                          "display_name": format!("Person {external}"),
-                         "attributes": { "department": department } })),
+                         "attributes": { "department": department } }),
+            ),
         )
         .await?;
         assert_eq!(status, StatusCode::CREATED, "{member}");
         members.insert(external, member["id"].as_str().unwrap().to_owned());
     }
-    let (_, team) = admin(Method::POST, "/v1/teams".into(), Some(json!({ "name": "Operations" }))).await?;
-    let (_, group) = admin(Method::POST, "/v1/groups".into(), Some(json!({ "name": "Fire wardens" }))).await?;
-    for (set, kind, who) in [(&team, "teams", ["e-1", "e-2"]), (&group, "groups", ["e-2", "e-3"])] {
+    let (_, team) = admin(
+        Method::POST,
+        "/v1/teams".into(),
+        Some(json!({ "name": "Operations" })),
+    )
+    .await?;
+    let (_, group) = admin(
+        Method::POST,
+        "/v1/groups".into(),
+        Some(json!({ "name": "Fire wardens" })),
+    )
+    .await?;
+    for (set, kind, who) in [
+        (&team, "teams", ["e-1", "e-2"]),
+        (&group, "groups", ["e-2", "e-3"]),
+    ] {
         for external in who {
             let (status, _) = admin(
                 Method::PUT,
-                format!("/v1/{kind}/{}/members/{}", set["id"].as_str().unwrap(), members[external]),
+                format!(
+                    "/v1/{kind}/{}/members/{}",
+                    set["id"].as_str().unwrap(),
+                    members[external]
+                ),
                 None,
             )
             .await?;
@@ -633,12 +913,17 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
     let (status, template) = admin(
         Method::POST,
         "/v1/templates".into(),
-        Some(json!({ "name": "Evacuation drill", "title": "Drill for {{department}}",
-                     "body": "Hello {{name}}, meet at **{{place}}**.<script>alert(1)</script>" })),
+        Some(
+            json!({ "name": "Evacuation drill", "title": "Drill for {{department}}",
+                     "body": "Hello {{name}}, meet at **{{place}}**.<script>alert(1)</script>" }),
+        ),
     )
     .await?;
     assert_eq!(status, StatusCode::CREATED, "{template}");
-    assert_eq!(template["latest"]["variables"], json!(["department", "name", "place"]));
+    assert_eq!(
+        template["latest"]["variables"],
+        json!(["department", "name", "place"])
+    );
     let template_id = template["id"].as_str().unwrap().to_owned();
     let (status, v2) = admin(
         Method::POST,
@@ -646,7 +931,30 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
         Some(json!({ "title": "CHANGED", "body": "Version two" })),
     )
     .await?;
-    assert_eq!((status, v2["version"].as_i64()), (StatusCode::CREATED, Some(2)));
+    assert_eq!(
+        (status, v2["version"].as_i64()),
+        (StatusCode::CREATED, Some(2))
+    );
+
+    // A variable some recipients cannot resolve is refused, naming it and counting them.
+    let (status, problem) = admin(
+        Method::POST,
+        "/v1/campaigns".into(),
+        Some(json!({
+            "name": "Drill Q4", "title": "Evacuation drill", "template_id": template_id,
+            "template_version": 1,
+            "audience": { "teams": [team["id"]], "groups": [group["id"]],
+                          "members": [{ "member_id": members["e-1"], "variables": { "place": "the roof" } }] },
+            "definition": notify_then_wait(),
+        })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let message = problem["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("{{place}}") && message.contains("2 of 3 recipients"),
+        "{problem}"
+    );
 
     let definition = json!({
         "version": 1,
@@ -656,47 +964,108 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
             { "id": "wait", "type": "DEADLINE_CHECK", "config": { "duration": "1h" }, "transitions": {} }
         ]
     });
-    let (status, campaign) = admin(
-        Method::POST,
-        "/v1/campaigns".into(),
-        Some(json!({
-            "name": "Drill Q4", "title": "Evacuation drill",
-            "template_id": template_id, "template_version": 1,
-            "audience": { "teams": [team["id"]], "groups": [group["id"]],
-                          "members": [{ "member_id": members["e-1"], "variables": { "place": "the roof" } }] },
-            "definition": definition,
-        })),
+    let create = json!({
+        "name": "Drill Q4", "title": "Evacuation drill",
+        "template_id": template_id, "template_version": 1,
+        "audience": { "teams": [team["id"]], "groups": [group["id"]],
+                      "members": [{ "member_id": members["e-1"], "variables": { "place": "the roof" } }] },
+        "definition": definition,
+    });
+    // Creating with an Idempotency-Key: a retry answers the first campaign; reusing the key
+    // for another request is refused.
+    let idempotent = |body: &Value| {
+        system
+            .http
+            .post(format!("{}/v1/campaigns", system.api))
+            .bearer_auth(admin_key["secret"].as_str().unwrap())
+            .header("idempotency-key", "drill-q4")
+            .json(body)
+    };
+    let first = idempotent(&create).send().await?;
+    assert_eq!(first.status().as_u16(), 201);
+    let campaign: Value = first.json().await?;
+    let retry = idempotent(&create).send().await?;
+    assert_eq!(retry.status().as_u16(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.json::<Value>().await?["id"], campaign["id"]);
+    let mut changed = create.clone();
+    changed["name"] = json!("Another");
+    assert_eq!(idempotent(&changed).send().await?.status().as_u16(), 422);
+    let (_, listed) = admin(Method::GET, "/v1/campaigns".into(), None).await?;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "one campaign: {listed}"
+    );
+    assert_eq!(
+        (
+            campaign["recipients"].as_u64(),
+            campaign["template_version"].as_i64()
+        ),
+        (Some(3), Some(1))
+    );
+    let campaign_id = campaign["id"].as_str().unwrap().to_owned();
+    let (_, preview) = admin(
+        Method::GET,
+        format!("/v1/campaigns/{campaign_id}/preview"),
+        None,
     )
     .await?;
-    assert_eq!(status, StatusCode::CREATED, "{campaign}");
-    assert_eq!((campaign["recipients"].as_u64(), campaign["template_version"].as_i64()), (Some(3), Some(1)));
-    let campaign_id = campaign["id"].as_str().unwrap().to_owned();
-    let (_, preview) = admin(Method::GET, format!("/v1/campaigns/{campaign_id}/preview"), None).await?;
     assert_eq!(preview["recipients"], 3, "{preview}");
 
-    let (status, started) = admin(Method::POST, format!("/v1/campaigns/{campaign_id}/start"), None).await?;
+    let (status, started) = admin(
+        Method::POST,
+        format!("/v1/campaigns/{campaign_id}/start"),
+        None,
+    )
+    .await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     // Starting again changes nothing.
-    let (status, _) = admin(Method::POST, format!("/v1/campaigns/{campaign_id}/start"), None).await?;
+    let (status, _) = admin(
+        Method::POST,
+        format!("/v1/campaigns/{campaign_id}/start"),
+        None,
+    )
+    .await?;
     assert_eq!(status, StatusCode::OK);
 
     // The mobile backend: inbox, READ, ACK for each member.
     for (external, member_id) in &members {
-        let (status, inbox) = mobile(Method::GET, format!("/v1/members/{member_id}/inbox"), None).await?;
+        let (status, inbox) =
+            mobile(Method::GET, format!("/v1/members/{member_id}/inbox"), None).await?;
         assert_eq!(status, StatusCode::OK, "{inbox}");
         let item = &inbox["items"][0];
         assert_eq!(item["campaign"]["id"], campaign_id.as_str());
         assert_eq!(item["pending"], true);
         let department = if *external == "e-3" { "Sales" } else { "Ops" };
-        assert_eq!(item["message"]["title"], format!("Drill for {department}"), "pinned to version 1");
-        let place = if *external == "e-1" { "the roof" } else { "the car park" };
+        assert_eq!(
+            item["message"]["title"],
+            format!("Drill for {department}"),
+            "pinned to version 1"
+        );
+        let place = if *external == "e-1" {
+            "the roof"
+        } else {
+            "the car park"
+        };
         let html = item["message"]["body_html"].as_str().unwrap();
-        assert!(html.contains(&format!("<strong>{place}</strong>")), "{html}");
+        assert!(
+            html.contains(&format!("<strong>{place}</strong>")),
+            "{html}"
+        );
         assert!(!html.contains("<script"), "{html}");
         let code = item["delivery"]["deeplink_code"].as_str().unwrap();
-        assert!(item["deeplink_url"].as_str().unwrap().ends_with(&format!("/c/{code}")));
+        assert!(
+            item["deeplink_url"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/c/{code}"))
+        );
         let (status, resolved) = mobile(Method::GET, format!("/c/{code}"), None).await?;
-        assert_eq!((status, &resolved["delivery"]["id"]), (StatusCode::OK, &item["delivery"]["id"]));
+        assert_eq!(
+            (status, &resolved["delivery"]["id"]),
+            (StatusCode::OK, &item["delivery"]["id"])
+        );
         let delivery = item["delivery"]["id"].as_str().unwrap();
         for action in ["read", "ack", "ack"] {
             let (status, answer) = mobile(
@@ -709,17 +1078,43 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
         }
     }
     let done = until("the campaign to complete", || async {
-        let (_, campaign) = admin(Method::GET, format!("/v1/campaigns/{campaign_id}"), None).await?;
+        let (_, campaign) =
+            admin(Method::GET, format!("/v1/campaigns/{campaign_id}"), None).await?;
         Ok((campaign["status"] == "COMPLETED").then_some(campaign))
     })
     .await?;
     assert_eq!(done["counts"]["acknowledged"], 3);
-    let (_, inbox) = mobile(Method::GET, format!("/v1/members/{}/inbox", members["e-2"]), None).await?;
+    let (_, inbox) = mobile(
+        Method::GET,
+        format!("/v1/members/{}/inbox", members["e-2"]),
+        None,
+    )
+    .await?;
     let item = &inbox["items"][0];
     assert_eq!(
         (&item["delivery"]["status"], &item["pending"]),
         (&json!("ACKNOWLEDGED"), &json!(false))
     );
+    // The webhook channel's secret is shown when generated and on rotation, never on reads.
+    let (status, channel) = admin(
+        Method::PUT,
+        "/v1/webhook-channel".into(),
+        Some(json!({ "url": "https://hooks.acme.test/pidgr", "timeout_ms": 3000 })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{channel}");
+    let secret = channel["secret"].as_str().context("secret")?.to_owned();
+    let (_, read) = admin(Method::GET, "/v1/webhook-channel".into(), None).await?;
+    assert!(read.get("secret").is_none() && !read.to_string().contains(&secret));
+    assert_eq!(read["timeout_ms"], 3000);
+    let (_, rotated) = admin(
+        Method::POST,
+        "/v1/webhook-channel/rotate-secret".into(),
+        None,
+    )
+    .await?;
+    assert_ne!(rotated["secret"].as_str(), Some(secret.as_str()));
+
     // The mobile key can do its job and nothing else.
     let (status, _) = mobile(Method::GET, "/v1/campaigns".into(), None).await?;
     assert_eq!(status, StatusCode::FORBIDDEN);
