@@ -19,6 +19,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("the request is not valid: {0}")]
     BadRequest(String),
+    #[error("this route does not take the method {0}")]
+    MethodNotAllowed(String),
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     /// Input that parsed but broke the rules: every problem, each with its JSON pointer.
@@ -38,6 +40,11 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
             ApiError::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -131,7 +138,10 @@ impl IntoResponse for ApiError {
 /// axum's own rejections (a path segment that is not a number, a bad query string, a method
 /// the route does not have) answer in plain text; this turns them into problem documents too,
 /// so every error a client sees has the same shape.
-pub(crate) async fn plain_errors_as_problems(response: Response) -> Response {
+pub(crate) async fn plain_errors_as_problems(
+    method: axum::http::Method,
+    response: Response,
+) -> Response {
     let status = response.status();
     let is_problem = response
         .headers()
@@ -155,13 +165,7 @@ pub(crate) async fn plain_errors_as_problems(response: Response) -> Response {
     let error = match status {
         StatusCode::NOT_FOUND => ApiError::NotFound("route"),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(crate::input::MAX_BODY_BYTES),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let mut response =
-                ApiError::BadRequest(format!("{detail}: this route does not take that method"))
-                    .into_response();
-            *response.status_mut() = status;
-            return response;
-        }
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(method.to_string()),
         s if s.is_server_error() => ApiError::Internal(detail),
         _ => ApiError::BadRequest(detail),
     };

@@ -57,7 +57,7 @@ pub async fn configure(
     }
     let (channel, secret) = state
         .store
-        .configure_webhook_channel(&caller.org_id, &url.normalized(), timeout_ms)
+        .configure_webhook_channel(&caller.org_id, &url.original, timeout_ms)
         .await?;
     let mut body = json!(channel);
     Ok(match secret {
