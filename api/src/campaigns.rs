@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use pidgr_store::{
     ActivityKind, Audience, AudienceMember, Campaign, CampaignStatus, Delivery, DeliveryCounts,
-    NewActivity, NewCampaign, Recipient, StoreError,
+    NewActivity, NewCampaign, Recipient, ResolvedAudience, StoreError,
 };
 use pidgr_workflows::contract::CampaignRef;
 use pidgr_workflows::definition::{Definition, Problem};
@@ -278,13 +278,7 @@ async fn resolve_for_start(
     state: &AppState,
     campaign: &Campaign,
 ) -> Result<Vec<Recipient>, ApiError> {
-    let audience: Audience = serde_json::from_value(campaign.audience.clone()).map_err(|e| {
-        ApiError::Internal(format!("stored audience of campaign {}: {e}", campaign.id))
-    })?;
-    let resolved = state
-        .store
-        .resolve_audience(&campaign.org_id, &audience)
-        .await?;
+    let resolved = resolve_stored_audience(state, campaign).await?;
     if let Some(missing) = resolved.missing.first() {
         return Err(ApiError::Conflict(format!(
             "the audience names the {} {:?}, which no longer exists; create a new campaign",
@@ -315,6 +309,20 @@ async fn resolve_for_start(
     Ok(resolved.recipients)
 }
 
+/// The audience a draft was created with, resolved against the directory as it is now.
+async fn resolve_stored_audience(
+    state: &AppState,
+    campaign: &Campaign,
+) -> Result<ResolvedAudience, ApiError> {
+    let audience: Audience = serde_json::from_value(campaign.audience.clone()).map_err(|e| {
+        ApiError::Internal(format!("stored audience of campaign {}: {e}", campaign.id))
+    })?;
+    Ok(state
+        .store
+        .resolve_audience(&campaign.org_id, &audience)
+        .await?)
+}
+
 fn stored_definition(campaign: &Campaign) -> Result<Definition, ApiError> {
     serde_json::from_str(&campaign.definition).map_err(|e| {
         ApiError::Internal(format!(
@@ -331,11 +339,7 @@ pub async fn preview(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let campaign = state
-        .store
-        .get_campaign(&caller.org_id, &id)
-        .await
-        .or_not_found("campaign")?;
+    let campaign = campaign_of(&state, &caller, &id).await?;
     let definition = stored_definition(&campaign)?;
     let step_variables = message::notification_variables(&definition);
     let render = |reader: &Reader| {
@@ -348,12 +352,7 @@ pub async fn preview(
         )
     };
     let (recipients, sample) = if campaign.status == CampaignStatus::Created {
-        let audience: Audience = serde_json::from_value(campaign.audience.clone())
-            .map_err(|e| ApiError::Internal(format!("stored audience of campaign {id}: {e}")))?;
-        let resolved = state
-            .store
-            .resolve_audience(&caller.org_id, &audience)
-            .await?;
+        let resolved = resolve_stored_audience(&state, &campaign).await?;
         let sample = resolved.recipients.first().map(|r| {
             json!({ "member_id": r.member_id, "user_id": r.user_id, "message": render(&Reader::of_recipient(r)) })
         });
@@ -377,11 +376,7 @@ pub async fn read(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let campaign = state
-        .store
-        .get_campaign(&caller.org_id, &id)
-        .await
-        .or_not_found("campaign")?;
+    let campaign = campaign_of(&state, &caller, &id).await?;
     let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
     Ok(Json(campaign_view(&campaign, Some(counts))))
 }
@@ -394,11 +389,7 @@ pub async fn start(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let workflow_id = workflow_id(&id);
-    let draft = state
-        .store
-        .get_campaign(&caller.org_id, &id)
-        .await
-        .or_not_found("campaign")?;
+    let draft = campaign_of(&state, &caller, &id).await?;
     // Only a draft's audience is resolved; a started campaign already has its deliveries.
     let recipients = match draft.status {
         CampaignStatus::Created => resolve_for_start(&state, &draft).await?,
@@ -458,11 +449,7 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let before = state
-        .store
-        .get_campaign(&caller.org_id, &id)
-        .await
-        .or_not_found("campaign")?;
+    let before = campaign_of(&state, &caller, &id).await?;
     let campaign = state.store.cancel_campaign(&caller.org_id, &id).await?;
     if before.status != CampaignStatus::Cancelled {
         state
@@ -497,6 +484,15 @@ pub async fn cancel(
     Ok(Json(campaign_view(&campaign, Some(counts))))
 }
 
+/// The caller's campaign `id`, or a 404.
+async fn campaign_of(state: &AppState, caller: &Caller, id: &str) -> Result<Campaign, ApiError> {
+    state
+        .store
+        .get_campaign(&caller.org_id, id)
+        .await
+        .or_not_found("campaign")
+}
+
 /// A delivery with its position in the audience (the list's cursor).
 #[derive(Serialize)]
 struct Positioned {
@@ -511,11 +507,7 @@ pub async fn deliveries(
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    state
-        .store
-        .get_campaign(&caller.org_id, &id)
-        .await
-        .or_not_found("campaign")?;
+    campaign_of(&state, &caller, &id).await?;
     let rows = state
         .store
         .list_deliveries(&caller.org_id, &id, page.after_number()?, page.limit())
@@ -533,11 +525,7 @@ pub async fn activity(
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    state
-        .store
-        .get_campaign(&caller.org_id, &id)
-        .await
-        .or_not_found("campaign")?;
+    campaign_of(&state, &caller, &id).await?;
     let entries = state
         .store
         .list_activity(&caller.org_id, &id, page.after_number()?, page.limit())

@@ -12,13 +12,6 @@ use crate::error::OrNotFound;
 use crate::input::{Body, Name, Page};
 use crate::{ApiError, AppState, Caller};
 
-fn noun(kind: SetKind) -> &'static str {
-    match kind {
-        SetKind::Team => "team",
-        SetKind::Group => "group",
-    }
-}
-
 pub async fn list(
     State(state): State<AppState>,
     Extension(kind): Extension<SetKind>,
@@ -62,7 +55,7 @@ pub async fn read(
             .store
             .get_set(&caller.org_id, kind, &set_id)
             .await
-            .or_not_found(noun(kind))?,
+            .or_not_found(kind.noun())?,
     ))
 }
 
@@ -78,7 +71,7 @@ pub async fn rename(
             .store
             .rename_set(&caller.org_id, kind, &set_id, update.name.as_str())
             .await
-            .or_not_found(noun(kind))?,
+            .or_not_found(kind.noun())?,
     ))
 }
 
@@ -92,7 +85,7 @@ pub async fn remove(
         .store
         .delete_set(&caller.org_id, kind, &set_id)
         .await
-        .or_not_found(noun(kind))?;
+        .or_not_found(kind.noun())?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -107,7 +100,7 @@ pub async fn list_members(
         .store
         .list_set_members(&caller.org_id, kind, &set_id, page.after(), page.limit())
         .await
-        .or_not_found(noun(kind))?;
+        .or_not_found(kind.noun())?;
     Ok(page.respond(members, |m| m.id.clone()))
 }
 

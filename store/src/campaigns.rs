@@ -182,16 +182,15 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<Campaign>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE org_id = $1 AND id > $2
-             ORDER BY id LIMIT $3"
-        )))
-        .bind(org_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(campaign).collect()
+        self.page_by_id(
+            "campaigns",
+            CAMPAIGN_COLUMNS,
+            org_id,
+            after,
+            limit,
+            campaign,
+        )
+        .await
     }
 
     /// How many campaigns the organisation has, in any status.
@@ -206,15 +205,8 @@ impl Store {
     }
 
     pub async fn get_campaign(&self, org_id: &str, campaign_id: &str) -> Result<Campaign> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1 AND org_id = $2"
-        )))
-        .bind(campaign_id)
-        .bind(org_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        campaign(&row)
+        self.row_by_id("campaigns", CAMPAIGN_COLUMNS, org_id, campaign_id, campaign)
+            .await
     }
 
     /// Moves a draft to ACTIVE and writes one PENDING delivery per recipient (the resolved

@@ -167,6 +167,51 @@ impl Store {
         Ok(())
     }
 
+    /// One of the organisation's rows of `table` by id, decoded; [`StoreError::NotFound`] when
+    /// it has none with that id.
+    async fn row_by_id<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        org_id: &str,
+        id: &str,
+        decode: fn(&AnyRow) -> Result<T>,
+    ) -> Result<T> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM {table} WHERE org_id = $1 AND id = $2"
+        )))
+        .bind(org_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        decode(&row)
+    }
+
+    /// A page of the organisation's rows of `table`, by id, after the id `after` ("" for the
+    /// first page): UUID v7 ids sort by creation, so pages come oldest first.
+    async fn page_by_id<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        org_id: &str,
+        after: &str,
+        limit: i64,
+        decode: fn(&AnyRow) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM {table} WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        )))
+        .bind(org_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+    }
+
     /// Starts a write transaction. On SQLite it takes the write lock up front (`BEGIN
     /// IMMEDIATE`): a deferred transaction that reads first and writes later can fail with
     /// SQLITE_BUSY instead of waiting when another process wrote in between.

@@ -104,15 +104,8 @@ impl Store {
     }
 
     pub async fn get_member(&self, org_id: &str, member_id: &str) -> Result<Member> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 AND id = $2"
-        )))
-        .bind(org_id)
-        .bind(member_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        member(&row)
+        self.row_by_id("members", MEMBER_COLUMNS, org_id, member_id, member)
+            .await
     }
 
     pub async fn find_member_by_external_id(
@@ -134,17 +127,8 @@ impl Store {
 
     /// A page of the organisation's members by id.
     pub async fn list_members(&self, org_id: &str, after: &str, limit: i64) -> Result<Vec<Member>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        )))
-        .bind(org_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(member)
-        .collect()
+        self.page_by_id("members", MEMBER_COLUMNS, org_id, after, limit, member)
+            .await
     }
 
     pub async fn update_member(

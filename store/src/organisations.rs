@@ -172,29 +172,13 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<ApiKey>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        )))
-        .bind(org_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(api_key)
-        .collect()
+        self.page_by_id("api_keys", KEY_COLUMNS, org_id, after, limit, api_key)
+            .await
     }
 
     pub async fn get_api_key(&self, org_id: &str, key_id: &str) -> Result<ApiKey> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2"
-        )))
-        .bind(org_id)
-        .bind(key_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        api_key(&row)
+        self.row_by_id("api_keys", KEY_COLUMNS, org_id, key_id, api_key)
+            .await
     }
 
     /// Finds the live (not revoked) key whose secret this is, records that it was used, and

@@ -258,29 +258,13 @@ pub(crate) async fn insert_system_roles(
 impl Store {
     /// A page of the organisation's roles, system ones included, by id.
     pub async fn list_roles(&self, org_id: &str, after: &str, limit: i64) -> Result<Vec<Role>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ROLE_COLUMNS} FROM roles WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        )))
-        .bind(org_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(role)
-        .collect()
+        self.page_by_id("roles", ROLE_COLUMNS, org_id, after, limit, role)
+            .await
     }
 
     pub async fn get_role(&self, org_id: &str, role_id: &str) -> Result<Role> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ROLE_COLUMNS} FROM roles WHERE org_id = $1 AND id = $2"
-        )))
-        .bind(org_id)
-        .bind(role_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        role(&row)
+        self.row_by_id("roles", ROLE_COLUMNS, org_id, role_id, role)
+            .await
     }
 
     /// Creates a custom role. Names are unique within the organisation, system roles' included.
