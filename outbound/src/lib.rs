@@ -307,7 +307,7 @@ impl OutboundClient {
 
 /// The rustls configuration: the `ring` provider chosen explicitly (the build has no default
 /// provider), certificates checked by the platform verifier, HTTP/2 offered before HTTP/1.1.
-fn tls_config() -> Result<rustls::ClientConfig, OutboundError> {
+pub fn tls_config() -> Result<rustls::ClientConfig, OutboundError> {
     use rustls_platform_verifier::BuilderVerifierExt;
 
     let tls_error = |error: rustls::Error| {
