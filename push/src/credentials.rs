@@ -11,7 +11,7 @@ use ring::digest::{Context, SHA256};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RsaKeyPair};
 use rustls_pki_types::PrivatePkcs8KeyDer;
-use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CredentialError;
@@ -229,23 +229,21 @@ fn pkcs8_from_pem(
         field,
         reason: reason.to_owned(),
     };
-    match PrivatePkcs8KeyDer::from_pem_slice(text.as_bytes()) {
-        Ok(der) => Ok(der),
-        Err(pem::Error::NoItemsFound) if text.contains("-----BEGIN RSA PRIVATE KEY-----") => {
-            Err(invalid(
-                "it is a PKCS#1 RSA key; convert it to PKCS#8 (-----BEGIN PRIVATE KEY-----)",
-            ))
-        }
-        Err(pem::Error::NoItemsFound) if text.contains("-----BEGIN EC PRIVATE KEY-----") => {
-            Err(invalid(
-                "it is a SEC1 EC key; convert it to PKCS#8 (-----BEGIN PRIVATE KEY-----)",
-            ))
-        }
-        Err(pem::Error::NoItemsFound) => Err(invalid(
-            "no PEM section -----BEGIN PRIVATE KEY----- was found",
-        )),
-        Err(_) => Err(invalid("the PEM text is malformed")),
+    // Hints for the usual wrong formats first: a PEM parser stops at their (valid or not)
+    // sections with errors that would not say what to do.
+    if !text.contains("-----BEGIN PRIVATE KEY-----") {
+        return Err(invalid(if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
+            "it is a PKCS#1 RSA key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt`"
+        } else if text.contains("-----BEGIN EC PRIVATE KEY-----") {
+            "it is a SEC1 EC key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt`"
+        } else if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+            "it is encrypted; an unencrypted PKCS#8 key is needed"
+        } else {
+            "it is not an unencrypted PKCS#8 PEM key (a PEM section labelled PRIVATE KEY)"
+        }));
     }
+    PrivatePkcs8KeyDer::from_pem_slice(text.as_bytes())
+        .map_err(|_| invalid("the PEM text is malformed"))
 }
 
 /// ring's rejection reasons are fixed identifiers; say them as sentences.
@@ -255,6 +253,11 @@ fn key_rejection(expected: &str, rejected: ring::error::KeyRejected) -> String {
         "PublicKeyIsMissing" => format!(
             "the PKCS#8 structure does not include the public key, which is required; \
              expected {expected} with its public key, as Apple and OpenSSL write them"
+        ),
+        // ring also answers this for a P-256 key whose PKCS#8 omits the (optional) public key.
+        "InvalidEncoding" if expected.contains("P-256") => format!(
+            "it is not a valid PKCS#8 key; expected {expected}, which must include the public \
+             key as Apple's .p8 files and OpenSSL's keys do"
         ),
         "TooSmall" => format!("the key is too small; expected {expected}"),
         "TooLarge" => format!("the key is too large; expected {expected}"),
