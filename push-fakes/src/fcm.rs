@@ -319,10 +319,9 @@ impl State {
                     Some("QUOTA_EXCEEDED"),
                 );
                 if let Some(seconds) = retry_after {
-                    reply.headers_mut().insert(
-                        "retry-after",
-                        hyper::header::HeaderValue::from(seconds),
-                    );
+                    reply
+                        .headers_mut()
+                        .insert("retry-after", hyper::header::HeaderValue::from(seconds));
                 }
                 reply
             }
@@ -367,14 +366,17 @@ fn check_message(body: &Value, size: usize) -> Result<(), (&'static str, String)
         .get("message")
         .and_then(Value::as_object)
         .ok_or(("message", "The message is missing.".to_owned()))?;
-    if !message
+    if message
         .get("token")
         .and_then(Value::as_str)
-        .is_some_and(|token| !token.is_empty())
+        .is_none_or(str::is_empty)
     {
         return Err(("message.token", "The token is missing.".to_owned()));
     }
-    for (name, object) in [("message.notification", "notification"), ("message.data", "data")] {
+    for (name, object) in [
+        ("message.notification", "notification"),
+        ("message.data", "data"),
+    ] {
         if let Some(value) = message.get(object) {
             let all_strings = value
                 .as_object()

@@ -108,7 +108,10 @@ pub(crate) fn outcome(answer: &Answer, now: SystemTime) -> Result<Option<String>
         retry_after: answer.retry_after(now),
     };
     let failure = match reason_code.as_str() {
-        "BadDeviceToken" | "DeviceTokenNotForTopic" | "MissingDeviceToken" | "Unregistered"
+        "BadDeviceToken"
+        | "DeviceTokenNotForTopic"
+        | "MissingDeviceToken"
+        | "Unregistered"
         | "ExpiredToken" => Failure::Final(PushError::InvalidToken {
             reason: reason_code.clone(),
         }),

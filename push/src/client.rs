@@ -62,7 +62,10 @@ impl PushClient {
     /// Fails when an endpoint is not an `http(s)` URL or the TLS configuration cannot be built:
     /// better at start-up than at the first push. `max_attempts` below 1 is taken as 1, and
     /// `apns_token_lifetime` is clamped to 20..=60 minutes.
-    pub fn with_clock(mut settings: PushSettings, clock: Arc<dyn Clock>) -> Result<Self, PushError> {
+    pub fn with_clock(
+        mut settings: PushSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, PushError> {
         settings.max_attempts = settings.max_attempts.max(1);
         settings.apns_token_lifetime = settings
             .apns_token_lifetime
@@ -73,7 +76,8 @@ impl PushClient {
         let apns_sandbox = base_url("apns_sandbox_url", &endpoints.apns_sandbox_url)?;
         let fcm_token_url = http_url("fcm_token_url", &endpoints.fcm_token_url)?;
 
-        let tls = pidgr_outbound::tls_config().map_err(|error| PushError::Setup(error.to_string()))?;
+        let tls =
+            pidgr_outbound::tls_config().map_err(|error| PushError::Setup(error.to_string()))?;
         let builder = |tls: rustls::ClientConfig| {
             reqwest::Client::builder()
                 .tls_backend_preconfigured(tls)
@@ -87,7 +91,10 @@ impl PushClient {
             PushError::Setup(format!("the HTTP client could not be built: {error}"))
         };
         let fcm_http = builder(tls.clone()).build().map_err(setup)?;
-        let apns_http = builder(tls).http2_prior_knowledge().build().map_err(setup)?;
+        let apns_http = builder(tls)
+            .http2_prior_knowledge()
+            .build()
+            .map_err(setup)?;
 
         Ok(PushClient {
             inner: Arc::new(Inner {
@@ -149,14 +156,14 @@ impl PushClient {
                         .body(body.clone());
                     match inner.exchange(request).await {
                         Err(failure) => Err(failure),
-                        Ok(answer) => fcm::outcome(&answer, token, inner.now()).map_err(
-                            |failure| {
+                        Ok(answer) => {
+                            fcm::outcome(&answer, token, inner.now()).map_err(|failure| {
                                 if matches!(failure, Failure::AuthExpired(_)) {
                                     refused_access_token = Some(access_token);
                                 }
                                 failure
-                            },
-                        ),
+                            })
+                        }
                     }
                 }
             };
@@ -208,11 +215,10 @@ impl PushClient {
                 attempt = attempts.made,
                 "sending a push"
             );
-            let provider_token = inner.provider_tokens.get(
-                inner,
-                credentials,
-                refused_provider_token.take(),
-            )?;
+            let provider_token =
+                inner
+                    .provider_tokens
+                    .get(inner, credentials, refused_provider_token.take())?;
             let request = inner
                 .apns_http
                 .post(&url)
@@ -379,10 +385,7 @@ fn backoff(failed_attempts: u32) -> Duration {
 /// A transport error in words, without the URL (an APNs URL holds the device token).
 fn describe(error: reqwest::Error, timeout: Duration) -> String {
     if error.is_timeout() {
-        return format!(
-            "no answer within {} ms",
-            timeout.as_millis()
-        );
+        return format!("no answer within {} ms", timeout.as_millis());
     }
     let kind = if error.is_connect() {
         "could not connect"

@@ -232,15 +232,17 @@ fn pkcs8_from_pem(
     // Hints for the usual wrong formats first: a PEM parser stops at their (valid or not)
     // sections with errors that would not say what to do.
     if !text.contains("-----BEGIN PRIVATE KEY-----") {
-        return Err(invalid(if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
-            "it is a PKCS#1 RSA key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt`"
-        } else if text.contains("-----BEGIN EC PRIVATE KEY-----") {
-            "it is a SEC1 EC key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt`"
-        } else if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-            "it is encrypted; an unencrypted PKCS#8 key is needed"
-        } else {
-            "it is not an unencrypted PKCS#8 PEM key (a PEM section labelled PRIVATE KEY)"
-        }));
+        return Err(invalid(
+            if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
+                "it is a PKCS#1 RSA key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt`"
+            } else if text.contains("-----BEGIN EC PRIVATE KEY-----") {
+                "it is a SEC1 EC key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt`"
+            } else if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+                "it is encrypted; an unencrypted PKCS#8 key is needed"
+            } else {
+                "it is not an unencrypted PKCS#8 PEM key (a PEM section labelled PRIVATE KEY)"
+            },
+        ));
     }
     PrivatePkcs8KeyDer::from_pem_slice(text.as_bytes())
         .map_err(|_| invalid("the PEM text is malformed"))

@@ -53,8 +53,11 @@ const ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
 /// held up.
 #[derive(Default)]
 pub(crate) struct AccessTokens {
-    entries: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<Option<AccessToken>>>>>,
+    entries: Mutex<HashMap<[u8; 32], Slot>>,
 }
+
+/// One credentials' cached token; empty until the first exchange or after a 401.
+type Slot = Arc<tokio::sync::Mutex<Option<AccessToken>>>;
 
 #[derive(Clone)]
 struct AccessToken {
@@ -133,16 +136,19 @@ async fn exchange(
         ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
         ("assertion", assertion.as_str()),
     ]);
-    let answer = inner.exchange(request).await.map_err(|failure| match failure {
-        Failure::Transient {
-            reason,
-            retry_after,
-        } => Failure::Transient {
-            reason: format!("the token endpoint: {reason}"),
-            retry_after,
-        },
-        other => other,
-    })?;
+    let answer = inner
+        .exchange(request)
+        .await
+        .map_err(|failure| match failure {
+            Failure::Transient {
+                reason,
+                retry_after,
+            } => Failure::Transient {
+                reason: format!("the token endpoint: {reason}"),
+                retry_after,
+            },
+            other => other,
+        })?;
     if (200..300).contains(&answer.status) {
         let parsed: TokenAnswer = serde_json::from_slice(&answer.body).map_err(|_| {
             Failure::Final(PushError::Rejected {
@@ -172,7 +178,11 @@ async fn exchange(
     let reason = format!(
         "the token endpoint refused the service account {}: {} (HTTP {}){}",
         credentials.client_email,
-        if code.is_empty() { "no error code" } else { &code },
+        if code.is_empty() {
+            "no error code"
+        } else {
+            &code
+        },
         answer.status,
         excerpt_suffix(&description, None),
     );
@@ -296,9 +306,7 @@ pub(crate) fn excerpt_suffix(message: &str, token: Option<&str>) -> String {
         return String::new();
     }
     let message = match token {
-        Some(token) if !token.is_empty() => {
-            message.replace(token, &TokenTail(token).to_string())
-        }
+        Some(token) if !token.is_empty() => message.replace(token, &TokenTail(token).to_string()),
         _ => message.to_owned(),
     };
     let excerpt: String = message.chars().take(200).collect();
@@ -341,16 +349,36 @@ mod tests {
         let cases: &[(u16, &str, Option<&str>, &str)] = &[
             (404, "NOT_FOUND", Some("UNREGISTERED"), "token"),
             (400, "INVALID_ARGUMENT", Some("INVALID_ARGUMENT"), "token"),
-            (403, "PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"), "token"),
-            (429, "RESOURCE_EXHAUSTED", Some("QUOTA_EXCEEDED"), "transient"),
+            (
+                403,
+                "PERMISSION_DENIED",
+                Some("SENDER_ID_MISMATCH"),
+                "token",
+            ),
+            (
+                429,
+                "RESOURCE_EXHAUSTED",
+                Some("QUOTA_EXCEEDED"),
+                "transient",
+            ),
             (503, "UNAVAILABLE", Some("UNAVAILABLE"), "transient"),
             (500, "INTERNAL", Some("INTERNAL"), "transient"),
-            (401, "UNAUTHENTICATED", Some("THIRD_PARTY_AUTH_ERROR"), "rejected"),
+            (
+                401,
+                "UNAUTHENTICATED",
+                Some("THIRD_PARTY_AUTH_ERROR"),
+                "rejected",
+            ),
             (401, "UNAUTHENTICATED", None, "auth"),
             (400, "INVALID_ARGUMENT", None, "rejected"),
             (404, "NOT_FOUND", None, "rejected"),
             (403, "PERMISSION_DENIED", None, "rejected"),
-            (400, "FAILED_PRECONDITION", Some("UNSPECIFIED_ERROR"), "rejected"),
+            (
+                400,
+                "FAILED_PRECONDITION",
+                Some("UNSPECIFIED_ERROR"),
+                "rejected",
+            ),
             (502, "SOMETHING_NEW", None, "transient"),
         ];
         for (status, grpc, code, expected) in cases {

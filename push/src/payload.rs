@@ -77,11 +77,7 @@ fn fit(
 
 /// The payload for the longest prefix of `text` (plus "…") that fits, or `None` if not even
 /// "…" alone fits.
-fn longest_fitting(
-    text: &str,
-    limit: usize,
-    build: impl Fn(&str) -> Vec<u8>,
-) -> Option<Vec<u8>> {
+fn longest_fitting(text: &str, limit: usize, build: impl Fn(&str) -> Vec<u8>) -> Option<Vec<u8>> {
     // Every character takes at least one byte, so no more than `limit` of them can fit.
     let count = text.chars().take(limit + 1).count();
     let attempt = |kept: usize| build(&shortened(text, kept));
@@ -169,7 +165,12 @@ mod tests {
         let payload = apns_body(&notification(&title, "body")).unwrap();
         assert!(payload.len() <= MAX_PAYLOAD_BYTES);
         let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-        assert!(value["aps"]["alert"]["title"].as_str().unwrap().ends_with("T…"));
+        assert!(
+            value["aps"]["alert"]["title"]
+                .as_str()
+                .unwrap()
+                .ends_with("T…")
+        );
         assert_eq!(value["aps"]["alert"]["body"], "");
     }
 

@@ -22,7 +22,10 @@ fn assert_no_key_material(text: &str) {
         SEC1_P256,
         P256_WITHOUT_PUBLIC_KEY,
     ] {
-        for line in pem.lines().filter(|line| !line.starts_with('-') && !line.starts_with('#')) {
+        for line in pem
+            .lines()
+            .filter(|line| !line.starts_with('-') && !line.starts_with('#'))
+        {
             // Fragments too: 16 characters of base64 are not in any sentence by chance.
             for fragment in line.as_bytes().chunks(16).filter(|chunk| chunk.len() == 16) {
                 let fragment = std::str::from_utf8(fragment).unwrap();
@@ -34,9 +37,11 @@ fn assert_no_key_material(text: &str) {
 }
 
 fn service_account(edit: impl FnOnce(&mut Value)) -> String {
-    let mut value: Value =
-        serde_json::from_str(&test_service_account_json("a@b.iam.gserviceaccount.com", "proj"))
-            .unwrap();
+    let mut value: Value = serde_json::from_str(&test_service_account_json(
+        "a@b.iam.gserviceaccount.com",
+        "proj",
+    ))
+    .unwrap();
     edit(&mut value);
     value.to_string()
 }
@@ -49,8 +54,14 @@ fn fcm_error(json: &str) -> CredentialError {
 }
 
 fn apns_error(team: &str, key: &str, pem: &str) -> CredentialError {
-    let error = ApnsCredentials::new(team, key, "com.example.app", ApnsEnvironment::Production, pem)
-        .unwrap_err();
+    let error = ApnsCredentials::new(
+        team,
+        key,
+        "com.example.app",
+        ApnsEnvironment::Production,
+        pem,
+    )
+    .unwrap_err();
     assert_no_key_material(&error.to_string());
     assert_no_key_material(&format!("{error:?}"));
     error
@@ -58,8 +69,7 @@ fn apns_error(team: &str, key: &str, pem: &str) -> CredentialError {
 
 #[test]
 fn a_service_account_file_is_parsed_and_its_token_uri_ignored() {
-    let credentials =
-        FcmCredentials::from_service_account_json(&service_account(|_| {})).unwrap();
+    let credentials = FcmCredentials::from_service_account_json(&service_account(|_| {})).unwrap();
     assert_eq!(credentials.project_id, "proj");
     assert_eq!(credentials.client_email, "a@b.iam.gserviceaccount.com");
     assert_eq!(
@@ -70,8 +80,13 @@ fn a_service_account_file_is_parsed_and_its_token_uri_ignored() {
 
 #[test]
 fn text_that_is_not_json_is_refused() {
-    let error = fcm_error(&format!("{{\"private_key\": \"{TEST_SERVICE_ACCOUNT_KEY_PEM}"));
-    assert!(matches!(error, CredentialError::InvalidJson(_)), "{error:?}");
+    let error = fcm_error(&format!(
+        "{{\"private_key\": \"{TEST_SERVICE_ACCOUNT_KEY_PEM}"
+    ));
+    assert!(
+        matches!(error, CredentialError::InvalidJson(_)),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("not valid JSON"));
 }
 
@@ -90,12 +105,15 @@ fn missing_fields_are_named() {
         let error = fcm_error(&service_account(|v| {
             v.as_object_mut().unwrap().remove(field);
         }));
-        assert_eq!(error, CredentialError::MissingField(match field {
-            "project_id" => "project_id",
-            "client_email" => "client_email",
-            "private_key" => "private_key",
-            _ => "type",
-        }));
+        assert_eq!(
+            error,
+            CredentialError::MissingField(match field {
+                "project_id" => "project_id",
+                "client_email" => "client_email",
+                "private_key" => "private_key",
+                _ => "type",
+            })
+        );
         assert!(error.to_string().contains(field));
     }
 }
@@ -111,7 +129,8 @@ fn a_key_that_is_not_rsa_is_refused_with_a_clear_reason() {
 
 #[test]
 fn a_pkcs1_rsa_key_gets_a_hint_to_convert_it() {
-    let pkcs1 = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx\n-----END RSA PRIVATE KEY-----\n";
+    let pkcs1 =
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx\n-----END RSA PRIVATE KEY-----\n";
     let error = fcm_error(&service_account(|v| v["private_key"] = json!(pkcs1)));
     assert!(error.to_string().contains("PKCS#1"), "{error}");
 }
@@ -120,7 +139,10 @@ fn a_pkcs1_rsa_key_gets_a_hint_to_convert_it() {
 fn garbage_in_the_key_field_is_refused_without_quoting_it() {
     let broken = TEST_SERVICE_ACCOUNT_KEY_PEM.replace("-----END PRIVATE KEY-----", "");
     let error = fcm_error(&service_account(|v| v["private_key"] = json!(broken)));
-    assert!(matches!(error, CredentialError::InvalidKey { .. }), "{error:?}");
+    assert!(
+        matches!(error, CredentialError::InvalidKey { .. }),
+        "{error:?}"
+    );
 }
 
 #[test]

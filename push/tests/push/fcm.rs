@@ -202,7 +202,13 @@ async fn transient_errors_are_retried_with_doubling_waits_then_reported_unavaila
         s.fake.script("token-a", vec![behaviour.clone(); 5]);
         let error = s.send("token-a").await.unwrap_err();
         assert!(
-            matches!(&error, PushError::Unavailable { retry_after: None, .. }),
+            matches!(
+                &error,
+                PushError::Unavailable {
+                    retry_after: None,
+                    ..
+                }
+            ),
             "{behaviour:?}: {error:?}"
         );
         // Exactly max_attempts (3) requests, with 1 s and 2 s between them.
