@@ -409,3 +409,107 @@ fn invalid_grant(description: &str) -> Reply {
         &json!({"error": "invalid_grant", "error_description": description}),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ring::rand::SystemRandom;
+    use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+    use rustls_pki_types::PrivatePkcs8KeyDer;
+    use rustls_pki_types::pem::PemObject;
+
+    use super::*;
+    use crate::keys::{TEST_SERVICE_ACCOUNT_KEY_PEM, test_service_account_public_key};
+
+    const EMAIL: &str = "push@example.iam.gserviceaccount.com";
+    const TOKEN_URL: &str = "http://127.0.0.1:1/token";
+
+    fn state() -> State {
+        State {
+            project_id: "p".into(),
+            client_email: EMAIL.into(),
+            public_key: test_service_account_public_key(),
+            token_url: TOKEN_URL.into(),
+            issued: Mutex::default(),
+            next_access: AtomicU64::new(1),
+            next_message: AtomicU64::new(1),
+            token_requests: AtomicUsize::new(0),
+            scripts: Mutex::default(),
+            received: Mutex::default(),
+        }
+    }
+
+    fn sign(claims: &Value) -> String {
+        let der =
+            PrivatePkcs8KeyDer::from_pem_slice(TEST_SERVICE_ACCOUNT_KEY_PEM.as_bytes()).unwrap();
+        let key = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "typ": "JWT"}).to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut signature = vec![0; key.public().modulus_len()];
+        key.sign(
+            &RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            input.as_bytes(),
+            &mut signature,
+        )
+        .unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    fn claims() -> Value {
+        json!({"iss": EMAIL, "scope": SCOPE, "aud": TOKEN_URL, "iat": 1000, "exp": 4600})
+    }
+
+    #[test]
+    fn a_well_signed_assertion_is_accepted() {
+        assert_eq!(state().check_assertion(&sign(&claims())), Ok(()));
+    }
+
+    #[test]
+    fn a_tampered_assertion_fails_the_signature_check() {
+        let signed = sign(&claims());
+        let mut other = claims();
+        other["iss"] = json!("attacker@example.com");
+        let forged_claims = URL_SAFE_NO_PAD.encode(other.to_string());
+        let parts: Vec<&str> = signed.split('.').collect();
+        let forged = format!("{}.{forged_claims}.{}", parts[0], parts[2]);
+        assert_eq!(
+            state().check_assertion(&forged),
+            Err("Invalid JWT Signature.")
+        );
+    }
+
+    #[test]
+    fn claims_are_checked() {
+        for (field, value, problem) in [
+            ("iss", json!("x@example.com"), "Invalid issuer."),
+            (
+                "aud",
+                json!("https://oauth2.googleapis.com/token"),
+                "Invalid audience.",
+            ),
+            (
+                "scope",
+                json!("https://www.googleapis.com/auth/cloud-platform"),
+                "The firebase.messaging scope is missing.",
+            ),
+            (
+                "exp",
+                json!(4601),
+                "Invalid JWT: exp must be after iat and at most an hour later.",
+            ),
+        ] {
+            let mut claims = claims();
+            claims[field] = value;
+            assert_eq!(
+                state().check_assertion(&sign(&claims)),
+                Err(problem),
+                "{field}"
+            );
+        }
+    }
+}

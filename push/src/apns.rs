@@ -72,6 +72,12 @@ impl ProviderTokens {
             &json!({ "iss": credentials.team_id, "iat": iat }),
         )?;
         tracing::debug!(team = %credentials.team_id, key = %credentials.key_id, "signed a new APNs provider token");
+        // Forget tokens too old to be used (a replaced key's), so the map stays small.
+        let lifetime = inner.settings.apns_token_lifetime;
+        entries.retain(|_, token| {
+            now.duration_since(token.issued_at)
+                .is_ok_and(|age| age < lifetime)
+        });
         entries.insert(
             credentials.cache_key,
             ProviderToken {

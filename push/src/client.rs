@@ -424,6 +424,36 @@ fn http_url(field: &str, url: &str) -> Result<Url, PushError> {
 mod tests {
     use super::*;
 
+    fn with_retry_after(value: &str) -> Answer {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, value.parse().unwrap());
+        Answer {
+            status: 429,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            with_retry_after("7").retry_after(now),
+            Some(Duration::from_secs(7))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            with_retry_after(&later).retry_after(now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(
+            with_retry_after(&earlier).retry_after(now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(with_retry_after("soon").retry_after(now), None);
+    }
+
     #[test]
     fn backoff_doubles_from_one_second() {
         assert_eq!(backoff(1), Duration::from_secs(1));

@@ -77,6 +77,17 @@ impl AccessTokens {
     ) -> Result<String, Failure> {
         let entry = {
             let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            if !entries.contains_key(&credentials.cache_key) {
+                // New credentials (or a replaced key): forget the tokens no send is using and
+                // none could use any more, so the map does not grow with every key rotation.
+                let now = inner.now();
+                entries.retain(|_, slot| {
+                    Arc::strong_count(slot) > 1
+                        || slot.try_lock().map_or(true, |token| {
+                            token.as_ref().is_some_and(|token| now < token.refresh_at)
+                        })
+                });
+            }
             Arc::clone(entries.entry(credentials.cache_key).or_default())
         };
         let mut slot = entry.lock().await;

@@ -126,7 +126,9 @@ pub struct Notification<'a> {
 /// A push the provider accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sent {
-    /// Requests made for this message, the successful one included.
+    /// Attempts made for this message, the successful one included: each is one send request
+    /// (preceded by a token exchange when FCM needed a new access token). A renewal after the
+    /// provider refused an expired auth token counts as an attempt here.
     pub attempts: u32,
     /// The provider's message id: FCM's `name`, APNs' `apns-id`.
     pub id: Option<String>,
