@@ -8,6 +8,8 @@ pidgr="$root/target/debug/pidgr"
 export DATABASE_URL="${DATABASE_URL:-sqlite://$root/.data/pidgr.db}"
 export PIDGR_LISTEN="${PIDGR_LISTEN:-127.0.0.1:8080}"
 export PIDGR_ALLOW_INSECURE_WEBHOOKS="${PIDGR_ALLOW_INSECURE_WEBHOOKS:-true}"
+# No push credentials in development: pushes to devices are recorded by the `log` provider.
+export PIDGR_PUSH_LOG="${PIDGR_PUSH_LOG:-true}"
 export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:${TEMPORAL_PORT:-7233}}"
 mkdir -p .data
 # Stored secrets (webhook signing secrets) are encrypted with this key; keep it with the data.

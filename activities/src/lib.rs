@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use pidgr_outbound::OutboundClient;
-use pidgr_store::{ActivityKind, CampaignStatus, DeliveryReport, NewActivity, Store, StoreError};
+use pidgr_outbound::{OutboundClient, channel_event};
+use pidgr_store::{
+    ActivityKind, CampaignStatus, DeliveryReport, NewActivity, NotifyTarget, Store, StoreError,
+};
 use pidgr_workflows::contract::{
-    CampaignRef, DeliveryCounts, FanOutInput, FanOutResult, StepFailure, StepInput, WaitInput,
-    WebhookDelivered, WebhookInput, activity_types as campaign_activities,
+    CampaignRef, ChannelEventsDelivered, DeliveryCounts, FanOutInput, FanOutResult, StepFailure,
+    StepInput, WaitInput, WebhookDelivered, WebhookInput, activity_types as campaign_activities,
 };
 use pidgr_workflows::definition::Channel;
 use pidgr_workflows::template;
@@ -24,9 +26,11 @@ use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
+mod channel;
 pub mod push;
 
-pub use push::{LogPushProvider, PushError, PushMessage, PushProvider};
+pub use channel::RETRY_DELAYS as CHANNEL_EVENT_RETRY_DELAYS;
+pub use push::{PushMessage, PushSender};
 
 /// Push bodies are plain text cut to this many characters (below FCM's and APNs' limits).
 pub const PUSH_BODY_MAX_CHARS: usize = 178;
@@ -53,7 +57,7 @@ impl Default for ActivitySettings {
 /// The activity implementations the worker registers.
 pub struct CampaignActivitiesImpl {
     store: Store,
-    push: Arc<dyn PushProvider>,
+    push: PushSender,
     outbound: OutboundClient,
     settings: ActivitySettings,
 }
@@ -68,7 +72,7 @@ struct FanOutCheckpoint {
 impl CampaignActivitiesImpl {
     pub fn new(
         store: Store,
-        push: Arc<dyn PushProvider>,
+        push: PushSender,
         outbound: OutboundClient,
         settings: ActivitySettings,
     ) -> Self {
@@ -137,8 +141,9 @@ impl CampaignActivitiesImpl {
     }
 
     /// SEND_NOTIFICATION and SEND_REMINDER: page through the recipients the step still has to
-    /// notify, render and push each, record the outcomes page by page, and heartbeat the
-    /// position so a retried attempt resumes after the last recorded page.
+    /// notify, push to each one's devices and queue their webhook channel events, record the
+    /// outcomes page by page, and heartbeat the position so a retried attempt resumes after the
+    /// last recorded page. A recipient counts as notified when any channel reached them.
     async fn fan_out(
         &self,
         ctx: &ActivityContext,
@@ -177,8 +182,21 @@ impl CampaignActivitiesImpl {
             .join(", ");
         self.step_started(ctx, &cref, &step_id, format!("{verb} recipients via {via}"))
             .await?;
+        let push = if channels.contains(&Channel::Push) {
+            Some(self.push.credentials(&cref.org_id).await.map_err(retryable)?)
+        } else {
+            None
+        };
+        let webhook_channel = channels.contains(&Channel::Webhook)
+            && self
+                .store
+                .get_webhook_channel(&cref.org_id)
+                .await
+                .map_err(retryable)?
+                .is_some();
         let mut after_seq = checkpoint.after_seq;
         let mut result = FanOutResult::default();
+        let mut removed_tokens = 0u64;
         loop {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
@@ -197,23 +215,37 @@ impl CampaignActivitiesImpl {
                 .map_err(retryable)?;
             let Some(last) = page.last() else { break };
             let last_seq = last.seq;
+            let mut devices = match &push {
+                Some(_) => {
+                    let members: Vec<&str> =
+                        page.iter().filter_map(|t| t.member_id.as_deref()).collect();
+                    self.store
+                        .devices_of_members(&cref.org_id, &members)
+                        .await
+                        .map_err(retryable)?
+                }
+                None => Default::default(),
+            };
             let mut outcomes = Vec::with_capacity(page.len());
+            let mut events = Vec::new();
             let mut unavailable = None;
             for target in &page {
-                let name = target.display_name.as_deref().unwrap_or(&target.user_id);
-                let email = target.email.as_deref().unwrap_or("");
-                let values = template::recipient_values(
-                    [("name", name), ("email", email), ("title", &campaign.title)],
-                    &variables,
-                    &target.variables,
-                );
-                let title = template::render(&campaign.message_title, &values);
-                let body = template::plain_text(
-                    &template::render(&campaign.body, &values),
-                    PUSH_BODY_MAX_CHARS,
-                );
                 let deeplink = format!("{}{}", self.settings.deeplink_base, target.deeplink_code);
-                let outcome = if channels.contains(&Channel::Push) {
+                let mut reasons: Vec<String> = Vec::new();
+                let mut reached = false;
+                if let Some(credentials) = &push {
+                    let name = target.display_name.as_deref().unwrap_or(&target.user_id);
+                    let email = target.email.as_deref().unwrap_or("");
+                    let values = template::recipient_values(
+                        [("name", name), ("email", email), ("title", &campaign.title)],
+                        &variables,
+                        &target.variables,
+                    );
+                    let title = template::render(&campaign.message_title, &values);
+                    let body = template::plain_text(
+                        &template::render(&campaign.body, &values),
+                        PUSH_BODY_MAX_CHARS,
+                    );
                     let message = PushMessage {
                         org_id: &cref.org_id,
                         campaign_id: &cref.campaign_id,
@@ -224,33 +256,64 @@ impl CampaignActivitiesImpl {
                         body: &body,
                         deeplink: &deeplink,
                     };
-                    match self.push.send(&message).await {
-                        Ok(()) => Ok(()),
-                        Err(PushError::Rejected(reason)) => Err(reason),
-                        Err(error @ PushError::Unavailable(_)) => {
+                    let member_devices = target
+                        .member_id
+                        .as_ref()
+                        .and_then(|member| devices.remove(member))
+                        .unwrap_or_default();
+                    match self.push.notify(credentials, &message, &member_devices).await {
+                        Ok(report) => {
+                            removed_tokens += report.removed.len() as u64;
+                            self.log_removed_tokens(&cref, &step_id, target, &report.removed)
+                                .await?;
+                            reached |= report.sent;
+                            reasons.extend(report.reason);
+                        }
+                        Err(error) => {
                             unavailable = Some(error);
                             break;
                         }
                     }
-                } else {
-                    // The generic webhook channel arrives with the channels work (issue #4).
-                    Err("no channel of this step can reach the recipient".to_owned())
-                };
+                }
+                if channels.contains(&Channel::Webhook) {
+                    if webhook_channel {
+                        let body = channel_event::event_body(
+                            &target.user_id,
+                            &cref.campaign_id,
+                            &deeplink,
+                            Utc::now(),
+                        );
+                        events.push((target.delivery_id.clone(), body));
+                        reached = true;
+                    } else {
+                        reasons.push("the organisation has no webhook channel".to_owned());
+                    }
+                }
                 // Keeps a slow page alive; the checkpoint only moves once a page is recorded.
                 let _ = ctx.record_heartbeat(FanOutCheckpoint { after_seq }).await;
-                match &outcome {
-                    Ok(()) => result.notified += 1,
-                    Err(_) => result.failed += 1,
-                }
+                let outcome = if reached {
+                    result.notified += 1;
+                    Ok(())
+                } else {
+                    result.failed += 1;
+                    Err(reasons.join("; "))
+                };
                 outcomes.push((target.delivery_id.clone(), outcome));
             }
+            // Events first: if the worker dies before the outcomes are recorded, the page runs
+            // again and its events, already queued, keep their first body.
+            self.store
+                .enqueue_webhook_events(&cref.org_id, &cref.campaign_id, &step_id, &events)
+                .await
+                .map_err(retryable)?;
             self.store
                 .record_notified(&cref.org_id, &step_id, reminder, &outcomes)
                 .await
                 .map_err(retryable)?;
             if let Some(error) = unavailable {
                 // What was sent is recorded; the retry starts with the recipient that failed.
-                return Err(retryable(error));
+                let delay = error.retry_after;
+                return Err(retry_after(error, delay));
             }
             after_seq = last_seq;
             // Heartbeats are throttled by the SDK; a lost one only costs re-reading a page,
@@ -266,10 +329,35 @@ impl CampaignActivitiesImpl {
                 "{} recipients notified, {} failed",
                 result.notified, result.failed
             ),
-            json!({ "notified": result.notified, "failed": result.failed }),
+            json!({
+                "notified": result.notified,
+                "failed": result.failed,
+                "tokens_removed": removed_tokens,
+            }),
         )
         .await?;
         Ok(result)
+    }
+
+    /// One activity-log line per push token removed for a recipient.
+    async fn log_removed_tokens(
+        &self,
+        campaign: &CampaignRef,
+        step_id: &str,
+        target: &NotifyTarget,
+        removed: &[String],
+    ) -> Result<(), ActivityError> {
+        for token in removed {
+            self.log(
+                campaign,
+                Some(step_id),
+                ActivityKind::DeviceRemoved,
+                format!("removed the push token {token} of {}", target.user_id),
+                json!({ "delivery_id": target.delivery_id, "user_id": target.user_id, "token": token }),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     fn webhook_payload(
@@ -466,6 +554,16 @@ impl CampaignActivitiesImpl {
         }
     }
 
+    /// Sends the webhook channel events a fan-out step queued, on seed 002's retry schedule.
+    #[activity(definition = campaign_activities::DeliverChannelEvents)]
+    pub async fn deliver_channel_events(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<ChannelEventsDelivered, ActivityError> {
+        self.deliver_events(&ctx, input).await
+    }
+
     #[activity(definition = campaign_activities::CountDeliveries)]
     pub async fn count_deliveries(
         self: Arc<Self>,
@@ -580,4 +678,20 @@ fn contract_counts(c: pidgr_store::DeliveryCounts) -> DeliveryCounts {
 /// A failure Temporal should retry with the activity's policy.
 fn retryable(error: impl std::error::Error + Send + Sync + 'static) -> ActivityError {
     ActivityError::from(error)
+}
+
+/// A failure Temporal should retry after `delay` (the provider's Retry-After, the next due
+/// webhook event) rather than after the policy's own backoff.
+fn retry_after(
+    error: impl std::error::Error + Send + Sync + 'static,
+    delay: Option<Duration>,
+) -> ActivityError {
+    match delay {
+        Some(delay) => ActivityError::from(
+            ApplicationFailure::builder(anyhow::Error::new(error))
+                .next_retry_delay(delay)
+                .build(),
+        ),
+        None => retryable(error),
+    }
 }

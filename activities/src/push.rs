@@ -1,10 +1,20 @@
-//! Push providers: where a fan-out step hands each recipient's notification.
+//! Push: hands a recipient's notification to each of their devices, through FCM or APNs with
+//! the organisation's own credentials.
 //!
-//! This crate ships the `log` provider, which records every push in the database (and the
-//! log) instead of contacting a real service; FCM and APNs implement the same trait.
+//! A token the provider declares gone is removed from its member; a recipient left with no
+//! device fails with reason `no registered device`. In development, a device whose platform has
+//! no credentials can be "sent" by the `log` provider instead, which records the push in the
+//! database and the log, so the whole flow runs without real phones.
 
-use async_trait::async_trait;
-use pidgr_store::{NewPush, Store};
+use pidgr_push::{
+    ApnsCredentials, ApnsKeyFile, FcmCredentials, Notification, PushClient,
+    PushError as ProviderError,
+};
+use pidgr_store::{Device, NewPush, Platform, Store};
+use std::time::Duration;
+
+/// The reason a recipient without devices fails with (PRODUCT.md §7).
+pub const NO_DEVICE: &str = "no registered device";
 
 /// One notification to one recipient.
 #[derive(Clone, Debug)]
@@ -15,68 +25,224 @@ pub struct PushMessage<'a> {
     pub step_id: &'a str,
     pub user_id: &'a str,
     pub title: &'a str,
-    /// Plain text, already cut to the provider's limit.
+    /// Plain text; the provider client cuts it further to fit its payload limit.
     pub body: &'a str,
     pub deeplink: &'a str,
 }
 
+/// What became of a recipient's notification.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// At least one device accepted it.
+    pub sent: bool,
+    /// Why no device accepted it (when `sent` is false).
+    pub reason: Option<String>,
+    /// Tokens removed because their provider declared them gone, as `platform …last6`.
+    pub removed: Vec<String>,
+}
+
+/// The providers could not be reached (or asked us to wait): the fan-out records what it sent
+/// and Temporal retries the rest, not before `retry_after`.
 #[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    /// The provider refused this recipient for good (no device, unregistered token): the
-    /// delivery becomes FAILED with this reason.
-    #[error("{0}")]
-    Rejected(String),
-    /// The provider could not be reached or asked us to come back later: the step is retried.
-    #[error("push provider unavailable: {0}")]
-    Unavailable(String),
+#[error("push provider unavailable: {reason}")]
+pub struct PushUnavailable {
+    pub reason: String,
+    pub retry_after: Option<Duration>,
 }
 
-#[async_trait]
-pub trait PushProvider: Send + Sync + 'static {
-    /// Short name stored with each push, e.g. `log`, `fcm`.
-    fn name(&self) -> &'static str;
-    async fn send(&self, message: &PushMessage<'_>) -> Result<(), PushError>;
+/// An organisation's credentials, read once per fan-out. A platform whose stored credentials
+/// no longer parse is unusable, with the reason kept for the recipients it fails.
+#[derive(Default)]
+pub struct OrgPush {
+    fcm: Option<Result<FcmCredentials, String>>,
+    apns: Option<Result<ApnsCredentials, String>>,
 }
 
-/// Records each push in the `push_log` table: local development and tests see exactly who was
-/// notified, by which step, with which text.
-pub struct LogPushProvider {
+pub struct PushSender {
     store: Store,
+    client: PushClient,
+    /// Development only: record pushes for platforms without credentials instead of failing.
+    log_fallback: bool,
 }
 
-impl LogPushProvider {
-    pub fn new(store: Store) -> Self {
-        LogPushProvider { store }
-    }
-}
-
-#[async_trait]
-impl PushProvider for LogPushProvider {
-    fn name(&self) -> &'static str {
-        "log"
+impl PushSender {
+    pub fn new(store: Store, client: PushClient, log_fallback: bool) -> Self {
+        PushSender {
+            store,
+            client,
+            log_fallback,
+        }
     }
 
-    async fn send(&self, message: &PushMessage<'_>) -> Result<(), PushError> {
+    /// The organisation's FCM and APNs credentials, opened and parsed.
+    pub async fn credentials(&self, org_id: &str) -> Result<OrgPush, pidgr_store::StoreError> {
+        let unusable = |platform: &str, error: &dyn std::fmt::Display| {
+            format!("the stored {platform} credentials cannot be used: {error}")
+        };
+        let fcm = self
+            .store
+            .push_credentials_secret(org_id, Platform::Fcm)
+            .await?
+            .map(|json| {
+                FcmCredentials::from_service_account_json(&json).map_err(|e| unusable("FCM", &e))
+            });
+        let apns = self
+            .store
+            .push_credentials_secret(org_id, Platform::Apns)
+            .await?
+            .map(|json| {
+                ApnsKeyFile::from_json(&json)
+                    .and_then(|file| file.credentials())
+                    .map_err(|e| unusable("APNs", &e))
+            });
+        Ok(OrgPush { fcm, apns })
+    }
+
+    /// Sends `message` to every device in `devices` (the recipient's). Sent when any device
+    /// accepted it; tokens declared gone are removed; when every device is transiently
+    /// unavailable, the whole recipient is retried later.
+    pub async fn notify(
+        &self,
+        credentials: &OrgPush,
+        message: &PushMessage<'_>,
+        devices: &[Device],
+    ) -> Result<PushReport, PushUnavailable> {
+        let notification = Notification {
+            title: message.title,
+            body: message.body,
+            deeplink: message.deeplink,
+            campaign_id: message.campaign_id,
+            delivery_id: message.delivery_id,
+        };
+        let mut report = PushReport::default();
+        let mut reasons: Vec<String> = Vec::new();
+        let mut unavailable: Option<PushUnavailable> = None;
+        for device in devices {
+            let sent = match device.platform {
+                Platform::Fcm => match &credentials.fcm {
+                    Some(Ok(fcm)) => Some(self.client.send_fcm(fcm, &device.token, &notification).await),
+                    Some(Err(reason)) => {
+                        reasons.push(reason.clone());
+                        continue;
+                    }
+                    None => None,
+                },
+                Platform::Apns => match &credentials.apns {
+                    Some(Ok(apns)) => {
+                        Some(self.client.send_apns(apns, &device.token, &notification).await)
+                    }
+                    Some(Err(reason)) => {
+                        reasons.push(reason.clone());
+                        continue;
+                    }
+                    None => None,
+                },
+            };
+            match sent {
+                Some(Ok(_)) => report.sent = true,
+                Some(Err(ProviderError::InvalidToken { reason })) => {
+                    self.store
+                        .remove_device_token(message.org_id, device.platform, &device.token)
+                        .await
+                        .map_err(|e| PushUnavailable {
+                            reason: e.to_string(),
+                            retry_after: None,
+                        })?;
+                    tracing::info!(
+                        platform = device.platform.as_str(),
+                        token_end = token_end(&device.token),
+                        %reason,
+                        "push token removed: the provider says it is gone"
+                    );
+                    report.removed.push(format!(
+                        "{} …{} ({reason})",
+                        device.platform.as_str(),
+                        token_end(&device.token)
+                    ));
+                }
+                Some(Err(ProviderError::Unavailable {
+                    reason,
+                    retry_after,
+                })) => {
+                    unavailable = Some(PushUnavailable {
+                        reason,
+                        retry_after,
+                    })
+                }
+                Some(Err(error)) => reasons.push(error.to_string()),
+                None if self.log_fallback => {
+                    self.record_in_log(message, device.platform).await?;
+                    report.sent = true;
+                }
+                None => reasons.push(format!(
+                    "no {} credentials are configured for this organisation",
+                    provider_name(device.platform)
+                )),
+            }
+        }
+        if report.sent {
+            return Ok(report);
+        }
+        if let Some(unavailable) = unavailable {
+            return Err(unavailable);
+        }
+        reasons.dedup();
+        report.reason = Some(if reasons.is_empty() {
+            NO_DEVICE.to_owned()
+        } else {
+            reasons.join("; ")
+        });
+        Ok(report)
+    }
+
+    /// The `log` provider: records the push in the `push_log` table and the log.
+    async fn record_in_log(
+        &self,
+        message: &PushMessage<'_>,
+        platform: Platform,
+    ) -> Result<(), PushUnavailable> {
         self.store
             .record_push(NewPush {
                 org_id: message.org_id,
                 campaign_id: message.campaign_id,
                 delivery_id: message.delivery_id,
                 step_id: message.step_id,
-                provider: self.name(),
+                provider: "log",
                 title: message.title,
                 body: message.body,
                 deeplink: message.deeplink,
             })
             .await
-            .map_err(|e| PushError::Unavailable(e.to_string()))?;
+            .map_err(|e| PushUnavailable {
+                reason: e.to_string(),
+                retry_after: None,
+            })?;
         tracing::info!(
             campaign_id = message.campaign_id,
             delivery_id = message.delivery_id,
             step_id = message.step_id,
             user_id = message.user_id,
+            platform = platform.as_str(),
             "push recorded by the log provider"
         );
         Ok(())
     }
+}
+
+fn provider_name(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Fcm => "FCM",
+        Platform::Apns => "APNs",
+    }
+}
+
+/// The last six characters of a token: enough to tell tokens apart in logs, useless to anyone
+/// who reads them.
+fn token_end(token: &str) -> &str {
+    let start = token
+        .char_indices()
+        .rev()
+        .nth(5)
+        .map_or(0, |(index, _)| index);
+    &token[start..]
 }

@@ -25,6 +25,7 @@ mod directory;
 mod error;
 mod idempotency;
 mod input;
+mod integrations;
 mod markdown;
 mod member_sets;
 mod message;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub store: Store,
     pub temporal: Client,
     pub settings: ApiSettings,
+    /// The SSRF-safe client: checks webhook channel URLs when saved, sends test events.
+    pub outbound: pidgr_outbound::OutboundClient,
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

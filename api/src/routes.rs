@@ -13,7 +13,7 @@ use crate::auth::{Access, authorize};
 use crate::input::MAX_BODY_BYTES;
 use crate::{
     AppState, api_keys, campaigns, deliveries, directory, idempotency, member_sets, roles,
-    templates, webhook_channel, workflow_definitions,
+    integrations, templates, webhook_channel, workflow_definitions,
 };
 
 /// The OpenAPI document, kept in the repository beside this crate and served as is.
@@ -325,6 +325,37 @@ fn table() -> Vec<Entry> {
             M::POST,
             "/v1/webhook-channel/rotate-secret",
             post(webhook_channel::rotate_secret),
+        ),
+        needs(
+            IntegrationsManage,
+            M::POST,
+            "/v1/webhook-channel/test-event",
+            post(webhook_channel::send_test_event),
+        ),
+        // Push provider credentials.
+        needs(
+            IntegrationsManage,
+            M::GET,
+            "/v1/integrations/push",
+            get(integrations::list),
+        ),
+        needs(
+            IntegrationsManage,
+            M::PUT,
+            "/v1/integrations/push/fcm",
+            put(integrations::configure_fcm),
+        ),
+        needs(
+            IntegrationsManage,
+            M::PUT,
+            "/v1/integrations/push/apns",
+            put(integrations::configure_apns),
+        ),
+        needs(
+            IntegrationsManage,
+            M::DELETE,
+            "/v1/integrations/push/{platform}",
+            delete(integrations::remove),
         ),
     ];
     for (kind, base, one, members, member, read, write) in [

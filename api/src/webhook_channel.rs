@@ -5,9 +5,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use chrono::Utc;
+use pidgr_outbound::channel_event;
 use pidgr_store::WebhookChannel;
-use pidgr_workflows::definition::check_url;
 use serde::Deserialize;
+use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::error::OrNotFound;
@@ -17,6 +19,8 @@ use crate::{ApiError, AppState, Caller};
 pub const DEFAULT_TIMEOUT_MS: i64 = 5_000;
 pub const MAX_TIMEOUT_MS: i64 = 30_000;
 pub const MIN_TIMEOUT_MS: i64 = 100;
+/// How long saving a URL may wait for its name to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn read(
     State(state): State<AppState>,
@@ -46,8 +50,12 @@ pub async fn configure(
     caller: Caller,
     Body(request): Body<Configure>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let url = check_url(request.url.as_str(), &state.settings.url_policy)
-        .map_err(|rejection| ApiError::invalid("/url", rejection.to_string()))?;
+    // The static rules, and the addresses the name resolves to now (every send checks again).
+    let url = state
+        .outbound
+        .check_destination(request.url.as_str(), RESOLVE_TIMEOUT)
+        .await
+        .map_err(|error| ApiError::invalid("/url", error.to_string()))?;
     let timeout_ms = request.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
     if !(MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
         return Err(ApiError::invalid(
@@ -92,4 +100,51 @@ pub async fn remove(State(state): State<AppState>, caller: Caller) -> Result<Sta
         .await
         .or_not_found("webhook channel")?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// POST /v1/webhook-channel/test-event: sends one signed event, exactly as a campaign would
+/// (same body shape, signature, timeout and SSRF checks), once and without retries, and answers
+/// what the endpoint did. The event names the caller's organisation and a `test` campaign, so
+/// a receiver can tell it apart.
+pub async fn send_test_event(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let (channel, secret) = state
+        .store
+        .webhook_signing_secret(&caller.org_id)
+        .await?
+        .ok_or(ApiError::NotFound("webhook channel"))?;
+    let body = channel_event::event_body(
+        &format!("test-{}", caller.key_id),
+        "test",
+        &format!("{}test", state.settings.deeplink_base),
+        Utc::now(),
+    );
+    let started = std::time::Instant::now();
+    let timeout = Duration::from_millis(channel.timeout_ms.max(1) as u64);
+    let sent = state
+        .outbound
+        .post_channel_event(&channel.url, &secret, &body, timeout)
+        .await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let event: Value = serde_json::from_str(&body).unwrap_or_default();
+    Ok(Json(match sent {
+        Ok(response) => json!({
+            "delivered": true,
+            "status": response.status,
+            "duration_ms": duration_ms,
+            "event": event,
+        }),
+        Err(error) => json!({
+            "delivered": false,
+            "status": match error {
+                pidgr_outbound::OutboundError::Status { status, .. } => Some(status),
+                _ => None,
+            },
+            "error": error.to_string(),
+            "duration_ms": duration_ms,
+            "event": event,
+        }),
+    }))
 }

@@ -36,6 +36,7 @@ use pidgr_workflows::definition::{
 };
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
+pub mod channel_event;
 mod error;
 mod resolver;
 
@@ -151,7 +152,7 @@ impl OutboundClient {
     ) -> Result<OutboundResponse, OutboundError> {
         let started = Instant::now();
         let checked = check_url(url, &self.inner.config.policy).map_err(|rejection| {
-            tracing::debug!(error = %rejection, "outbound POST refused: blocked URL");
+            tracing::warn!(reason = %rejection, "outbound POST blocked");
             OutboundError::BlockedUrl(rejection)
         })?;
         let headers = header_map(headers)?;
@@ -172,6 +173,12 @@ impl OutboundClient {
                 elapsed_ms = response.elapsed.as_millis() as u64,
                 "outbound POST answered"
             ),
+            Err(error @ OutboundError::BlockedAddress { .. }) => tracing::warn!(
+                host = %checked.host,
+                port = checked.port,
+                reason = %error,
+                "outbound POST blocked"
+            ),
             Err(error) => tracing::debug!(
                 host = %checked.host,
                 port = checked.port,
@@ -180,6 +187,24 @@ impl OutboundClient {
             ),
         }
         result
+    }
+
+    /// The checks of a send without the send: the static URL rules and, for a host name, the
+    /// rules on every address it resolves to now. Used when a URL is saved, so that a name that
+    /// already points somewhere forbidden is refused at once (every send checks again).
+    pub async fn check_destination(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<CheckedUrl, OutboundError> {
+        let checked =
+            check_url(url, &self.inner.config.policy).map_err(OutboundError::BlockedUrl)?;
+        if let Host::Domain(name) = &checked.host {
+            tokio::time::timeout(timeout, self.checked_addrs(name, checked.port))
+                .await
+                .map_err(|_| OutboundError::TimedOut(timeout))??;
+        }
+        Ok(checked)
     }
 
     /// Resolves, checks, connects, sends and reads, all before `deadline`.

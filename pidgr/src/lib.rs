@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use pidgr_activities::{ActivitySettings, CampaignActivitiesImpl, LogPushProvider};
+use pidgr_activities::{ActivitySettings, CampaignActivitiesImpl, PushSender};
 use pidgr_api::{ApiSettings, AppState};
-use pidgr_outbound::{OutboundClient, OutboundConfig};
+use pidgr_outbound::{NameResolver, OutboundClient, OutboundConfig};
+use pidgr_push::{PushClient, PushEndpoints, PushSettings};
 use pidgr_store::{SecretKey, Store};
 use pidgr_workflows::definition::UrlPolicy;
 use pidgr_workflows::{CampaignWorkflow, EngineSettings};
@@ -61,6 +62,37 @@ pub struct Config {
     /// Recipients per fan-out page (progress is checkpointed per page).
     #[arg(long, env = "PIDGR_FANOUT_PAGE_SIZE", default_value_t = 200)]
     pub fanout_page_size: i64,
+    /// Firebase Cloud Messaging HTTP v1 base URL.
+    #[arg(long, env = "PIDGR_FCM_URL", default_value = PushEndpoints::FCM)]
+    pub fcm_url: String,
+    /// OAuth2 token endpoint FCM service-account tokens are exchanged at (the `token_uri` of a
+    /// stored service account is ignored: where we send signed assertions is ours to decide).
+    #[arg(long, env = "PIDGR_FCM_TOKEN_URL", default_value = PushEndpoints::FCM_TOKEN)]
+    pub fcm_token_url: String,
+    /// APNs base URL for credentials of the `production` environment.
+    #[arg(long, env = "PIDGR_APNS_URL", default_value = PushEndpoints::APNS_PRODUCTION)]
+    pub apns_url: String,
+    /// APNs base URL for credentials of the `sandbox` environment.
+    #[arg(long, env = "PIDGR_APNS_SANDBOX_URL", default_value = PushEndpoints::APNS_SANDBOX)]
+    pub apns_sandbox_url: String,
+    /// Development only: a device whose platform has no credentials gets its pushes recorded by
+    /// the `log` provider (database and log) instead of failing. Refused in production.
+    #[arg(long, env = "PIDGR_PUSH_LOG", default_value_t = false)]
+    pub push_log: bool,
+    /// Name resolution for outbound webhook calls; the system resolver when `None`. Not a
+    /// setting: embedders (the end-to-end tests) inject one to play DNS.
+    #[arg(skip)]
+    pub resolver: Option<Resolver>,
+}
+
+/// A [`NameResolver`] for [`Config::resolver`].
+#[derive(Clone)]
+pub struct Resolver(pub Arc<dyn NameResolver>);
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver(..)")
+    }
 }
 
 impl Config {
@@ -77,6 +109,36 @@ impl Config {
                 bail!("PIDGR_ENVIRONMENT must be development or production, not {other:?}")
             }
         }
+    }
+
+    /// The SSRF-safe client for every POST to a URL a user configured.
+    pub fn outbound(&self) -> anyhow::Result<OutboundClient> {
+        let config = OutboundConfig {
+            policy: self.url_policy()?,
+            ..Default::default()
+        };
+        Ok(match &self.resolver {
+            Some(resolver) => OutboundClient::with_resolver(config, resolver.0.clone())?,
+            None => OutboundClient::new(config)?,
+        })
+    }
+
+    /// The push sender: FCM and APNs at the configured endpoints, and the `log` provider when
+    /// allowed.
+    pub fn push_sender(&self, store: Store) -> anyhow::Result<PushSender> {
+        if self.push_log && self.environment == "production" {
+            bail!("PIDGR_PUSH_LOG is a development setting and is refused when PIDGR_ENVIRONMENT=production");
+        }
+        let client = PushClient::new(PushSettings {
+            endpoints: PushEndpoints {
+                fcm_base_url: self.fcm_url.clone(),
+                fcm_token_url: self.fcm_token_url.clone(),
+                apns_production_url: self.apns_url.clone(),
+                apns_sandbox_url: self.apns_sandbox_url.clone(),
+            },
+            ..Default::default()
+        })?;
+        Ok(PushSender::new(store, client, self.push_log))
     }
 
     pub fn engine(&self) -> EngineSettings {
@@ -170,13 +232,14 @@ pub async fn serve_api(
     listener: TcpListener,
     store: Store,
     temporal: Client,
-    settings: ApiSettings,
+    config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = pidgr_api::router(AppState {
         store,
         temporal,
-        settings,
+        settings: config.api_settings()?,
+        outbound: config.outbound()?,
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -187,12 +250,13 @@ pub async fn serve_api(
 /// Builds the campaign worker: the workflow and every step activity on the configured queue.
 pub fn build_worker(config: &Config, store: Store, temporal: Client) -> anyhow::Result<Worker> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
-    let outbound = OutboundClient::new(OutboundConfig {
-        policy: config.url_policy()?,
-        ..Default::default()
-    })?;
-    let push = Arc::new(LogPushProvider::new(store.clone()));
-    let activities = CampaignActivitiesImpl::new(store, push, outbound, config.activity_settings());
+    let push = config.push_sender(store.clone())?;
+    let activities = CampaignActivitiesImpl::new(
+        store,
+        push,
+        config.outbound()?,
+        config.activity_settings(),
+    );
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<CampaignWorkflow>()?
         .register_activities(activities)

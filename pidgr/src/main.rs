@@ -149,7 +149,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// Runs the API and/or the worker until Ctrl-C or SIGTERM, then shuts both down gracefully.
 /// Either one failing stops the other, and the process exits with the error.
 async fn run_services(config: Config, api: bool, worker: bool) -> anyhow::Result<()> {
-    let settings = config.api_settings()?;
+    // Settings are checked before anything starts, so a bad one fails at once.
+    config.api_settings()?;
+    config.outbound()?;
     let store = config.store().await?;
     store.migrate().await?;
     let temporal = temporal_client().await?;
@@ -171,9 +173,9 @@ async fn run_services(config: Config, api: bool, worker: bool) -> anyhow::Result
             let _ = stop.wait_for(|s| *s).await;
         };
         let stop_all = stop_tx.clone();
-        let (store, temporal) = (store.clone(), temporal.clone());
+        let (store, temporal, api_config) = (store.clone(), temporal.clone(), config.clone());
         Some(tokio::spawn(async move {
-            let result = serve_api(listener, store, temporal, settings, shutdown).await;
+            let result = serve_api(listener, store, temporal, &api_config, shutdown).await;
             let _ = stop_all.send(true);
             result
         }))

@@ -194,6 +194,72 @@ impl ApnsCredentials {
     }
 }
 
+/// APNs credentials as kept at rest (sealed by the caller): what the operator gave, so the key
+/// can be parsed again whenever it is needed.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ApnsKeyFile {
+    pub team_id: String,
+    pub key_id: String,
+    /// The app's bundle id.
+    pub topic: String,
+    pub environment: ApnsEnvironment,
+    /// The .p8 key (PKCS#8 PEM).
+    pub private_key: String,
+}
+
+impl fmt::Debug for ApnsKeyFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApnsKeyFile")
+            .field("team_id", &self.team_id)
+            .field("key_id", &self.key_id)
+            .field("topic", &self.topic)
+            .field("environment", &self.environment)
+            .field("private_key", &"<hidden>")
+            .finish()
+    }
+}
+
+impl ApnsKeyFile {
+    pub fn from_json(json: &str) -> Result<Self, CredentialError> {
+        serde_json::from_str(json).map_err(|error| {
+            // serde's message may quote a value; keep only where it failed.
+            CredentialError::InvalidJson(format!("line {} column {}", error.line(), error.column()))
+        })
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain strings serialise")
+    }
+
+    pub fn credentials(&self) -> Result<ApnsCredentials, CredentialError> {
+        ApnsCredentials::new(
+            &self.team_id,
+            &self.key_id,
+            &self.topic,
+            self.environment,
+            &self.private_key,
+        )
+    }
+}
+
+impl CredentialError {
+    /// The field the error is about, as a JSON pointer into the API's request body (whose
+    /// `bundle_id` is the credentials' `topic`).
+    pub fn pointer(&self) -> String {
+        match self {
+            CredentialError::MissingField(field)
+            | CredentialError::InvalidField { field, .. }
+            | CredentialError::InvalidKey { field, .. } => match *field {
+                "topic" => "/bundle_id".to_owned(),
+                field => format!("/{field}"),
+            },
+            CredentialError::InvalidJson(_) | CredentialError::NotServiceAccount { .. } => {
+                String::new()
+            }
+        }
+    }
+}
+
 fn required(field: &'static str, value: Option<String>) -> Result<String, CredentialError> {
     match value {
         Some(value) if !value.trim().is_empty() => Ok(value.trim().to_owned()),

@@ -31,7 +31,7 @@ mod jwt;
 mod payload;
 
 pub use client::PushClient;
-pub use credentials::{ApnsCredentials, ApnsEnvironment, FcmCredentials};
+pub use credentials::{ApnsCredentials, ApnsEnvironment, ApnsKeyFile, FcmCredentials};
 pub use error::{CredentialError, PushError};
 
 /// Both FCM and APNs limit the notification payload to 4 KiB.
@@ -49,14 +49,21 @@ pub struct PushEndpoints {
     pub apns_sandbox_url: String,
 }
 
+impl PushEndpoints {
+    pub const FCM: &str = "https://fcm.googleapis.com";
+    pub const FCM_TOKEN: &str = "https://oauth2.googleapis.com/token";
+    pub const APNS_PRODUCTION: &str = "https://api.push.apple.com";
+    pub const APNS_SANDBOX: &str = "https://api.sandbox.push.apple.com";
+}
+
 impl Default for PushEndpoints {
     /// The real providers.
     fn default() -> Self {
         PushEndpoints {
-            fcm_base_url: "https://fcm.googleapis.com".into(),
-            fcm_token_url: "https://oauth2.googleapis.com/token".into(),
-            apns_production_url: "https://api.push.apple.com".into(),
-            apns_sandbox_url: "https://api.sandbox.push.apple.com".into(),
+            fcm_base_url: Self::FCM.into(),
+            fcm_token_url: Self::FCM_TOKEN.into(),
+            apns_production_url: Self::APNS_PRODUCTION.into(),
+            apns_sandbox_url: Self::APNS_SANDBOX.into(),
         }
     }
 }

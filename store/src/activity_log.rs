@@ -14,6 +14,10 @@ pub enum ActivityKind {
     StepFailed,
     WebhookAttempt,
     WebhookFailed,
+    /// One attempt to deliver a generic webhook channel event (seed 002).
+    ChannelEventAttempt,
+    /// A push token the provider declared gone was removed from its member.
+    DeviceRemoved,
     CampaignCompleted,
     CampaignCancelled,
 }
@@ -27,6 +31,8 @@ impl ActivityKind {
             ActivityKind::StepFailed => "step_failed",
             ActivityKind::WebhookAttempt => "webhook_attempt",
             ActivityKind::WebhookFailed => "webhook_failed",
+            ActivityKind::ChannelEventAttempt => "channel_event_attempt",
+            ActivityKind::DeviceRemoved => "device_removed",
             ActivityKind::CampaignCompleted => "campaign_completed",
             ActivityKind::CampaignCancelled => "campaign_cancelled",
         }

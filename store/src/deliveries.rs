@@ -126,6 +126,8 @@ pub struct NotifyTarget {
     pub delivery_id: String,
     pub seq: i64,
     pub user_id: String,
+    /// `None` for deliveries written before members existed.
+    pub member_id: Option<String>,
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub variables: BTreeMap<String, String>,
@@ -387,7 +389,7 @@ impl Store {
             "('PENDING')"
         };
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT id, seq, user_id, email, display_name, variables, deeplink_code FROM deliveries
+            "SELECT id, seq, user_id, member_id, email, display_name, variables, deeplink_code FROM deliveries
              WHERE campaign_id = $1 AND org_id = $2 AND seq > $3 AND status IN {statuses}
                AND (last_notified_step IS NULL OR last_notified_step <> $4)
              ORDER BY seq LIMIT $5"
@@ -405,6 +407,7 @@ impl Store {
                     delivery_id: row.try_get("id")?,
                     seq: row.try_get("seq")?,
                     user_id: row.try_get("user_id")?,
+                    member_id: row.try_get("member_id")?,
                     email: row.try_get("email")?,
                     display_name: row.try_get("display_name")?,
                     variables: variables(row)?,

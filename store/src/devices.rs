@@ -1,7 +1,8 @@
 //! Members' devices: push tokens. A token identifies one phone, so registering a token again
 //! (for anyone in the organisation) moves it rather than duplicating it.
 
-use crate::{Result, Store, StoreError, new_id, time, to_millis};
+use crate::{Result, Store, StoreError, new_id, placeholders, time, to_millis};
+use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -185,5 +186,34 @@ impl Store {
         .iter()
         .map(device)
         .collect()
+    }
+
+    /// The devices of several members at once (one fan-out page), grouped by member.
+    pub async fn devices_of_members(
+        &self,
+        org_id: &str,
+        member_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<Device>>> {
+        let mut by_member: HashMap<String, Vec<Device>> = HashMap::new();
+        if member_ids.is_empty() {
+            return Ok(by_member);
+        }
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE org_id = $1 AND member_id IN ({})
+             ORDER BY id",
+            placeholders(2, member_ids.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(org_id);
+        for member_id in member_ids {
+            query = query.bind(*member_id);
+        }
+        for row in query.fetch_all(&self.pool).await? {
+            let device = device(&row)?;
+            by_member
+                .entry(device.member_id.clone())
+                .or_default()
+                .push(device);
+        }
+        Ok(by_member)
     }
 }

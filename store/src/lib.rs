@@ -19,12 +19,14 @@ mod idempotency;
 mod member_sets;
 mod members;
 mod organisations;
+mod push_credentials;
 mod push_log;
 mod roles;
 mod secrets;
 mod templates;
 mod versioned;
 mod webhook_channels;
+mod webhook_events;
 
 pub use activity_log::{ActivityEntry, ActivityKind, NewActivity};
 pub use audiences::{Audience, AudienceMember, MissingRef, ResolvedAudience};
@@ -39,11 +41,13 @@ pub use idempotency::IdempotencyClaim;
 pub use member_sets::{MemberSet, SetKind};
 pub use members::{Member, MemberUpdate, NewMember};
 pub use organisations::{ApiKey, Authenticated, GeneratedKey, Organisation};
+pub use push_credentials::PushCredentials;
 pub use push_log::{NewPush, PushRecord};
 pub use roles::{Permission, Role, SUPER_ADMIN, SYSTEM_ROLES, SystemRole};
 pub use secrets::SecretKey;
 pub use templates::{Template, TemplateVersion};
 pub use webhook_channels::WebhookChannel;
+pub use webhook_events::{WebhookAttemptOutcome, WebhookEvent, WebhookEventProgress};
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -16,7 +16,7 @@ use crate::contract::{
     WaitInput, WebhookInput,
 };
 use crate::definition::{
-    DeadlineConfig, Definition, NotifyConfig, Outcome, Step, StepKind, WebhookConfig,
+    Channel, DeadlineConfig, Definition, NotifyConfig, Outcome, Step, StepKind, WebhookConfig,
 };
 use crate::search_attributes;
 use serde::{Deserialize, Serialize};
@@ -177,6 +177,8 @@ impl CampaignWorkflow {
 
 /// Patch id: a fired DEADLINE_CHECK timer re-counts before choosing `deadline`.
 const RECOUNT_AT_DEADLINE: &str = "recount-at-deadline";
+/// Patch id: a fan-out step with the `webhook` channel sends its queued channel events.
+const WEBHOOK_CHANNEL_EVENTS: &str = "webhook-channel-events";
 
 impl CampaignWorkflow {
     /// Keeps the newer of two snapshots: signals and counts can arrive out of order.
@@ -273,7 +275,34 @@ async fn fan_out(
             .await?
     };
     ctx.state_mut(|s| s.counts = result.counts);
+    // Histories recorded before the webhook channel existed have no such activity here.
+    if config.channels.contains(&Channel::Webhook) && ctx.patched(WEBHOOK_CHANNEL_EVENTS) {
+        deliver_channel_events(ctx, input, step).await?;
+    }
     Ok(Outcome::Next)
+}
+
+/// The fan-out queued one webhook channel event per recipient; this sends them and follows
+/// seed 002's retry schedule (1 s, 5 s, 30 s). The activity sets each retry's delay itself,
+/// and Temporal keeps the timer, so the schedule survives a worker restart. Events that fail
+/// for good are in the activity log; the campaign goes on either way.
+async fn deliver_channel_events(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    input: &CampaignInput,
+    step: &Step,
+) -> WorkflowResult<()> {
+    let mut options = options(&step.id, Duration::from_secs(3600));
+    options.heartbeat_timeout = Some(Duration::from_secs(60));
+    ctx.execute_activity(
+        CampaignActivities::deliver_channel_events,
+        StepInput {
+            campaign: input.campaign.clone(),
+            step_id: step.id.clone(),
+        },
+        options,
+    )
+    .await?;
+    Ok(())
 }
 
 /// DEADLINE_CHECK: a durable timer raced against "every delivery is resolved".

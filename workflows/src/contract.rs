@@ -94,6 +94,13 @@ pub struct WebhookDelivered {
     pub attempt: u32,
 }
 
+/// What became of a step's generic webhook channel events once their retries were done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelEventsDelivered {
+    pub delivered: u64,
+    pub failed: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepFailure {
     pub campaign: CampaignRef,
@@ -114,6 +121,7 @@ impl CampaignActivities {
     #[activity(name = "DEADLINE_CHECK")] pub fn begin_wait(input: WaitInput) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
     #[activity(name = "MARK_MISSED")] pub fn mark_missed(input: StepInput) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
     #[activity(name = "CALL_WEBHOOK")] pub fn call_webhook(input: WebhookInput) -> Result<WebhookDelivered, ActivityError> { unimplemented!() }
+    #[activity(name = "WEBHOOK_CHANNEL")] pub fn deliver_channel_events(input: StepInput) -> Result<ChannelEventsDelivered, ActivityError> { unimplemented!() }
     #[activity(name = "count_deliveries")] pub fn count_deliveries(input: CampaignRef) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
     #[activity(name = "record_step_failure")] pub fn record_step_failure(input: StepFailure) -> Result<(), ActivityError> { unimplemented!() }
     #[activity(name = "complete_campaign")] pub fn complete_campaign(input: CampaignRef) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }

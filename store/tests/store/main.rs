@@ -36,6 +36,7 @@ where
 }
 
 mod campaigns;
+mod channels;
 mod content;
 mod directory;
 mod organisations;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use axum::http::{HeaderMap, StatusCode};
 use pidgr::Config;
+use pidgr_push::PushEndpoints;
 use pidgr_store::Store;
 use serde_json::{Value, json};
 use temporalio_client::{Client, ClientOptions, WorkflowListOptions};
@@ -98,6 +99,23 @@ pub struct Options {
     pub webhook_max_attempts: u32,
     /// Run the worker in this process (false: the test starts `pidgr worker` processes itself).
     pub in_process_worker: bool,
+    /// Give every member `start_campaign` creates an FCM device, whose pushes the `log`
+    /// provider records (the system runs with `PIDGR_PUSH_LOG`).
+    pub auto_devices: bool,
+    /// Provider endpoints (the local fakes); the real ones otherwise.
+    pub push_urls: Option<PushUrls>,
+    /// The outbound client's name resolution (API and in-process worker); by default a table
+    /// in which only `hooks.example.com` resolves (to a public address).
+    pub resolver: Option<pidgr::Resolver>,
+    /// The production SSRF rules (no plain HTTP, no loopback receivers).
+    pub strict_urls: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct PushUrls {
+    pub fcm: String,
+    pub fcm_token: String,
+    pub apns: String,
 }
 
 impl Default for Options {
@@ -107,6 +125,10 @@ impl Default for Options {
             max_signals_per_run: 500,
             webhook_max_attempts: 3,
             in_process_worker: true,
+            auto_devices: true,
+            push_urls: None,
+            resolver: None,
+            strict_urls: false,
         }
     }
 }
@@ -121,6 +143,7 @@ pub struct System {
     pub http: reqwest::Client,
     pub key: String,
     pub org_id: String,
+    auto_devices: bool,
     stop: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
     dir: PathBuf,
@@ -152,10 +175,11 @@ impl System {
         let client = env.client().clone();
         let listen = StdListener::bind("127.0.0.1:0")?;
         let api_addr = listen.local_addr()?;
+        let push_urls = options.push_urls.as_ref();
         let config = Config {
             database_url: format!("sqlite://{}", dir.join("pidgr.db").display()),
             environment: "development".into(),
-            allow_insecure_webhooks: true,
+            allow_insecure_webhooks: !options.strict_urls,
             task_queue: format!("pidgr-e2e-{}", uuid::Uuid::new_v4().simple()),
             listen: api_addr,
             public_url: None,
@@ -165,6 +189,17 @@ impl System {
             webhook_initial_retry_ms: 100,
             fanout_page_size: 50,
             secret_key: Some(pidgr_store::SecretKey::generate().to_hex()),
+            fcm_url: push_urls.map_or(PushEndpoints::FCM, |u| &u.fcm).to_owned(),
+            fcm_token_url: push_urls.map_or(PushEndpoints::FCM_TOKEN, |u| &u.fcm_token).to_owned(),
+            apns_url: push_urls.map_or(PushEndpoints::APNS_PRODUCTION, |u| &u.apns).to_owned(),
+            apns_sandbox_url: push_urls.map_or(PushEndpoints::APNS_SANDBOX, |u| &u.apns).to_owned(),
+            push_log: options.push_urls.is_none(),
+            resolver: Some(options.resolver.clone().unwrap_or_else(|| {
+                pidgr::Resolver(Arc::new(pidgr_outbound::StaticResolver::new().with(
+                    "hooks.example.com",
+                    ["93.184.215.14".parse().expect("an address")],
+                )))
+            })),
         };
         let store = config.store().await?;
         store.migrate().await?;
@@ -178,15 +213,13 @@ impl System {
         listen.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listen)?;
         let mut shutdown = stop_rx.clone();
-        tokio::spawn(pidgr::serve_api(
-            listener,
-            store.clone(),
-            client.clone(),
-            config.api_settings()?,
-            async move {
+        let (api_store, api_client, api_config) = (store.clone(), client.clone(), config.clone());
+        tokio::spawn(async move {
+            pidgr::serve_api(listener, api_store, api_client, &api_config, async move {
                 let _ = shutdown.wait_for(|s| *s).await;
-            },
-        ));
+            })
+            .await
+        });
         let mut system = System {
             env: Some(env),
             temporal_address: format!("127.0.0.1:{port}"),
@@ -197,6 +230,7 @@ impl System {
             http: reqwest::Client::new(),
             key,
             org_id: org.id,
+            auto_devices: options.auto_devices,
             stop,
             workers: Vec::new(),
             dir,
@@ -234,9 +268,15 @@ impl System {
         Ok(tokio::process::Command::new(pidgr_binary()?)
             .arg("worker")
             .env("DATABASE_URL", &c.database_url)
-            .env("PIDGR_ALLOW_INSECURE_WEBHOOKS", "true")
+            .env("PIDGR_ALLOW_INSECURE_WEBHOOKS", c.allow_insecure_webhooks.to_string())
             .env("PIDGR_TASK_QUEUE", &c.task_queue)
             .env("PIDGR_FANOUT_PAGE_SIZE", c.fanout_page_size.to_string())
+            .env("PIDGR_SECRET_KEY", c.secret_key.as_deref().unwrap_or_default())
+            .env("PIDGR_PUSH_LOG", c.push_log.to_string())
+            .env("PIDGR_FCM_URL", &c.fcm_url)
+            .env("PIDGR_FCM_TOKEN_URL", &c.fcm_token_url)
+            .env("PIDGR_APNS_URL", &c.apns_url)
+            .env("PIDGR_APNS_SANDBOX_URL", &c.apns_sandbox_url)
             .env("TEMPORAL_ADDRESS", &self.temporal_address)
             .env("TEMPORAL_NAMESPACE", "default")
             .env("RUST_LOG", "warn")
@@ -317,6 +357,23 @@ impl System {
                 &format!("group-{}", uuid::Uuid::new_v4()),
             )
             .await?;
+        for member in self.members(users).await? {
+            self.store
+                .add_set_member(
+                    &self.org_id,
+                    pidgr_store::SetKind::Group,
+                    &group.id,
+                    &member.id,
+                )
+                .await?;
+        }
+        self.start_campaign_for(&group.id, definition).await
+    }
+
+    /// The members with these external ids, created when missing (with an FCM device for the
+    /// `log` provider unless the system runs without `auto_devices`).
+    pub async fn members(&self, users: &[&str]) -> Result<Vec<pidgr_store::Member>> {
+        let mut members = Vec::new();
         for user in users {
             let member = match self
                 .store
@@ -325,7 +382,8 @@ impl System {
             {
                 Some(member) => member,
                 None => {
-                    self.store
+                    let member = self
+                        .store
                         .create_member(
                             &self.org_id,
                             pidgr_store::NewMember {
@@ -336,18 +394,27 @@ impl System {
                                 role_id: "member".into(),
                             },
                         )
-                        .await?
+                        .await?;
+                    if self.auto_devices {
+                        self.store
+                            .register_device(
+                                &self.org_id,
+                                &member.id,
+                                pidgr_store::Platform::Fcm,
+                                &format!("phone-{user}"),
+                            )
+                            .await?;
+                    }
+                    member
                 }
             };
-            self.store
-                .add_set_member(
-                    &self.org_id,
-                    pidgr_store::SetKind::Group,
-                    &group.id,
-                    &member.id,
-                )
-                .await?;
+            members.push(member);
         }
+        Ok(members)
+    }
+
+    /// Creates a campaign for the group `group_id` through the API, and starts it.
+    pub async fn start_campaign_for(&self, group_id: &str, definition: Value) -> Result<String> {
         let template = self
             .create(
                 "/v1/templates",
@@ -365,7 +432,7 @@ impl System {
                     "name": "Q1 Security Update",
                     "title": "Q1 Security Update",
                     "template_id": template["id"],
-                    "audience": { "groups": [group.id] },
+                    "audience": { "groups": [group_id] },
                     "definition": definition,
                 }),
             )
@@ -483,6 +550,9 @@ where
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body exactly as it arrived (signatures are over these bytes).
+    pub raw: axum::body::Bytes,
+    pub at: std::time::Instant,
 }
 
 /// A webhook receiver on loopback. Answers the first `failures` requests with 500 (all of them
@@ -506,8 +576,14 @@ impl Receiver {
                 let tx = tx.clone();
                 let plan = plan.clone();
                 async move {
-                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    let _ = tx.send(Received { headers, body });
+                    let at = std::time::Instant::now();
+                    let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let _ = tx.send(Received {
+                        headers,
+                        body: parsed,
+                        raw: body,
+                        at,
+                    });
                     let planned = plan.lock().expect("plan").pop_front();
                     match planned {
                         Some(status) => status,

@@ -2,6 +2,7 @@
 //! webhooks POSTed to a real receiver on loopback. Each test starts its own system.
 
 mod api;
+mod channels;
 mod harness;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,199 @@
+//! The generic webhook channel's events (seed 002): one per recipient and notifying step, with
+//! the exact body sent, so that every retry re-sends identical bytes. The retry schedule is the
+//! caller's; this module records each attempt and when the next one is due.
+
+use crate::versioned::now;
+use crate::{Result, Store, from_millis, new_id, to_millis};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+/// An event whose next attempt is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEvent {
+    pub id: String,
+    pub delivery_id: String,
+    /// The JSON body, byte for byte as the first attempt sent it.
+    pub body: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+}
+
+/// How one attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookAttemptOutcome {
+    Delivered,
+    /// Failed; try again at this time.
+    RetryAt(DateTime<Utc>),
+    /// Failed for good (the schedule is used up, or the answer was one no retry can change).
+    Failed,
+}
+
+/// Where a step's events stand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookEventProgress {
+    pub pending: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// When the earliest pending event is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Queues one event per `(delivery id, body)` for `step_id`, due at once. An event that
+    /// already exists for the delivery and step is kept as it is (a retried fan-out page must
+    /// not change the `occurred_at` a receiver may already have seen). Returns how many were new.
+    pub async fn enqueue_webhook_events(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        step_id: &str,
+        events: &[(String, String)],
+    ) -> Result<u64> {
+        let (millis, _) = now();
+        let mut tx = self.write_tx().await?;
+        let mut added = 0;
+        for (delivery_id, body) in events {
+            added += sqlx::query(
+                "INSERT INTO webhook_events (id, org_id, campaign_id, step_id, delivery_id, body,
+                                             status, attempts, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', 0, $7, $7)
+                 ON CONFLICT (campaign_id, step_id, delivery_id) DO NOTHING",
+            )
+            .bind(new_id())
+            .bind(org_id)
+            .bind(campaign_id)
+            .bind(step_id)
+            .bind(delivery_id)
+            .bind(body)
+            .bind(millis)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Up to `limit` pending events of the step that are due by `due_by`, after `after_id` in
+    /// id order (ids grow with time, so older events go first).
+    pub async fn due_webhook_events(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        step_id: &str,
+        due_by: DateTime<Utc>,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<WebhookEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, delivery_id, body, attempts FROM webhook_events
+             WHERE campaign_id = $1 AND org_id = $2 AND step_id = $3 AND status = 'PENDING'
+               AND next_attempt_at <= $4 AND id > $5
+             ORDER BY id LIMIT $6",
+        )
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(step_id)
+        .bind(to_millis(due_by))
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(WebhookEvent {
+                    id: row.try_get("id")?,
+                    delivery_id: row.try_get("delivery_id")?,
+                    body: row.try_get("body")?,
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts an attempt of a pending event and records how it ended. An event that is no
+    /// longer pending (another attempt finished it) is left alone.
+    pub async fn record_webhook_attempt(
+        &self,
+        org_id: &str,
+        event_id: &str,
+        outcome: WebhookAttemptOutcome,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let (status, next_at) = match outcome {
+            WebhookAttemptOutcome::Delivered => ("DELIVERED", None),
+            WebhookAttemptOutcome::RetryAt(at) => ("PENDING", Some(to_millis(at))),
+            WebhookAttemptOutcome::Failed => ("FAILED", None),
+        };
+        sqlx::query(
+            "UPDATE webhook_events
+             SET attempts = attempts + 1, status = $1,
+                 next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3
+             WHERE id = $4 AND org_id = $5 AND status = 'PENDING'",
+        )
+        .bind(status)
+        .bind(next_at)
+        .bind(error)
+        .bind(event_id)
+        .bind(org_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends every pending event of the step as FAILED with `reason` (the channel was removed,
+    /// the campaign cancelled); returns how many.
+    pub async fn fail_pending_webhook_events(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        step_id: &str,
+        reason: &str,
+    ) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE webhook_events SET status = 'FAILED', last_error = $1
+             WHERE campaign_id = $2 AND org_id = $3 AND step_id = $4 AND status = 'PENDING'",
+        )
+        .bind(reason)
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(step_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn webhook_event_progress(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        step_id: &str,
+    ) -> Result<WebhookEventProgress> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n, MIN(next_attempt_at) AS next_at FROM webhook_events
+             WHERE campaign_id = $1 AND org_id = $2 AND step_id = $3
+             GROUP BY status",
+        )
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(step_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut progress = WebhookEventProgress::default();
+        for row in &rows {
+            let n = row.try_get::<i64, _>("n")? as u64;
+            match row.try_get::<String, _>("status")?.as_str() {
+                "PENDING" => {
+                    progress.pending = n;
+                    progress.next_attempt_at = row
+                        .try_get::<Option<i64>, _>("next_at")?
+                        .map(from_millis)
+                        .transpose()?;
+                }
+                "DELIVERED" => progress.delivered = n,
+                _ => progress.failed += n,
+            }
+        }
+        Ok(progress)
+    }
+}
