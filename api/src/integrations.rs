@@ -4,7 +4,7 @@
 //! non-secret summary.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use pidgr_push::{ApnsEnvironment, ApnsKeyFile, FcmCredentials};
 use pidgr_store::{Platform, PushCredentials};
@@ -92,13 +92,21 @@ pub async fn configure_apns(
     Ok(Json(stored))
 }
 
-/// DELETE /v1/integrations/push/{platform}
-pub async fn remove(
+/// DELETE /v1/integrations/push/fcm
+pub async fn remove_fcm(state: State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
+    remove(state, caller, Platform::Fcm).await
+}
+
+/// DELETE /v1/integrations/push/apns
+pub async fn remove_apns(state: State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
+    remove(state, caller, Platform::Apns).await
+}
+
+async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path(platform): Path<String>,
+    platform: Platform,
 ) -> Result<StatusCode, ApiError> {
-    let platform = Platform::parse(&platform).ok_or(ApiError::NotFound("push platform"))?;
     state
         .store
         .delete_push_credentials(&caller.org_id, platform)

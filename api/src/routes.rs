@@ -354,8 +354,14 @@ fn table() -> Vec<Entry> {
         needs(
             IntegrationsManage,
             M::DELETE,
-            "/v1/integrations/push/{platform}",
-            delete(integrations::remove),
+            "/v1/integrations/push/fcm",
+            delete(integrations::remove_fcm),
+        ),
+        needs(
+            IntegrationsManage,
+            M::DELETE,
+            "/v1/integrations/push/apns",
+            delete(integrations::remove_apns),
         ),
     ];
     for (kind, base, one, members, member, read, write) in [

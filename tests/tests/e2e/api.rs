@@ -10,7 +10,7 @@ use pidgr_store::Permission;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Options, System, until};
+use crate::harness::{Options, Receiver, System, until};
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -28,6 +28,22 @@ fn notify_then_wait() -> Value {
     })
 }
 
+/// A request body that sets FCM credentials (the fakes' test service account).
+fn fcm_credentials() -> Value {
+    let file = pidgr_push_fakes::test_service_account_json(
+        "pidgr@acme-app.iam.gserviceaccount.com",
+        "acme-app",
+    );
+    json!({ "service_account": serde_json::from_str::<Value>(&file).expect("JSON") })
+}
+
+/// A request body that sets APNs credentials (a key made for the test).
+fn apns_credentials() -> Value {
+    let (p8, _) = pidgr_push_fakes::generate_apns_key();
+    json!({ "team_id": "TEAM123456", "key_id": "KEY1234567", "bundle_id": "com.acme.app",
+            "environment": "sandbox", "private_key": p8 })
+}
+
 /// Org A's resources every route can be pointed at, created through the API as Super Admin.
 struct Fixture {
     member: String,
@@ -41,10 +57,13 @@ struct Fixture {
     campaign: String,
     delivery: String,
     deeplink_code: String,
+    /// A loopback receiver that accepts every webhook channel event (the channel's URL).
+    hook: Receiver,
 }
 
 impl Fixture {
     async fn build(system: &System) -> Result<Fixture> {
+        let hook = Receiver::start(Some(0)).await?;
         let mut members = Vec::new();
         for name in ["ann", "bob"] {
             let member = system
@@ -109,7 +128,7 @@ impl Fixture {
             .call(
                 Method::PUT,
                 "/v1/webhook-channel",
-                Some(json!({ "url": "https://hooks.example.com/pidgr" })),
+                Some(json!({ "url": hook.url })),
             )
             .await?;
         if status != StatusCode::CREATED {
@@ -147,6 +166,7 @@ impl Fixture {
             campaign,
             delivery: first["id"].as_str().unwrap().to_owned(),
             deeplink_code: first["deeplink_code"].as_str().unwrap().to_owned(),
+            hook,
         })
     }
 
@@ -282,9 +302,18 @@ async fn prepare(
             .call(
                 Method::PUT,
                 "/v1/webhook-channel",
-                Some(json!({ "url": "https://hooks.example.com/pidgr" })),
+                Some(json!({ "url": fx.hook.url })),
             )
             .await?;
+    }
+    if path.starts_with("/v1/integrations/push/") && destructive {
+        // Something to delete: org A's credentials for the platform.
+        let body = if path.ends_with("/fcm") {
+            fcm_credentials()
+        } else {
+            apns_credentials()
+        };
+        system.call(Method::PUT, &path, Some(body)).await?;
     }
     path = path
         .replace("{template_id}", &fx.template)
@@ -326,7 +355,10 @@ async fn prepare(
             "name": unique("c"), "title": "T", "template_id": fx.template,
             "audience": { "teams": [fx.team] }, "definition": notify_then_wait(),
         }),
-        ("PUT", "/v1/webhook-channel") => json!({ "url": "https://hooks.example.com/pidgr" }),
+        ("PUT", "/v1/webhook-channel") => json!({ "url": fx.hook.url }),
+        ("PUT", "/v1/integrations/push/fcm") => fcm_credentials(),
+        ("PUT", "/v1/integrations/push/apns") => apns_credentials(),
+        ("POST", "/v1/webhook-channel/test-event") => Value::Null,
         ("POST", _) => json!({}),
         _ => Value::Null,
     };
@@ -350,8 +382,13 @@ fn success(spec: &RouteSpec) -> StatusCode {
 fn other_organisation(spec: &RouteSpec) -> StatusCode {
     match (spec.method.as_str(), spec.path) {
         ("GET" | "DELETE", "/v1/webhook-channel")
-        | ("POST", "/v1/webhook-channel/rotate-secret") => StatusCode::NOT_FOUND,
+        | ("POST", "/v1/webhook-channel/rotate-secret" | "/v1/webhook-channel/test-event") => {
+            StatusCode::NOT_FOUND
+        }
         ("PUT", "/v1/webhook-channel") => StatusCode::CREATED,
+        ("DELETE", "/v1/integrations/push/fcm" | "/v1/integrations/push/apns") => {
+            StatusCode::NOT_FOUND
+        }
         // Org A's template and team are unknown to it: a validation problem, nothing written.
         ("POST", "/v1/campaigns") => StatusCode::UNPROCESSABLE_ENTITY,
         (_, path) if path.contains('{') => StatusCode::NOT_FOUND,
@@ -427,9 +464,12 @@ async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<
             other_organisation(spec),
         ));
         for (caller, key, expected) in expectations {
-            if caller == "another organisation" && spec.path.starts_with("/v1/webhook-channel") {
-                // Its own (single) channel starts out unconfigured for every call.
+            if caller == "another organisation" {
+                // Its own (single) channel and credentials start out unconfigured every call.
                 let _ = store.delete_webhook_channel(&other_org.id).await;
+                for platform in pidgr_store::Platform::ALL {
+                    let _ = store.delete_push_credentials(&other_org.id, platform).await;
+                }
             }
             let (path, body) = prepare(&system, &fx, spec).await?;
             let body_text = body.as_ref().map(Value::to_string).unwrap_or_default();
@@ -688,6 +728,20 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
             "url",
             true,
         ),
+        w(
+            Method::PUT,
+            "/v1/integrations/push/fcm".into(),
+            fcm_credentials(),
+            "service_account",
+            true,
+        ),
+        w(
+            Method::PUT,
+            "/v1/integrations/push/apns".into(),
+            apns_credentials(),
+            "team_id",
+            true,
+        ),
     ];
     // Every route that reads a body is in the list above.
     let listed: Vec<(Method, &str)> = pidgr_api::specs()
@@ -697,6 +751,7 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
             !s.path.ends_with("/start")
                 && !s.path.ends_with("/cancel")
                 && !s.path.ends_with("/rotate-secret")
+                && !s.path.ends_with("/test-event")
         })
         .filter(|s| !(s.method == Method::PUT && s.path.ends_with("/members/{member_id}")))
         .map(|s| (s.method, s.path))
@@ -878,7 +933,16 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
         )
         .await?;
         assert_eq!(status, StatusCode::CREATED, "{member}");
-        members.insert(external, member["id"].as_str().unwrap().to_owned());
+        let member_id = member["id"].as_str().unwrap().to_owned();
+        // Each has a phone; the system runs with the `log` provider, which records the pushes.
+        let (status, device) = admin(
+            Method::POST,
+            format!("/v1/members/{member_id}/devices"),
+            Some(json!({ "platform": "fcm", "token": format!("phone-{external}") })),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::CREATED, "{device}");
+        members.insert(external, member_id);
     }
     let (_, team) = admin(
         Method::POST,
@@ -1099,7 +1163,7 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
     let (status, channel) = admin(
         Method::PUT,
         "/v1/webhook-channel".into(),
-        Some(json!({ "url": "https://hooks.acme.test/pidgr", "timeout_ms": 3000 })),
+        Some(json!({ "url": "https://hooks.example.com/pidgr", "timeout_ms": 3000 })),
     )
     .await?;
     assert_eq!(status, StatusCode::CREATED, "{channel}");
