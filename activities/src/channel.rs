@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
-use pidgr_outbound::OutboundError;
+use pidgr_outbound::{OutboundError, OutboundResponse};
 use pidgr_store::{ActivityKind, WebhookAttemptOutcome, WebhookEvent};
 use pidgr_workflows::contract::{CampaignRef, ChannelEventsDelivered, StepInput};
 use serde_json::json;
@@ -37,65 +37,26 @@ impl CampaignActivitiesImpl {
     ) -> Result<ChannelEventsDelivered, ActivityError> {
         let StepInput { campaign, step_id } = input;
         let org_id = &campaign.org_id;
-        let mut after_id = String::new();
         loop {
-            if ctx.is_cancelled() {
-                return Err(ActivityError::cancelled());
-            }
-            let due = self
+            self.send_due_events(ctx, &campaign, &step_id).await?;
+            let progress = self
                 .store
-                .due_webhook_events(
-                    org_id,
-                    &campaign.campaign_id,
-                    &step_id,
-                    Utc::now(),
-                    &after_id,
-                    PAGE_SIZE,
-                )
+                .webhook_event_progress(org_id, &campaign.campaign_id, &step_id)
                 .await
                 .map_err(retryable)?;
-            let Some(last) = due.last() else { break };
-            after_id = last.id.clone();
-            // Read per page: a rotated secret or a changed URL applies from the next send on.
-            let Some((channel, secret)) = self
-                .store
-                .webhook_signing_secret(org_id)
-                .await
-                .map_err(retryable)?
-            else {
-                let reason = "the organisation's webhook channel was removed";
-                self.store
-                    .fail_pending_webhook_events(org_id, &campaign.campaign_id, &step_id, reason)
-                    .await
-                    .map_err(retryable)?;
-                self.log(
-                    &campaign,
-                    Some(&step_id),
-                    ActivityKind::StepFailed,
-                    format!("webhook channel events not sent: {reason}"),
-                    json!({}),
-                )
-                .await?;
+            let Some(next_at) = progress.next_attempt_at else {
                 break;
             };
-            let timeout = Duration::from_millis(channel.timeout_ms.max(1) as u64);
-            // Each send owns what it needs, so the futures can run concurrently on any thread.
-            let mut sends = stream::iter(due.into_iter().map(|event| {
-                let (outbound, url, secret) =
-                    (self.outbound.clone(), channel.url.clone(), secret.clone());
-                async move {
-                    let started = std::time::Instant::now();
-                    let sent = outbound
-                        .post_channel_event(&url, &secret, &event.body, timeout)
-                        .await;
-                    (event, sent, started.elapsed())
-                }
-            }))
-            .buffer_unordered(CONCURRENCY);
-            while let Some((event, sent, elapsed)) = sends.next().await {
-                self.record_attempt(&campaign, &step_id, &event, sent, elapsed)
-                    .await?;
-                let _ = ctx.record_heartbeat(()).await;
+            // An event whose retry fell due while others were sending goes in another pass:
+            // a zero "next retry delay" would make Temporal fall back to its own backoff.
+            if let Ok(wait) = (next_at - Utc::now()).to_std()
+                && !wait.is_zero()
+            {
+                let message = format!(
+                    "{} webhook channel events wait for a retry",
+                    progress.pending
+                );
+                return Err(retry_after(Waiting(message), Some(wait)));
             }
         }
         let progress = self
@@ -103,14 +64,6 @@ impl CampaignActivitiesImpl {
             .webhook_event_progress(org_id, &campaign.campaign_id, &step_id)
             .await
             .map_err(retryable)?;
-        if let Some(next_at) = progress.next_attempt_at {
-            let wait = (next_at - Utc::now()).to_std().unwrap_or_default();
-            let message = format!(
-                "{} webhook channel events wait for a retry",
-                progress.pending
-            );
-            return Err(retry_after(Waiting(message), Some(wait)));
-        }
         let delivered = ChannelEventsDelivered {
             delivered: progress.delivered,
             failed: progress.failed,
@@ -129,37 +82,111 @@ impl CampaignActivitiesImpl {
         Ok(delivered)
     }
 
+    /// One pass over the step's events that are due now, page by page.
+    async fn send_due_events(
+        &self,
+        ctx: &ActivityContext,
+        campaign: &CampaignRef,
+        step_id: &str,
+    ) -> Result<(), ActivityError> {
+        let org_id = &campaign.org_id;
+        let mut after_id = String::new();
+        loop {
+            if ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
+            let due = self
+                .store
+                .due_webhook_events(
+                    org_id,
+                    &campaign.campaign_id,
+                    step_id,
+                    Utc::now(),
+                    &after_id,
+                    PAGE_SIZE,
+                )
+                .await
+                .map_err(retryable)?;
+            let Some(last) = due.last() else {
+                return Ok(());
+            };
+            after_id = last.id.clone();
+            // Read per page: a rotated secret or a changed URL applies from the next send on.
+            let Some((channel, secret)) = self
+                .store
+                .webhook_signing_secret(org_id)
+                .await
+                .map_err(retryable)?
+            else {
+                let reason = "the organisation's webhook channel was removed";
+                self.store
+                    .fail_pending_webhook_events(org_id, &campaign.campaign_id, Some(step_id), reason)
+                    .await
+                    .map_err(retryable)?;
+                return self
+                    .log(
+                        campaign,
+                        Some(step_id),
+                        ActivityKind::StepFailed,
+                        format!("webhook channel events not sent: {reason}"),
+                        json!({}),
+                    )
+                    .await;
+            };
+            let timeout = Duration::from_millis(channel.timeout_ms.max(1) as u64);
+            // Each send owns what it needs, so the futures can run concurrently on any thread.
+            let mut sends = stream::iter(due.into_iter().map(|event| {
+                let (outbound, url, secret) =
+                    (self.outbound.clone(), channel.url.clone(), secret.clone());
+                async move {
+                    let started = std::time::Instant::now();
+                    let sent = outbound
+                        .post_channel_event(&url, &secret, &event.body, timeout)
+                        .await;
+                    (event, sent, started.elapsed())
+                }
+            }))
+            .buffer_unordered(CONCURRENCY);
+            while let Some((event, sent, elapsed)) = sends.next().await {
+                self.record_attempt(campaign, step_id, &event, sent, elapsed)
+                    .await?;
+                let _ = ctx.record_heartbeat(()).await;
+            }
+        }
+    }
+
     /// Records one attempt on the event and in the activity log (status or error, duration).
     async fn record_attempt(
         &self,
         campaign: &CampaignRef,
         step_id: &str,
         event: &WebhookEvent,
-        sent: Result<pidgr_outbound::OutboundResponse, OutboundError>,
+        sent: Result<OutboundResponse, OutboundError>,
         elapsed: Duration,
     ) -> Result<(), ActivityError> {
         let attempt = event.attempts + 1;
-        let retry_in = RETRY_DELAYS.get(event.attempts as usize).copied();
-        let (outcome, status, error) = match &sent {
-            Ok(response) => (WebhookAttemptOutcome::Delivered, Some(response.status), None),
-            Err(error) => {
-                let outcome = match retry_in {
-                    Some(delay) if error.is_retryable() => WebhookAttemptOutcome::RetryAt(
-                        Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
-                    ),
-                    _ => WebhookAttemptOutcome::Failed,
-                };
-                let status = match error {
-                    OutboundError::Status { status, .. } => Some(*status),
-                    _ => None,
-                };
-                (outcome, status, Some(error.to_string()))
-            }
+        let outcome = attempt_outcome(event.attempts, &sent, Utc::now());
+        let (status, error) = match &sent {
+            Ok(response) => (Some(response.status), None),
+            Err(OutboundError::Status { status, .. }) => (Some(*status), sent.as_ref().err()),
+            Err(error) => (None, Some(error)),
         };
-        self.store
-            .record_webhook_attempt(&campaign.org_id, &event.id, outcome, error.as_deref())
+        let error = error.map(ToString::to_string);
+        let recorded = self
+            .store
+            .record_webhook_attempt(
+                &campaign.org_id,
+                &event.id,
+                event.attempts,
+                outcome,
+                error.as_deref(),
+            )
             .await
             .map_err(retryable)?;
+        if !recorded {
+            // Another attempt (a timed-out activity still running) got there first.
+            return Ok(());
+        }
         let user_id = serde_json::from_str::<serde_json::Value>(&event.body)
             .ok()
             .and_then(|body| body["user_id"].as_str().map(str::to_owned))
@@ -169,7 +196,7 @@ impl CampaignActivitiesImpl {
             (Ok(response), _) => format!("answered {}", response.status),
             (Err(error), WebhookAttemptOutcome::RetryAt(_)) => format!(
                 "failed: {error}; retry in {} s",
-                retry_in.unwrap_or_default().as_secs()
+                RETRY_DELAYS[event.attempts as usize].as_secs()
             ),
             (Err(error), _) => format!("failed for good: {error}"),
         };
@@ -199,3 +226,85 @@ impl CampaignActivitiesImpl {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Waiting(String);
+
+/// How an attempt ends, given the attempts made before it: delivered on a 2xx; otherwise retried
+/// on seed 002's schedule — whatever the failure, since a receiver's 401 or 404 may be a
+/// deploy or a secret rotation in progress — except for a destination the SSRF rules refuse,
+/// which no retry can change.
+fn attempt_outcome(
+    attempts_before: i64,
+    sent: &Result<OutboundResponse, OutboundError>,
+    now: DateTime<Utc>,
+) -> WebhookAttemptOutcome {
+    match sent {
+        Ok(_) => WebhookAttemptOutcome::Delivered,
+        Err(OutboundError::BlockedUrl(_) | OutboundError::BlockedAddress { .. }) => {
+            WebhookAttemptOutcome::Failed
+        }
+        Err(_) => match usize::try_from(attempts_before)
+            .ok()
+            .and_then(|n| RETRY_DELAYS.get(n))
+        {
+            Some(delay) => WebhookAttemptOutcome::RetryAt(
+                now + chrono::Duration::from_std(*delay).expect("seconds fit"),
+            ),
+            None => WebhookAttemptOutcome::Failed,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pidgr_workflows::definition::{BlockedReason, UrlRejection};
+
+    fn status(code: u16) -> Result<OutboundResponse, OutboundError> {
+        Err(OutboundError::Status {
+            status: code,
+            body_excerpt: String::new(),
+        })
+    }
+
+    #[test]
+    fn failures_are_retried_after_1_5_and_30_seconds_then_fail() {
+        let now = Utc::now();
+        let at = |secs| WebhookAttemptOutcome::RetryAt(now + chrono::Duration::seconds(secs));
+        assert_eq!(attempt_outcome(0, &status(500), now), at(1));
+        assert_eq!(attempt_outcome(1, &status(503), now), at(5));
+        assert_eq!(attempt_outcome(2, &status(404), now), at(30));
+        assert_eq!(
+            attempt_outcome(3, &status(500), now),
+            WebhookAttemptOutcome::Failed
+        );
+        let timed_out = Err(OutboundError::TimedOut(Duration::from_secs(5)));
+        assert_eq!(attempt_outcome(0, &timed_out, now), at(1));
+        let ok = Ok(OutboundResponse {
+            status: 204,
+            body: Vec::new(),
+            elapsed: Duration::ZERO,
+        });
+        assert_eq!(
+            attempt_outcome(3, &ok, now),
+            WebhookAttemptOutcome::Delivered
+        );
+    }
+
+    #[test]
+    fn a_forbidden_destination_is_never_retried() {
+        let now = Utc::now();
+        let blocked = Err(OutboundError::BlockedAddress {
+            host: "rebind.example.com".into(),
+            ip: "169.254.169.254".parse().unwrap(),
+            reason: BlockedReason::LinkLocal,
+        });
+        assert_eq!(
+            attempt_outcome(0, &blocked, now),
+            WebhookAttemptOutcome::Failed
+        );
+        let refused = Err(OutboundError::BlockedUrl(UrlRejection::InsecureScheme));
+        assert_eq!(
+            attempt_outcome(0, &refused, now),
+            WebhookAttemptOutcome::Failed
+        );
+    }
+}

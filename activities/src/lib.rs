@@ -29,7 +29,6 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 mod channel;
 pub mod push;
 
-pub use channel::RETRY_DELAYS as CHANNEL_EVENT_RETRY_DELAYS;
 pub use push::{PushMessage, PushSender};
 
 /// Push bodies are plain text cut to this many characters (below FCM's and APNs' limits).
@@ -261,11 +260,19 @@ impl CampaignActivitiesImpl {
                         .as_ref()
                         .and_then(|member| devices.remove(member))
                         .unwrap_or_default();
-                    match self.push.notify(credentials, &message, &member_devices).await {
+                    // Inline retries can keep one recipient busy for a while: keep the
+                    // attempt alive meanwhile (the checkpoint itself does not move).
+                    let notify = self.push.notify(credentials, &message, &member_devices);
+                    let notified = heartbeat_while(ctx, FanOutCheckpoint { after_seq }, notify).await;
+                    let removed = match &notified {
+                        Ok(report) => &report.removed,
+                        Err(error) => &error.removed,
+                    };
+                    removed_tokens += removed.len() as u64;
+                    self.log_removed_tokens(&cref, &step_id, target, removed)
+                        .await?;
+                    match notified {
                         Ok(report) => {
-                            removed_tokens += report.removed.len() as u64;
-                            self.log_removed_tokens(&cref, &step_id, target, &report.removed)
-                                .await?;
                             reached |= report.sent;
                             reasons.extend(report.reason);
                         }
@@ -634,6 +641,16 @@ impl CampaignActivitiesImpl {
         _ctx: ActivityContext,
         input: CampaignRef,
     ) -> Result<(), ActivityError> {
+        // Webhook channel events still waiting for a retry are not sent any more.
+        self.store
+            .fail_pending_webhook_events(
+                &input.org_id,
+                &input.campaign_id,
+                None,
+                "the campaign was cancelled",
+            )
+            .await
+            .map_err(retryable)?;
         // A cancel through the API has already set CANCELLED and logged it; a cancel from the
         // Web UI arrives here with the campaign still ACTIVE.
         let campaign = self
@@ -678,6 +695,28 @@ fn contract_counts(c: pidgr_store::DeliveryCounts) -> DeliveryCounts {
 /// A failure Temporal should retry with the activity's policy.
 fn retryable(error: impl std::error::Error + Send + Sync + 'static) -> ActivityError {
     ActivityError::from(error)
+}
+
+/// How often a long-running call heartbeats; well inside the activities' 60 s heartbeat timeout.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs `work`, recording `details` as a heartbeat every [`HEARTBEAT_EVERY`] until it is done.
+async fn heartbeat_while<T>(
+    ctx: &ActivityContext,
+    details: FanOutCheckpoint,
+    work: impl Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+    beat.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = beat.tick() => {
+                let _ = ctx.record_heartbeat(details).await;
+            }
+        }
+    }
 }
 
 /// A failure Temporal should retry after `delay` (the provider's Retry-After, the next due

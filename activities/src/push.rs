@@ -48,6 +48,18 @@ pub struct PushReport {
 pub struct PushUnavailable {
     pub reason: String,
     pub retry_after: Option<Duration>,
+    /// Tokens removed before the provider became unavailable (for the activity log).
+    pub removed: Vec<String>,
+}
+
+impl PushUnavailable {
+    fn store(error: pidgr_store::StoreError, removed: &[String]) -> Self {
+        PushUnavailable {
+            reason: error.to_string(),
+            retry_after: None,
+            removed: removed.to_vec(),
+        }
+    }
 }
 
 /// An organisation's credentials, read once per fan-out. A platform whose stored credentials
@@ -118,25 +130,18 @@ impl PushSender {
         let mut reasons: Vec<String> = Vec::new();
         let mut unavailable: Option<PushUnavailable> = None;
         for device in devices {
-            let sent = match device.platform {
-                Platform::Fcm => match &credentials.fcm {
-                    Some(Ok(fcm)) => Some(self.client.send_fcm(fcm, &device.token, &notification).await),
-                    Some(Err(reason)) => {
-                        reasons.push(reason.clone());
-                        continue;
-                    }
-                    None => None,
-                },
-                Platform::Apns => match &credentials.apns {
-                    Some(Ok(apns)) => {
-                        Some(self.client.send_apns(apns, &device.token, &notification).await)
-                    }
-                    Some(Err(reason)) => {
-                        reasons.push(reason.clone());
-                        continue;
-                    }
-                    None => None,
-                },
+            let sent = match (device.platform, &credentials.fcm, &credentials.apns) {
+                (Platform::Fcm, Some(Ok(fcm)), _) => {
+                    Some(self.client.send_fcm(fcm, &device.token, &notification).await)
+                }
+                (Platform::Apns, _, Some(Ok(apns))) => {
+                    Some(self.client.send_apns(apns, &device.token, &notification).await)
+                }
+                (Platform::Fcm, Some(Err(unusable)), _) | (Platform::Apns, _, Some(Err(unusable))) => {
+                    reasons.push(unusable.clone());
+                    continue;
+                }
+                _ => None,
             };
             match sent {
                 Some(Ok(_)) => report.sent = true,
@@ -144,10 +149,7 @@ impl PushSender {
                     self.store
                         .remove_device_token(message.org_id, device.platform, &device.token)
                         .await
-                        .map_err(|e| PushUnavailable {
-                            reason: e.to_string(),
-                            retry_after: None,
-                        })?;
+                        .map_err(|e| PushUnavailable::store(e, &report.removed))?;
                     tracing::info!(
                         platform = device.platform.as_str(),
                         token_end = token_end(&device.token),
@@ -167,11 +169,14 @@ impl PushSender {
                     unavailable = Some(PushUnavailable {
                         reason,
                         retry_after,
+                        removed: Vec::new(),
                     })
                 }
                 Some(Err(error)) => reasons.push(error.to_string()),
                 None if self.log_fallback => {
-                    self.record_in_log(message, device.platform).await?;
+                    self.record_in_log(message, device.platform)
+                        .await
+                        .map_err(|e| PushUnavailable::store(e, &report.removed))?;
                     report.sent = true;
                 }
                 None => reasons.push(format!(
@@ -183,7 +188,8 @@ impl PushSender {
         if report.sent {
             return Ok(report);
         }
-        if let Some(unavailable) = unavailable {
+        if let Some(mut unavailable) = unavailable {
+            unavailable.removed = report.removed;
             return Err(unavailable);
         }
         reasons.dedup();
@@ -200,7 +206,7 @@ impl PushSender {
         &self,
         message: &PushMessage<'_>,
         platform: Platform,
-    ) -> Result<(), PushUnavailable> {
+    ) -> Result<(), pidgr_store::StoreError> {
         self.store
             .record_push(NewPush {
                 org_id: message.org_id,
@@ -212,11 +218,7 @@ impl PushSender {
                 body: message.body,
                 deeplink: message.deeplink,
             })
-            .await
-            .map_err(|e| PushUnavailable {
-                reason: e.to_string(),
-                retry_after: None,
-            })?;
+            .await?;
         tracing::info!(
             campaign_id = message.campaign_id,
             delivery_id = message.delivery_id,

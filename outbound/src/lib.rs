@@ -197,12 +197,23 @@ impl OutboundClient {
         url: &str,
         timeout: Duration,
     ) -> Result<CheckedUrl, OutboundError> {
-        let checked =
-            check_url(url, &self.inner.config.policy).map_err(OutboundError::BlockedUrl)?;
+        let checked = check_url(url, &self.inner.config.policy).map_err(|rejection| {
+            tracing::warn!(reason = %rejection, "URL refused when saved");
+            OutboundError::BlockedUrl(rejection)
+        })?;
         if let Host::Domain(name) = &checked.host {
-            tokio::time::timeout(timeout, self.checked_addrs(name, checked.port))
+            let resolved = tokio::time::timeout(timeout, self.checked_addrs(name, checked.port))
                 .await
-                .map_err(|_| OutboundError::TimedOut(timeout))??;
+                .unwrap_or_else(|_| {
+                    Err(OutboundError::Dns {
+                        host: name.clone(),
+                        message: format!("no answer within {} s", timeout.as_secs()),
+                    })
+                });
+            if let Err(error @ OutboundError::BlockedAddress { .. }) = &resolved {
+                tracing::warn!(host = %name, reason = %error, "URL refused when saved");
+            }
+            resolved?;
         }
         Ok(checked)
     }

@@ -7,11 +7,12 @@
 //! present, else `error.status`.
 //!
 //! - [`PushError::InvalidToken`]: `UNREGISTERED`, `SENDER_ID_MISMATCH`, and `INVALID_ARGUMENT`
-//!   when it comes as an FcmError code (FCM's "the registration token is not valid"). A bare
-//!   `INVALID_ARGUMENT` status without an FcmError code is a request-shape problem (unknown
-//!   field, bad JSON) and becomes `Rejected`, unless a `google.rpc.BadRequest` field violation
-//!   names `message.token`: removing a good token because of our own bug would be the worse
-//!   mistake.
+//!   when it comes as an FcmError code (FCM's "the registration token is not valid") and no
+//!   `google.rpc.BadRequest` field violation names another field than `message.token`. A bare
+//!   `INVALID_ARGUMENT` status without an FcmError code, or one whose violation names another
+//!   field (message too big, bad data key), is a request problem and becomes `Rejected`, unless
+//!   a violation names `message.token`: removing a good token because of our own bug would be
+//!   the worse mistake.
 //! - Transient (retried inline, then [`PushError::Unavailable`]): `QUOTA_EXCEEDED`,
 //!   `UNAVAILABLE`, `INTERNAL`, and the statuses `RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`.
 //! - Renew the access token and retry once: HTTP 401 / `UNAUTHENTICATED` (our access token
@@ -259,14 +260,16 @@ pub(crate) fn outcome(
             .and_then(|detail| detail.error_code.clone())
     });
     let status_code = parsed.as_ref().and_then(|error| error.status.clone());
-    let token_violation = parsed.as_ref().is_some_and(|error| {
-        error.details.iter().any(|detail| {
-            detail
-                .field_violations
-                .iter()
-                .any(|violation| violation.field == "message.token")
-        })
-    });
+    let violations: Vec<&str> = parsed
+        .iter()
+        .flat_map(|error| &error.details)
+        .flat_map(|detail| &detail.field_violations)
+        .map(|violation| violation.field.as_str())
+        .collect();
+    let token_violation = violations.contains(&"message.token");
+    // FCM also answers INVALID_ARGUMENT (with the same FcmError code) for a message that is too
+    // big or has a bad field; a violation naming another field means the token is not to blame.
+    let other_violation = violations.iter().any(|field| *field != "message.token");
     let code = fcm_code
         .clone()
         .or(status_code)
@@ -289,7 +292,9 @@ pub(crate) fn outcome(
     let rejected = |reason: String| Failure::Final(PushError::Rejected { reason });
     let failure = match code.as_str() {
         "UNREGISTERED" | "SENDER_ID_MISMATCH" => invalid_token(),
-        "INVALID_ARGUMENT" if fcm_code.is_some() || token_violation => invalid_token(),
+        "INVALID_ARGUMENT" if token_violation || (fcm_code.is_some() && !other_violation) => {
+            invalid_token()
+        }
         "INVALID_ARGUMENT" => rejected(reason),
         "QUOTA_EXCEEDED" | "UNAVAILABLE" | "INTERNAL" | "RESOURCE_EXHAUSTED"
         | "DEADLINE_EXCEEDED" => transient(reason),
@@ -413,6 +418,21 @@ mod tests {
         assert!(matches!(
             classify(&answer(400, body)),
             Failure::Final(PushError::InvalidToken { .. })
+        ));
+    }
+
+    #[test]
+    fn an_invalid_argument_naming_another_field_keeps_the_token() {
+        let body = json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+            "message": "Message is too big",
+            "details": [
+                {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                 "errorCode": "INVALID_ARGUMENT"},
+                {"@type": "type.googleapis.com/google.rpc.BadRequest",
+                 "fieldViolations": [{"field": "message.data", "description": "too big"}]}]}});
+        assert!(matches!(
+            classify(&answer(400, body)),
+            Failure::Final(PushError::Rejected { .. })
         ));
     }
 

@@ -111,53 +111,57 @@ impl Store {
             .collect()
     }
 
-    /// Counts an attempt of a pending event and records how it ended. An event that is no
-    /// longer pending (another attempt finished it) is left alone.
+    /// Counts an attempt of a pending event and records how it ended. `attempts_before` is the
+    /// count the sender read: if another sender recorded an attempt meanwhile (or finished the
+    /// event), nothing changes and the answer is `false`.
     pub async fn record_webhook_attempt(
         &self,
         org_id: &str,
         event_id: &str,
+        attempts_before: i64,
         outcome: WebhookAttemptOutcome,
         error: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (status, next_at) = match outcome {
             WebhookAttemptOutcome::Delivered => ("DELIVERED", None),
             WebhookAttemptOutcome::RetryAt(at) => ("PENDING", Some(to_millis(at))),
             WebhookAttemptOutcome::Failed => ("FAILED", None),
         };
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE webhook_events
              SET attempts = attempts + 1, status = $1,
                  next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3
-             WHERE id = $4 AND org_id = $5 AND status = 'PENDING'",
+             WHERE id = $4 AND org_id = $5 AND status = 'PENDING' AND attempts = $6",
         )
         .bind(status)
         .bind(next_at)
         .bind(error)
         .bind(event_id)
         .bind(org_id)
+        .bind(attempts_before)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    /// Ends every pending event of the step as FAILED with `reason` (the channel was removed,
-    /// the campaign cancelled); returns how many.
+    /// Ends every pending event of the step (of the whole campaign when `step_id` is `None`) as
+    /// FAILED with `reason`: the channel was removed, the campaign cancelled. Returns how many.
     pub async fn fail_pending_webhook_events(
         &self,
         org_id: &str,
         campaign_id: &str,
-        step_id: &str,
+        step_id: Option<&str>,
         reason: &str,
     ) -> Result<u64> {
         Ok(sqlx::query(
             "UPDATE webhook_events SET status = 'FAILED', last_error = $1
-             WHERE campaign_id = $2 AND org_id = $3 AND step_id = $4 AND status = 'PENDING'",
+             WHERE campaign_id = $2 AND org_id = $3 AND ($4 = '' OR step_id = $4)
+               AND status = 'PENDING'",
         )
         .bind(reason)
         .bind(campaign_id)
         .bind(org_id)
-        .bind(step_id)
+        .bind(step_id.unwrap_or_default())
         .execute(&self.pool)
         .await?
         .rows_affected())

@@ -107,14 +107,26 @@ async fn webhook_events_keep_their_first_body_and_follow_their_attempts(store: S
 
     // First event: fails, is due again in 5 s, then delivered. Second: fails for good.
     let later = now + Duration::seconds(5);
-    store
-        .record_webhook_attempt(&org, &due[0].id, WebhookAttemptOutcome::RetryAt(later), Some("503"))
-        .await
-        .unwrap();
-    store
-        .record_webhook_attempt(&org, &due[1].id, WebhookAttemptOutcome::Failed, Some("404"))
-        .await
-        .unwrap();
+    assert!(
+        store
+            .record_webhook_attempt(&org, &due[0].id, 0, WebhookAttemptOutcome::RetryAt(later), Some("503"))
+            .await
+            .unwrap()
+    );
+    // A second sender that read the same count (a timed-out attempt still running) records
+    // nothing: the attempt is counted once.
+    assert!(
+        !store
+            .record_webhook_attempt(&org, &due[0].id, 0, WebhookAttemptOutcome::Failed, Some("late"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_webhook_attempt(&org, &due[1].id, 0, WebhookAttemptOutcome::Failed, Some("404"))
+            .await
+            .unwrap()
+    );
     let progress = store
         .webhook_event_progress(&org, &campaign, "remind")
         .await
@@ -138,15 +150,19 @@ async fn webhook_events_keep_their_first_body_and_follow_their_attempts(store: S
         .unwrap();
     assert_eq!(retry.len(), 1);
     assert_eq!((retry[0].attempts, retry[0].body.as_str()), (1, due[0].body.as_str()));
-    store
-        .record_webhook_attempt(&org, &retry[0].id, WebhookAttemptOutcome::Delivered, None)
-        .await
-        .unwrap();
+    assert!(
+        store
+            .record_webhook_attempt(&org, &retry[0].id, 1, WebhookAttemptOutcome::Delivered, None)
+            .await
+            .unwrap()
+    );
     // An attempt recorded on a finished event (a stale retry) changes nothing.
-    store
-        .record_webhook_attempt(&org, &retry[0].id, WebhookAttemptOutcome::Failed, Some("late"))
-        .await
-        .unwrap();
+    assert!(
+        !store
+            .record_webhook_attempt(&org, &retry[0].id, 2, WebhookAttemptOutcome::Failed, Some("late"))
+            .await
+            .unwrap()
+    );
     let progress = store
         .webhook_event_progress(&org, &campaign, "remind")
         .await
@@ -170,14 +186,34 @@ async fn pending_webhook_events_can_be_failed_at_once(store: Store) {
         .await
         .unwrap();
     store
-        .record_webhook_attempt(&org, &first[0].id, WebhookAttemptOutcome::Delivered, None)
+        .record_webhook_attempt(&org, &first[0].id, 0, WebhookAttemptOutcome::Delivered, None)
+        .await
+        .unwrap();
+    // Another step's pending event, failed with the whole campaign below.
+    store
+        .enqueue_webhook_events(&org, &campaign, "remind", &events[..1])
         .await
         .unwrap();
     let failed = store
-        .fail_pending_webhook_events(&org, &campaign, "notify", "channel removed")
+        .fail_pending_webhook_events(&org, &campaign, Some("notify"), "channel removed")
         .await
         .unwrap();
     assert_eq!(failed, 2);
+    let other = store.create_organisation("Other").await.unwrap().id;
+    assert_eq!(
+        store
+            .fail_pending_webhook_events(&other, &campaign, None, "cancelled")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .fail_pending_webhook_events(&org, &campaign, None, "cancelled")
+            .await
+            .unwrap(),
+        1
+    );
     let progress = store
         .webhook_event_progress(&org, &campaign, "notify")
         .await

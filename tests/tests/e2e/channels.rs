@@ -370,14 +370,18 @@ async fn push_reaches_good_tokens_removes_gone_ones_and_retries_quota_errors() -
     ensure!(status == StatusCode::OK, "{saved}");
 
     // ada: one good FCM token. bob: a good APNs token and an unregistered FCM one. cy: only an
-    // unregistered APNs token. dan: no device. eve: FCM over quota once, then accepted.
-    let members = system.members(&["ada", "bob", "cy", "dan", "eve"]).await?;
+    // unregistered APNs token. dan: no device. eve: FCM over quota once, then accepted. fay:
+    // FCM unavailable through all of the client's attempts, so the step itself is retried.
+    let members = system
+        .members(&["ada", "bob", "cy", "dan", "eve", "fay"])
+        .await?;
     let devices = [
         (0, "fcm", "ada-fcm"),
         (1, "apns", "bob-apns"),
         (1, "fcm", "bob-old-fcm"),
         (2, "apns", "cy-apns"),
         (4, "fcm", "eve-fcm"),
+        (5, "fcm", "fay-fcm"),
     ];
     for (member, platform, token) in devices {
         let (status, device) = system
@@ -395,6 +399,7 @@ async fn push_reaches_good_tokens_removes_gone_ones_and_retries_quota_errors() -
         vec![FcmBehaviour::QuotaExceeded { retry_after: Some(1) }],
     );
     apns.script("cy-apns", vec![ApnsBehaviour::Unregistered]);
+    fcm.script("fay-fcm", vec![FcmBehaviour::Unavailable; 3]);
 
     let definition = json!({ "version": 1, "steps": [
         { "id": "notify", "type": "SEND_NOTIFICATION",
@@ -426,6 +431,7 @@ async fn push_reaches_good_tokens_removes_gone_ones_and_retries_quota_errors() -
     assert_eq!(outcome("ada").0, "SENT");
     assert_eq!(outcome("bob").0, "SENT");
     assert_eq!(outcome("eve").0, "SENT");
+    assert_eq!(outcome("fay").0, "SENT");
     for user in ["cy", "dan"] {
         assert_eq!(
             outcome(user),
@@ -434,12 +440,19 @@ async fn push_reaches_good_tokens_removes_gone_ones_and_retries_quota_errors() -
         );
     }
 
-    // The providers saw one request per message, eve's twice (the quota answer, then the send).
+    // One request per message; eve's twice (the quota answer, then the send); fay's three
+    // times inline, then once more when Temporal retried the step — which resumed with fay:
+    // the recipients recorded before were not pushed again.
     let fcm_tokens: Vec<String> = fcm.received().iter().map(|r| r.token.clone()).collect();
     let count = |token: &str| fcm_tokens.iter().filter(|t| *t == token).count();
     assert_eq!(
-        (count("ada-fcm"), count("bob-old-fcm"), count("eve-fcm")),
-        (1, 1, 2),
+        (
+            count("ada-fcm"),
+            count("bob-old-fcm"),
+            count("eve-fcm"),
+            count("fay-fcm")
+        ),
+        (1, 1, 2, 4),
         "{fcm_tokens:?}"
     );
     assert_eq!(fcm.token_requests(), 1, "one access token serves every send");
