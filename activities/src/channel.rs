@@ -120,7 +120,12 @@ impl CampaignActivitiesImpl {
             else {
                 let reason = "the organisation's webhook channel was removed";
                 self.store
-                    .fail_pending_webhook_events(org_id, &campaign.campaign_id, Some(step_id), reason)
+                    .fail_pending_webhook_events(
+                        org_id,
+                        &campaign.campaign_id,
+                        Some(step_id),
+                        reason,
+                    )
                     .await
                     .map_err(retryable)?;
                 return self

@@ -182,7 +182,12 @@ impl CampaignActivitiesImpl {
         self.step_started(ctx, &cref, &step_id, format!("{verb} recipients via {via}"))
             .await?;
         let push = if channels.contains(&Channel::Push) {
-            Some(self.push.credentials(&cref.org_id).await.map_err(retryable)?)
+            Some(
+                self.push
+                    .credentials(&cref.org_id)
+                    .await
+                    .map_err(retryable)?,
+            )
         } else {
             None
         };
@@ -263,7 +268,8 @@ impl CampaignActivitiesImpl {
                     // Inline retries can keep one recipient busy for a while: keep the
                     // attempt alive meanwhile (the checkpoint itself does not move).
                     let notify = self.push.notify(credentials, &message, &member_devices);
-                    let notified = heartbeat_while(ctx, FanOutCheckpoint { after_seq }, notify).await;
+                    let notified =
+                        heartbeat_while(ctx, FanOutCheckpoint { after_seq }, notify).await;
                     let removed = match &notified {
                         Ok(report) => &report.removed,
                         Err(error) => &error.removed,

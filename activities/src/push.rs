@@ -131,13 +131,18 @@ impl PushSender {
         let mut unavailable: Option<PushUnavailable> = None;
         for device in devices {
             let sent = match (device.platform, &credentials.fcm, &credentials.apns) {
-                (Platform::Fcm, Some(Ok(fcm)), _) => {
-                    Some(self.client.send_fcm(fcm, &device.token, &notification).await)
-                }
-                (Platform::Apns, _, Some(Ok(apns))) => {
-                    Some(self.client.send_apns(apns, &device.token, &notification).await)
-                }
-                (Platform::Fcm, Some(Err(unusable)), _) | (Platform::Apns, _, Some(Err(unusable))) => {
+                (Platform::Fcm, Some(Ok(fcm)), _) => Some(
+                    self.client
+                        .send_fcm(fcm, &device.token, &notification)
+                        .await,
+                ),
+                (Platform::Apns, _, Some(Ok(apns))) => Some(
+                    self.client
+                        .send_apns(apns, &device.token, &notification)
+                        .await,
+                ),
+                (Platform::Fcm, Some(Err(unusable)), _)
+                | (Platform::Apns, _, Some(Err(unusable))) => {
                     reasons.push(unusable.clone());
                     continue;
                 }

@@ -16,10 +16,7 @@ use crate::input::{Body, Text};
 use crate::{ApiError, AppState, Caller};
 
 /// GET /v1/integrations/push: the configured platforms and their summaries.
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let items = state.store.list_push_credentials(&caller.org_id).await?;
     Ok(Json(json!({ "items": items })))
 }

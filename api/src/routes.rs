@@ -12,8 +12,8 @@ use pidgr_store::SetKind;
 use crate::auth::{Access, authorize};
 use crate::input::MAX_BODY_BYTES;
 use crate::{
-    AppState, api_keys, campaigns, deliveries, directory, idempotency, member_sets, roles,
-    integrations, templates, webhook_channel, workflow_definitions,
+    AppState, api_keys, campaigns, deliveries, directory, idempotency, integrations, member_sets,
+    roles, templates, webhook_channel, workflow_definitions,
 };
 
 /// The OpenAPI document, kept in the repository beside this crate and served as is.

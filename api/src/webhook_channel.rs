@@ -9,8 +9,8 @@ use chrono::Utc;
 use pidgr_outbound::channel_event;
 use pidgr_store::WebhookChannel;
 use serde::Deserialize;
-use std::time::Duration;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 use crate::error::OrNotFound;
 use crate::input::{Body, Text};

@@ -52,10 +52,8 @@ impl OutboundClient {
         body: &str,
         timeout: Duration,
     ) -> Result<OutboundResponse, OutboundError> {
-        let headers = BTreeMap::from([(
-            SIGNATURE_HEADER.to_owned(),
-            sign(secret, body.as_bytes()),
-        )]);
+        let headers =
+            BTreeMap::from([(SIGNATURE_HEADER.to_owned(), sign(secret, body.as_bytes()))]);
         self.post_json(url, &headers, body.as_bytes().to_vec(), timeout)
             .await
     }

@@ -43,7 +43,12 @@ async fn every_form_in_the_table_is_refused_at_send_time_before_any_lookup() {
     assert!(urls.len() >= 40, "the table has {} forms", urls.len());
     for url in &urls {
         let error = client
-            .post_json(url, &BTreeMap::new(), b"{}".to_vec(), Duration::from_secs(5))
+            .post_json(
+                url,
+                &BTreeMap::new(),
+                b"{}".to_vec(),
+                Duration::from_secs(5),
+            )
             .await
             .expect_err(url);
         assert!(

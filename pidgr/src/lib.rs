@@ -127,7 +127,9 @@ impl Config {
     /// allowed.
     pub fn push_sender(&self, store: Store) -> anyhow::Result<PushSender> {
         if self.push_log && self.environment == "production" {
-            bail!("PIDGR_PUSH_LOG is a development setting and is refused when PIDGR_ENVIRONMENT=production");
+            bail!(
+                "PIDGR_PUSH_LOG is a development setting and is refused when PIDGR_ENVIRONMENT=production"
+            );
         }
         let client = PushClient::new(PushSettings {
             endpoints: PushEndpoints {
@@ -251,12 +253,8 @@ pub async fn serve_api(
 pub fn build_worker(config: &Config, store: Store, temporal: Client) -> anyhow::Result<Worker> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let push = config.push_sender(store.clone())?;
-    let activities = CampaignActivitiesImpl::new(
-        store,
-        push,
-        config.outbound()?,
-        config.activity_settings(),
-    );
+    let activities =
+        CampaignActivitiesImpl::new(store, push, config.outbound()?, config.activity_settings());
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<CampaignWorkflow>()?
         .register_activities(activities)

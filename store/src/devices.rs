@@ -2,11 +2,11 @@
 //! (for anyone in the organisation) moves it rather than duplicating it.
 
 use crate::{Result, Store, StoreError, new_id, placeholders, time, to_millis};
-use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Executor, Row};
+use std::collections::HashMap;
 
 /// The push service a token belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -82,7 +82,10 @@ async fn webhook_events_keep_their_first_body_and_follow_their_attempts(store: S
         .await
         .unwrap();
     assert_eq!(due.len(), 2);
-    assert!(due.iter().all(|e| e.body.contains("first") && e.attempts == 0));
+    assert!(
+        due.iter()
+            .all(|e| e.body.contains("first") && e.attempts == 0)
+    );
     // Paging goes on after the last id; another step and another organisation see nothing.
     let rest = store
         .due_webhook_events(&org, &campaign, "remind", now, &due[0].id, 10)
@@ -109,7 +112,13 @@ async fn webhook_events_keep_their_first_body_and_follow_their_attempts(store: S
     let later = now + Duration::seconds(5);
     assert!(
         store
-            .record_webhook_attempt(&org, &due[0].id, 0, WebhookAttemptOutcome::RetryAt(later), Some("503"))
+            .record_webhook_attempt(
+                &org,
+                &due[0].id,
+                0,
+                WebhookAttemptOutcome::RetryAt(later),
+                Some("503")
+            )
             .await
             .unwrap()
     );
@@ -117,13 +126,25 @@ async fn webhook_events_keep_their_first_body_and_follow_their_attempts(store: S
     // nothing: the attempt is counted once.
     assert!(
         !store
-            .record_webhook_attempt(&org, &due[0].id, 0, WebhookAttemptOutcome::Failed, Some("late"))
+            .record_webhook_attempt(
+                &org,
+                &due[0].id,
+                0,
+                WebhookAttemptOutcome::Failed,
+                Some("late")
+            )
             .await
             .unwrap()
     );
     assert!(
         store
-            .record_webhook_attempt(&org, &due[1].id, 0, WebhookAttemptOutcome::Failed, Some("404"))
+            .record_webhook_attempt(
+                &org,
+                &due[1].id,
+                0,
+                WebhookAttemptOutcome::Failed,
+                Some("404")
+            )
             .await
             .unwrap()
     );
@@ -131,7 +152,10 @@ async fn webhook_events_keep_their_first_body_and_follow_their_attempts(store: S
         .webhook_event_progress(&org, &campaign, "remind")
         .await
         .unwrap();
-    assert_eq!((progress.pending, progress.delivered, progress.failed), (1, 0, 1));
+    assert_eq!(
+        (progress.pending, progress.delivered, progress.failed),
+        (1, 0, 1)
+    );
     assert_eq!(
         progress.next_attempt_at.map(|t| t.timestamp_millis()),
         Some(later.timestamp_millis())
@@ -149,17 +173,32 @@ async fn webhook_events_keep_their_first_body_and_follow_their_attempts(store: S
         .await
         .unwrap();
     assert_eq!(retry.len(), 1);
-    assert_eq!((retry[0].attempts, retry[0].body.as_str()), (1, due[0].body.as_str()));
+    assert_eq!(
+        (retry[0].attempts, retry[0].body.as_str()),
+        (1, due[0].body.as_str())
+    );
     assert!(
         store
-            .record_webhook_attempt(&org, &retry[0].id, 1, WebhookAttemptOutcome::Delivered, None)
+            .record_webhook_attempt(
+                &org,
+                &retry[0].id,
+                1,
+                WebhookAttemptOutcome::Delivered,
+                None
+            )
             .await
             .unwrap()
     );
     // An attempt recorded on a finished event (a stale retry) changes nothing.
     assert!(
         !store
-            .record_webhook_attempt(&org, &retry[0].id, 2, WebhookAttemptOutcome::Failed, Some("late"))
+            .record_webhook_attempt(
+                &org,
+                &retry[0].id,
+                2,
+                WebhookAttemptOutcome::Failed,
+                Some("late")
+            )
             .await
             .unwrap()
     );
@@ -167,7 +206,10 @@ async fn webhook_events_keep_their_first_body_and_follow_their_attempts(store: S
         .webhook_event_progress(&org, &campaign, "remind")
         .await
         .unwrap();
-    assert_eq!((progress.pending, progress.delivered, progress.failed), (0, 1, 1));
+    assert_eq!(
+        (progress.pending, progress.delivered, progress.failed),
+        (0, 1, 1)
+    );
     assert_eq!(progress.next_attempt_at, None);
 }
 
@@ -175,8 +217,10 @@ store_test!(pending_webhook_events_can_be_failed_at_once);
 async fn pending_webhook_events_can_be_failed_at_once(store: Store) {
     let org = store.create_organisation("Acme").await.unwrap().id;
     let (campaign, deliveries) = campaign_with(&store, &org, &["ada", "bob", "cy"]).await;
-    let events: Vec<(String, String)> =
-        deliveries.iter().map(|d| (d.clone(), "{}".to_owned())).collect();
+    let events: Vec<(String, String)> = deliveries
+        .iter()
+        .map(|d| (d.clone(), "{}".to_owned()))
+        .collect();
     store
         .enqueue_webhook_events(&org, &campaign, "notify", &events)
         .await
@@ -186,7 +230,13 @@ async fn pending_webhook_events_can_be_failed_at_once(store: Store) {
         .await
         .unwrap();
     store
-        .record_webhook_attempt(&org, &first[0].id, 0, WebhookAttemptOutcome::Delivered, None)
+        .record_webhook_attempt(
+            &org,
+            &first[0].id,
+            0,
+            WebhookAttemptOutcome::Delivered,
+            None,
+        )
         .await
         .unwrap();
     // Another step's pending event, failed with the whole campaign below.
@@ -218,7 +268,10 @@ async fn pending_webhook_events_can_be_failed_at_once(store: Store) {
         .webhook_event_progress(&org, &campaign, "notify")
         .await
         .unwrap();
-    assert_eq!((progress.pending, progress.delivered, progress.failed), (0, 1, 2));
+    assert_eq!(
+        (progress.pending, progress.delivered, progress.failed),
+        (0, 1, 2)
+    );
 }
 
 store_test!(push_credentials_are_sealed_replaced_and_scoped);
@@ -234,7 +287,12 @@ async fn push_credentials_are_sealed_replaced_and_scoped(store: Store) {
         .unwrap();
     assert_eq!((saved.platform, &saved.summary), (Platform::Fcm, &summary));
     store
-        .set_push_credentials(&org, Platform::Apns, &serde_json::json!({ "key_id": "K" }), "apns")
+        .set_push_credentials(
+            &org,
+            Platform::Apns,
+            &serde_json::json!({ "key_id": "K" }),
+            "apns",
+        )
         .await
         .unwrap();
 
@@ -248,29 +306,57 @@ async fn push_credentials_are_sealed_replaced_and_scoped(store: Store) {
         .map(|row| row.get("sealed"))
         .collect();
     assert_eq!(raw.len(), 2);
-    assert!(raw.iter().all(|sealed| !sealed.contains("MIIsecret") && sealed != "apns"));
+    assert!(
+        raw.iter()
+            .all(|sealed| !sealed.contains("MIIsecret") && sealed != "apns")
+    );
 
     assert_eq!(
-        store.push_credentials_secret(&org, Platform::Fcm).await.unwrap().as_deref(),
+        store
+            .push_credentials_secret(&org, Platform::Fcm)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(secret)
     );
-    assert_eq!(store.push_credentials_secret(&other, Platform::Fcm).await.unwrap(), None);
+    assert_eq!(
+        store
+            .push_credentials_secret(&other, Platform::Fcm)
+            .await
+            .unwrap(),
+        None
+    );
     let listed = store.list_push_credentials(&org).await.unwrap();
     assert_eq!(
         listed.iter().map(|c| c.platform).collect::<Vec<_>>(),
         vec![Platform::Fcm, Platform::Apns]
     );
-    assert!(store.list_push_credentials(&other).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_push_credentials(&other)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Replacing keeps one row per platform and the creation time.
     let replaced = store
-        .set_push_credentials(&org, Platform::Fcm, &serde_json::json!({ "project_id": "new" }), "v2")
+        .set_push_credentials(
+            &org,
+            Platform::Fcm,
+            &serde_json::json!({ "project_id": "new" }),
+            "v2",
+        )
         .await
         .unwrap();
     assert_eq!(replaced.created_at, saved.created_at);
     assert_eq!(replaced.summary["project_id"], "new");
     assert_eq!(
-        store.push_credentials_secret(&org, Platform::Fcm).await.unwrap().as_deref(),
+        store
+            .push_credentials_secret(&org, Platform::Fcm)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("v2")
     );
 
@@ -278,8 +364,17 @@ async fn push_credentials_are_sealed_replaced_and_scoped(store: Store) {
         store.delete_push_credentials(&other, Platform::Fcm).await,
         Err(StoreError::NotFound)
     ));
-    store.delete_push_credentials(&org, Platform::Fcm).await.unwrap();
-    assert_eq!(store.push_credentials_secret(&org, Platform::Fcm).await.unwrap(), None);
+    store
+        .delete_push_credentials(&org, Platform::Fcm)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .push_credentials_secret(&org, Platform::Fcm)
+            .await
+            .unwrap(),
+        None
+    );
     assert!(matches!(
         store.delete_push_credentials(&org, Platform::Fcm).await,
         Err(StoreError::NotFound)
@@ -306,9 +401,18 @@ async fn a_page_of_members_devices_is_read_at_once(store: Store) {
             .unwrap();
         members.push(member.id);
     }
-    store.register_device(&org, &members[0], Platform::Fcm, "ada-phone").await.unwrap();
-    store.register_device(&org, &members[0], Platform::Apns, "ada-ipad").await.unwrap();
-    store.register_device(&org, &members[1], Platform::Fcm, "bob-phone").await.unwrap();
+    store
+        .register_device(&org, &members[0], Platform::Fcm, "ada-phone")
+        .await
+        .unwrap();
+    store
+        .register_device(&org, &members[0], Platform::Apns, "ada-ipad")
+        .await
+        .unwrap();
+    store
+        .register_device(&org, &members[1], Platform::Fcm, "bob-phone")
+        .await
+        .unwrap();
     let ids: Vec<&str> = members.iter().map(String::as_str).collect();
 
     let devices = store.devices_of_members(&org, &ids).await.unwrap();
@@ -325,6 +429,18 @@ async fn a_page_of_members_devices_is_read_at_once(store: Store) {
     assert_eq!(tokens(&members[1]), vec!["bob-phone"]);
     assert!(tokens(&members[2]).is_empty());
     let other = store.create_organisation("Other").await.unwrap().id;
-    assert!(store.devices_of_members(&other, &ids).await.unwrap().is_empty());
-    assert!(store.devices_of_members(&org, &[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .devices_of_members(&other, &ids)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .devices_of_members(&org, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::harness::{Options, PushUrls, Receiver, Received, System, until};
+use crate::harness::{Options, PushUrls, Received, Receiver, System, until};
 
 /// Seed 002's Node.js check, line for line: HMAC-SHA256 of the raw body with the secret, hex
 /// digest, both sides decoded from hex, equal lengths and a constant-time comparison.
@@ -95,7 +95,11 @@ async fn channel_events_verify_with_the_seed_snippet_and_rotation_signs_the_next
         let mut altered = request.raw.to_vec();
         let last = altered.len() - 2;
         altered[last] ^= 0x01;
-        ensure!(!verify_pidgr_signature(&altered, signature(&request), &first_secret));
+        ensure!(!verify_pidgr_signature(
+            &altered,
+            signature(&request),
+            &first_secret
+        ));
         ensure!(!verify_pidgr_signature(&request.raw, None, &first_secret));
         // Exactly the four fields of the contract; no content leaves the system.
         let fields: Vec<&str> = request
@@ -110,7 +114,9 @@ async fn channel_events_verify_with_the_seed_snippet_and_rotation_signs_the_next
             ["campaign_id", "deeplink_url", "occurred_at", "user_id"]
         );
         assert_eq!(request.body["campaign_id"], campaign.as_str());
-        let occurred = request.body["occurred_at"].as_str().context("occurred_at")?;
+        let occurred = request.body["occurred_at"]
+            .as_str()
+            .context("occurred_at")?;
         chrono::DateTime::parse_from_rfc3339(occurred)?;
         // The deeplink resolves through the API to this recipient's delivery.
         let link = request.body["deeplink_url"].as_str().context("deeplink")?;
@@ -119,14 +125,19 @@ async fn channel_events_verify_with_the_seed_snippet_and_rotation_signs_the_next
         assert_eq!(resolved["campaign"]["id"], campaign.as_str(), "{resolved}");
         assert_eq!(resolved["delivery"]["user_id"], request.body["user_id"]);
         seen.insert(
-            request.body["user_id"].as_str().unwrap_or_default().to_owned(),
+            request.body["user_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             request.raw.len(),
         );
     }
     assert_eq!(seen.keys().map(String::as_str).collect::<Vec<_>>(), users);
     let deliveries = system.deliveries(&campaign).await?;
     assert!(
-        deliveries.iter().all(|d| d["status"] == "MISSED" && d["sent_at"].is_string()),
+        deliveries
+            .iter()
+            .all(|d| d["status"] == "MISSED" && d["sent_at"].is_string()),
         "reached by the channel, then unacknowledged at the end: {deliveries:?}"
     );
     let activity = system.activity(&campaign).await?;
@@ -147,8 +158,16 @@ async fn channel_events_verify_with_the_seed_snippet_and_rotation_signs_the_next
     let campaign = system.start_campaign(&["ada"], webhook_only()).await?;
     system.until_status(&campaign, "COMPLETED").await?;
     let request = receiver.next().await?;
-    assert!(verify_pidgr_signature(&request.raw, signature(&request), &second_secret));
-    assert!(!verify_pidgr_signature(&request.raw, signature(&request), &first_secret));
+    assert!(verify_pidgr_signature(
+        &request.raw,
+        signature(&request),
+        &second_secret
+    ));
+    assert!(!verify_pidgr_signature(
+        &request.raw,
+        signature(&request),
+        &first_secret
+    ));
 
     // The test event: sent once, signed with the current secret, answered with the outcome.
     let (status, test) = system
@@ -158,7 +177,11 @@ async fn channel_events_verify_with_the_seed_snippet_and_rotation_signs_the_next
     assert_eq!(test["delivered"], true, "{test}");
     assert_eq!(test["status"], 200);
     let request = receiver.next().await?;
-    assert!(verify_pidgr_signature(&request.raw, signature(&request), &second_secret));
+    assert!(verify_pidgr_signature(
+        &request.raw,
+        signature(&request),
+        &second_secret
+    ));
     assert_eq!(request.body, test["event"]);
     assert_eq!(request.body["campaign_id"], "test");
     system.shutdown().await;
@@ -180,10 +203,28 @@ async fn a_failing_receiver_gets_the_same_body_after_1s_and_5s_across_a_worker_r
 
     let first = receiver.next().await?;
     let second = receiver.next().await?;
-    // Kill the worker while the event waits for its third attempt (due 5 s after the second).
-    until("the second attempt to be logged", || async {
-        let activity = system.activity(&campaign).await?;
-        Ok((channel_attempts(&activity).len() == 2).then_some(()))
+    // Kill the worker while Temporal holds the event's third attempt (due 5 s after the
+    // second): the activity's retry is scheduled and not yet started.
+    let handle = system
+        .client
+        .get_workflow_handle::<pidgr_workflows::CampaignWorkflow>(pidgr_workflows::workflow_id(
+            &campaign,
+        ));
+    until("the third attempt to be scheduled", || async {
+        let description = handle
+            .describe(temporalio_client::WorkflowDescribeOptions::default())
+            .await?;
+        Ok(description
+            .raw_description
+            .pending_activities
+            .iter()
+            .any(|pending| {
+                pending.activity_type.as_ref().map(|t| t.name.as_str()) == Some("WEBHOOK_CHANNEL")
+                    && pending.attempt == 3
+                    && pending.state()
+                        == temporalio_common::protos::temporal::api::enums::v1::PendingActivityState::Scheduled
+            })
+            .then_some(()))
     })
     .await?;
     worker.kill().await?; // SIGKILL: no graceful shutdown
@@ -192,10 +233,20 @@ async fn a_failing_receiver_gets_the_same_body_after_1s_and_5s_across_a_worker_r
     system.until_status(&campaign, "COMPLETED").await?;
 
     for request in [&first, &second, &third] {
-        assert_eq!(request.raw, first.raw, "every retry re-sends the identical body");
-        assert!(verify_pidgr_signature(&request.raw, signature(request), &secret));
+        assert_eq!(
+            request.raw, first.raw,
+            "every retry re-sends the identical body"
+        );
+        assert!(verify_pidgr_signature(
+            &request.raw,
+            signature(request),
+            &secret
+        ));
     }
-    assert!(receiver.requests.try_recv().is_err(), "nothing after the 2xx");
+    assert!(
+        receiver.requests.try_recv().is_err(),
+        "nothing after the 2xx"
+    );
     let (gap_1, gap_2) = (second.at - first.at, third.at - second.at);
     println!("gaps between attempts: {gap_1:?}, {gap_2:?} (schedule: 1 s, 5 s)");
     // Lower bounds only: a retry may never come before its delay (Temporal holds the timer).
@@ -205,7 +256,11 @@ async fn a_failing_receiver_gets_the_same_body_after_1s_and_5s_across_a_worker_r
     let activity = system.activity(&campaign).await?;
     let attempts = channel_attempts(&activity);
     let statuses: Vec<&Value> = attempts.iter().map(|a| &a["details"]["status"]).collect();
-    assert_eq!(statuses, [&json!(500), &json!(500), &json!(200)], "{activity:?}");
+    assert_eq!(
+        statuses,
+        [&json!(500), &json!(500), &json!(200)],
+        "{activity:?}"
+    );
     assert!(
         attempts[0]["message"]
             .as_str()
@@ -300,9 +355,15 @@ async fn forbidden_urls_are_refused_when_saved_and_a_rebound_name_when_used() ->
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let (status, _) = system.call(Method::GET, "/v1/webhook-channel", None).await?;
+    let (status, _) = system
+        .call(Method::GET, "/v1/webhook-channel", None)
+        .await?;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was saved");
-    assert_eq!(lookups.load(Ordering::SeqCst), 0, "refused before any lookup");
+    assert_eq!(
+        lookups.load(Ordering::SeqCst),
+        0,
+        "refused before any lookup"
+    );
 
     // DNS rebinding: public when saved, the metadata address when used.
     configure_channel(&system, "https://rebind.example.com/pidgr").await?;
@@ -311,11 +372,16 @@ async fn forbidden_urls_are_refused_when_saved_and_a_rebound_name_when_used() ->
     system.until_status(&campaign, "COMPLETED").await?;
     let activity = system.activity(&campaign).await?;
     let attempts = channel_attempts(&activity);
-    assert_eq!(attempts.len(), 1, "a blocked address is not retried: {activity:?}");
+    assert_eq!(
+        attempts.len(),
+        1,
+        "a blocked address is not retried: {activity:?}"
+    );
     let message = attempts[0]["message"].as_str().unwrap_or("");
     assert!(
         message.contains("failed for good")
-            && message.contains("rebind.example.com is not allowed: it resolves to 169.254.169.254"),
+            && message
+                .contains("rebind.example.com is not allowed: it resolves to 169.254.169.254"),
         "{message}"
     );
     assert_eq!(attempts[0]["details"]["status"], Value::Null);
@@ -396,7 +462,9 @@ async fn push_reaches_good_tokens_removes_gone_ones_and_retries_quota_errors() -
     fcm.script("bob-old-fcm", vec![FcmBehaviour::Unregistered]);
     fcm.script(
         "eve-fcm",
-        vec![FcmBehaviour::QuotaExceeded { retry_after: Some(1) }],
+        vec![FcmBehaviour::QuotaExceeded {
+            retry_after: Some(1),
+        }],
     );
     apns.script("cy-apns", vec![ApnsBehaviour::Unregistered]);
     fcm.script("fay-fcm", vec![FcmBehaviour::Unavailable; 3]);
@@ -412,32 +480,34 @@ async fn push_reaches_good_tokens_removes_gone_ones_and_retries_quota_errors() -
     for member in &members {
         system
             .store
-            .add_set_member(&system.org_id, pidgr_store::SetKind::Group, &group.id, &member.id)
+            .add_set_member(
+                &system.org_id,
+                pidgr_store::SetKind::Group,
+                &group.id,
+                &member.id,
+            )
             .await?;
     }
     let campaign = system.start_campaign_for(&group.id, definition).await?;
     system.until_status(&campaign, "COMPLETED").await?;
 
     let deliveries = system.deliveries(&campaign).await?;
-    let outcome = |user: &str| -> (String, Option<String>) {
-        let d = deliveries.iter().find(|d| d["user_id"] == user).expect("a delivery");
-        (
-            d["sent_at"].is_string().then(|| "SENT".to_owned()).unwrap_or_else(|| {
-                d["status"].as_str().unwrap_or_default().to_owned()
-            }),
-            d["failure_reason"].as_str().map(str::to_owned),
-        )
+    let delivery = |user: &str| {
+        deliveries
+            .iter()
+            .find(|d| d["user_id"] == user)
+            .expect("a delivery")
     };
-    assert_eq!(outcome("ada").0, "SENT");
-    assert_eq!(outcome("bob").0, "SENT");
-    assert_eq!(outcome("eve").0, "SENT");
-    assert_eq!(outcome("fay").0, "SENT");
+    // The campaign has ended, so a sent delivery is MISSED now (nobody acknowledged); what
+    // shows it was sent is its sent_at.
+    for user in ["ada", "bob", "eve", "fay"] {
+        let d = delivery(user);
+        assert!(d["sent_at"].is_string() && d["status"] == "MISSED", "{d}");
+    }
     for user in ["cy", "dan"] {
-        assert_eq!(
-            outcome(user),
-            ("FAILED".to_owned(), Some("no registered device".to_owned())),
-            "{user}: {deliveries:?}"
-        );
+        let d = delivery(user);
+        assert_eq!(d["status"], "FAILED", "{d}");
+        assert_eq!(d["failure_reason"], "no registered device", "{d}");
     }
 
     // One request per message; eve's twice (the quota answer, then the send); fay's three
@@ -455,16 +525,26 @@ async fn push_reaches_good_tokens_removes_gone_ones_and_retries_quota_errors() -
         (1, 1, 2, 4),
         "{fcm_tokens:?}"
     );
-    assert_eq!(fcm.token_requests(), 1, "one access token serves every send");
+    assert_eq!(
+        fcm.token_requests(),
+        1,
+        "one access token serves every send"
+    );
     let ada = fcm
         .received()
         .into_iter()
         .find(|r| r.token == "ada-fcm")
         .context("ada's push")?;
     let message = &ada.body["message"];
-    assert_eq!(message["notification"]["title"], "Security update for User ada");
+    assert_eq!(
+        message["notification"]["title"],
+        "Security update for User ada"
+    );
     let body = message["notification"]["body"].as_str().unwrap_or_default();
-    assert!(body.contains("Please read and acknowledge") && !body.contains("**"), "{body}");
+    assert!(
+        body.contains("Please read and acknowledge") && !body.contains("**"),
+        "{body}"
+    );
     assert!(
         message["data"]["deeplink"]
             .as_str()
@@ -478,14 +558,20 @@ async fn push_reaches_good_tokens_removes_gone_ones_and_retries_quota_errors() -
         .context("bob's push")?;
     assert_eq!(bob.headers["apns-topic"], "com.acme.app");
     assert_eq!(bob.version, pidgr_push_fakes::Version::HTTP_2);
-    assert_eq!(bob.body["aps"]["alert"]["title"], "Security update for User bob");
+    assert_eq!(
+        bob.body["aps"]["alert"]["title"],
+        "Security update for User bob"
+    );
 
     // Gone tokens are removed; the good ones stay.
     assert_eq!(device_tokens(&system, &members[1].id).await?, ["bob-apns"]);
     assert!(device_tokens(&system, &members[2].id).await?.is_empty());
     assert_eq!(device_tokens(&system, &members[0].id).await?, ["ada-fcm"]);
     let activity = system.activity(&campaign).await?;
-    let removed = activity.iter().filter(|e| e["kind"] == "device_removed").count();
+    let removed = activity
+        .iter()
+        .filter(|e| e["kind"] == "device_removed")
+        .count();
     assert_eq!(removed, 2, "{activity:?}");
     system.shutdown().await;
     Ok(())

@@ -190,9 +190,15 @@ impl System {
             fanout_page_size: 50,
             secret_key: Some(pidgr_store::SecretKey::generate().to_hex()),
             fcm_url: push_urls.map_or(PushEndpoints::FCM, |u| &u.fcm).to_owned(),
-            fcm_token_url: push_urls.map_or(PushEndpoints::FCM_TOKEN, |u| &u.fcm_token).to_owned(),
-            apns_url: push_urls.map_or(PushEndpoints::APNS_PRODUCTION, |u| &u.apns).to_owned(),
-            apns_sandbox_url: push_urls.map_or(PushEndpoints::APNS_SANDBOX, |u| &u.apns).to_owned(),
+            fcm_token_url: push_urls
+                .map_or(PushEndpoints::FCM_TOKEN, |u| &u.fcm_token)
+                .to_owned(),
+            apns_url: push_urls
+                .map_or(PushEndpoints::APNS_PRODUCTION, |u| &u.apns)
+                .to_owned(),
+            apns_sandbox_url: push_urls
+                .map_or(PushEndpoints::APNS_SANDBOX, |u| &u.apns)
+                .to_owned(),
             push_log: options.push_urls.is_none(),
             resolver: Some(options.resolver.clone().unwrap_or_else(|| {
                 pidgr::Resolver(Arc::new(pidgr_outbound::StaticResolver::new().with(
@@ -268,10 +274,16 @@ impl System {
         Ok(tokio::process::Command::new(pidgr_binary()?)
             .arg("worker")
             .env("DATABASE_URL", &c.database_url)
-            .env("PIDGR_ALLOW_INSECURE_WEBHOOKS", c.allow_insecure_webhooks.to_string())
+            .env(
+                "PIDGR_ALLOW_INSECURE_WEBHOOKS",
+                c.allow_insecure_webhooks.to_string(),
+            )
             .env("PIDGR_TASK_QUEUE", &c.task_queue)
             .env("PIDGR_FANOUT_PAGE_SIZE", c.fanout_page_size.to_string())
-            .env("PIDGR_SECRET_KEY", c.secret_key.as_deref().unwrap_or_default())
+            .env(
+                "PIDGR_SECRET_KEY",
+                c.secret_key.as_deref().unwrap_or_default(),
+            )
             .env("PIDGR_PUSH_LOG", c.push_log.to_string())
             .env("PIDGR_FCM_URL", &c.fcm_url)
             .env("PIDGR_FCM_TOKEN_URL", &c.fcm_token_url)
