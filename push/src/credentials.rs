@@ -130,14 +130,31 @@ pub struct ApnsCredentials {
 
 impl fmt::Debug for ApnsCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApnsCredentials")
-            .field("team_id", &self.team_id)
-            .field("key_id", &self.key_id)
-            .field("topic", &self.topic)
-            .field("environment", &self.environment)
-            .field("private_key", &"<hidden>")
-            .finish()
+        let Self {
+            team_id,
+            key_id,
+            topic,
+            environment,
+            ..
+        } = self;
+        debug_apns(f, "ApnsCredentials", [team_id, key_id, topic], *environment)
     }
+}
+
+/// The `Debug` of both APNs types: every field but the key.
+fn debug_apns(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    [team_id, key_id, topic]: [&String; 3],
+    environment: ApnsEnvironment,
+) -> fmt::Result {
+    f.debug_struct(name)
+        .field("team_id", team_id)
+        .field("key_id", key_id)
+        .field("topic", topic)
+        .field("environment", &environment)
+        .field("private_key", &"<hidden>")
+        .finish()
 }
 
 impl ApnsCredentials {
@@ -209,13 +226,14 @@ pub struct ApnsKeyFile {
 
 impl fmt::Debug for ApnsKeyFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApnsKeyFile")
-            .field("team_id", &self.team_id)
-            .field("key_id", &self.key_id)
-            .field("topic", &self.topic)
-            .field("environment", &self.environment)
-            .field("private_key", &"<hidden>")
-            .finish()
+        let Self {
+            team_id,
+            key_id,
+            topic,
+            environment,
+            ..
+        } = self;
+        debug_apns(f, "ApnsKeyFile", [team_id, key_id, topic], *environment)
     }
 }
 

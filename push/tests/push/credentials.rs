@@ -1,6 +1,6 @@
 //! Credentials: refused with a sentence that names the field, never with key material.
 
-use pidgr_push::{ApnsCredentials, ApnsEnvironment, CredentialError, FcmCredentials};
+use pidgr_push::{ApnsCredentials, ApnsEnvironment, ApnsKeyFile, CredentialError, FcmCredentials};
 use pidgr_push_fakes::{
     TEST_SERVICE_ACCOUNT_KEY_PEM, generate_apns_key, test_service_account_json,
 };
@@ -226,4 +226,42 @@ fn the_environment_is_stored_in_lower_case() {
         serde_json::from_str::<ApnsEnvironment>("\"production\"").unwrap(),
         ApnsEnvironment::Production
     );
+}
+
+#[test]
+fn an_apns_key_file_round_trips_and_points_at_the_api_field_at_fault() {
+    let (p8, _) = generate_apns_key();
+    let hides_key = |text: &str| {
+        p8.lines()
+            .filter(|line| !line.starts_with('-'))
+            .all(|line| !text.contains(&line[..16.min(line.len())]))
+    };
+    let file = ApnsKeyFile {
+        team_id: "TEAM123456".into(),
+        key_id: "KEY1234567".into(),
+        topic: "com.acme.app".into(),
+        environment: ApnsEnvironment::Sandbox,
+        private_key: p8.clone(),
+    };
+    let stored = ApnsKeyFile::from_json(&file.to_json()).unwrap();
+    let credentials = stored.credentials().unwrap();
+    assert_eq!(
+        (credentials.team_id.as_str(), credentials.topic.as_str()),
+        ("TEAM123456", "com.acme.app")
+    );
+    assert_eq!(credentials.environment, ApnsEnvironment::Sandbox);
+    assert!(hides_key(&format!("{stored:?}")));
+
+    let bad_topic = ApnsKeyFile {
+        topic: "com acme".into(),
+        ..stored.clone()
+    };
+    assert_eq!(bad_topic.credentials().unwrap_err().pointer(), "/bundle_id");
+    let bad_key = ApnsKeyFile {
+        private_key: "not a key".into(),
+        ..stored
+    };
+    assert_eq!(bad_key.credentials().unwrap_err().pointer(), "/private_key");
+    let error = ApnsKeyFile::from_json(&format!("{{\"team_id\": {p8:?}")).unwrap_err();
+    assert!(hides_key(&error.to_string()), "{error}");
 }
