@@ -72,7 +72,16 @@ impl Fixture {
                     json!({ "external_id": name, "email": format!("{name}@acme.test"), "display_name": name }),
                 )
                 .await?;
-            members.push(member["id"].as_str().context("member id")?.to_owned());
+            let id = member["id"].as_str().context("member id")?.to_owned();
+            // A phone each, so the fixture campaign's deliveries are SENT and it waits its hour
+            // (without one they would fail at once and the campaign would finish early).
+            system
+                .create(
+                    &format!("/v1/members/{id}/devices"),
+                    json!({ "platform": "fcm", "token": format!("phone-{name}") }),
+                )
+                .await?;
+            members.push(id);
         }
         let team = system.create("/v1/teams", json!({ "name": "Ops" })).await?;
         let group = system
