@@ -37,7 +37,7 @@ impl CampaignActivitiesImpl {
     ) -> Result<ChannelEventsDelivered, ActivityError> {
         let StepInput { campaign, step_id } = input;
         let org_id = &campaign.org_id;
-        loop {
+        let progress = loop {
             self.send_due_events(ctx, &campaign, &step_id).await?;
             let progress = self
                 .store
@@ -45,7 +45,7 @@ impl CampaignActivitiesImpl {
                 .await
                 .map_err(retryable)?;
             let Some(next_at) = progress.next_attempt_at else {
-                break;
+                break progress;
             };
             // An event whose retry fell due while others were sending goes in another pass:
             // a zero "next retry delay" would make Temporal fall back to its own backoff.
@@ -58,12 +58,7 @@ impl CampaignActivitiesImpl {
                 );
                 return Err(retry_after(Waiting(message), Some(wait)));
             }
-        }
-        let progress = self
-            .store
-            .webhook_event_progress(org_id, &campaign.campaign_id, &step_id)
-            .await
-            .map_err(retryable)?;
+        };
         let delivered = ChannelEventsDelivered {
             delivered: progress.delivered,
             failed: progress.failed,
@@ -173,10 +168,8 @@ impl CampaignActivitiesImpl {
         let outcome = attempt_outcome(event.attempts, &sent, Utc::now());
         let (status, error) = match &sent {
             Ok(response) => (Some(response.status), None),
-            Err(OutboundError::Status { status, .. }) => (Some(*status), sent.as_ref().err()),
-            Err(error) => (None, Some(error)),
+            Err(error) => (error.status(), Some(error.to_string())),
         };
-        let error = error.map(ToString::to_string);
         let recorded = self
             .store
             .record_webhook_attempt(

@@ -138,10 +138,7 @@ pub async fn send_test_event(
         }),
         Err(error) => json!({
             "delivered": false,
-            "status": match error {
-                pidgr_outbound::OutboundError::Status { status, .. } => Some(status),
-                _ => None,
-            },
+            "status": error.status(),
             "error": error.to_string(),
             "duration_ms": duration_ms,
             "event": event,

@@ -40,6 +40,14 @@ pub enum OutboundError {
 }
 
 impl OutboundError {
+    /// The receiver's HTTP status, when it answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            OutboundError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// Whether sending the same request again later could succeed.
     ///
     /// - Blocked URLs and addresses: never. The rules will not change between attempts, and

@@ -3,7 +3,7 @@
 //! again instead of creating a second thing.
 
 use crate::versioned::now;
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store, StoreError, found};
 use sqlx::Row;
 use std::fmt;
 
@@ -113,11 +113,7 @@ impl Store {
         .bind(key)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        found(done)
     }
 
     /// Gives up an in-flight claim (the request failed), so a retry can claim the key afresh.

@@ -257,6 +257,16 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
+/// `NotFound` unless the statement changed a row: the answer of deletes and updates aimed at
+/// one row of an organisation.
+pub(crate) fn found(done: sqlx::any::AnyQueryResult) -> Result<()> {
+    if done.rows_affected() == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
 /// `$first, $first+1, …` for `count` values: the placeholders of an `IN (…)` list.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)

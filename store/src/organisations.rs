@@ -2,7 +2,7 @@
 //! SHA-256 is stored (the secret has 256 bits of entropy, so a slow hash adds nothing).
 
 use crate::roles::{Permission, insert_system_roles, lock_role, parse_permissions, unknown_role};
-use crate::{Result, Store, StoreError, new_id, opt_time, time, to_millis};
+use crate::{Result, Store, StoreError, found, new_id, opt_time, time, to_millis};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -225,10 +225,6 @@ impl Store {
         .bind(org_id)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        found(done)
     }
 }

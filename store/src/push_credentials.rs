@@ -3,7 +3,7 @@
 //! (see `secrets`); only the non-secret summary (project, key id, bundle id…) is ever shown.
 
 use crate::versioned::now;
-use crate::{Platform, Result, Store, StoreError, from_json, time, to_json};
+use crate::{Platform, Result, Store, StoreError, found, from_json, time, to_json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
@@ -96,10 +96,6 @@ impl Store {
             .bind(platform.as_str())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        found(done)
     }
 }

@@ -4,7 +4,7 @@
 //! sender that signs with it.
 
 use crate::versioned::now;
-use crate::{Result, Store, StoreError, time};
+use crate::{Result, Store, StoreError, found, time};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::Serialize;
@@ -150,10 +150,6 @@ impl Store {
             .bind(org_id)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        found(done)
     }
 }
