@@ -5,28 +5,23 @@
 //! Activities are retried by Temporal, so each one is safe to run again: database writes are
 //! conditional on the current status, and fan-out skips recipients its step already notified.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use pidgr_outbound::{OutboundClient, channel_event};
-use pidgr_store::{
-    ActivityKind, CampaignStatus, DeliveryReport, NewActivity, NotifyTarget, Store, StoreError,
-};
+use pidgr_outbound::OutboundClient;
+use pidgr_store::{ActivityKind, CampaignStatus, NewActivity, Store, StoreError};
 use pidgr_workflows::contract::{
     CampaignRef, ChannelEventsDelivered, DeliveryCounts, FanOutInput, FanOutResult, StepFailure,
     StepInput, WaitInput, WebhookDelivered, WebhookInput, activity_types as campaign_activities,
 };
-use pidgr_workflows::definition::Channel;
-use pidgr_workflows::template;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
+mod call_webhook;
 mod channel;
+mod fan_out;
 pub mod push;
 
 pub use push::{PushMessage, PushSender};
@@ -59,13 +54,6 @@ pub struct CampaignActivitiesImpl {
     push: PushSender,
     outbound: OutboundClient,
     settings: ActivitySettings,
-}
-
-/// Fan-out progress kept in heartbeat details: the audience position after the last page whose
-/// outcomes were recorded.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-struct FanOutCheckpoint {
-    after_seq: i64,
 }
 
 impl CampaignActivitiesImpl {
@@ -138,286 +126,6 @@ impl CampaignActivitiesImpl {
         }
         Ok(())
     }
-
-    /// SEND_NOTIFICATION and SEND_REMINDER: page through the recipients the step still has to
-    /// notify, push to each one's devices and queue their webhook channel events, record the
-    /// outcomes page by page, and heartbeat the position so a retried attempt resumes after the
-    /// last recorded page. A recipient counts as notified when any channel reached them.
-    async fn fan_out(
-        &self,
-        ctx: &ActivityContext,
-        input: FanOutInput,
-        reminder: bool,
-    ) -> Result<FanOutResult, ActivityError> {
-        let FanOutInput {
-            campaign: cref,
-            step_id,
-            channels,
-            variables,
-        } = input;
-        let campaign = self
-            .store
-            .get_campaign(&cref.org_id, &cref.campaign_id)
-            .await
-            .map_err(retryable)?;
-        if campaign.status != CampaignStatus::Active {
-            // Cancelled while this task was queued: notify no one.
-            return Ok(FanOutResult {
-                counts: self.counts(&cref).await?,
-                ..Default::default()
-            });
-        }
-        let checkpoint: FanOutCheckpoint = ctx
-            .heartbeat_details()
-            .deserialize()
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let verb = if reminder { "reminding" } else { "notifying" };
-        let via = channels
-            .iter()
-            .map(|c| c.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        self.step_started(ctx, &cref, &step_id, format!("{verb} recipients via {via}"))
-            .await?;
-        let push = if channels.contains(&Channel::Push) {
-            Some(
-                self.push
-                    .credentials(&cref.org_id)
-                    .await
-                    .map_err(retryable)?,
-            )
-        } else {
-            None
-        };
-        let webhook_channel = channels.contains(&Channel::Webhook)
-            && self
-                .store
-                .get_webhook_channel(&cref.org_id)
-                .await
-                .map_err(retryable)?
-                .is_some();
-        let mut after_seq = checkpoint.after_seq;
-        let mut result = FanOutResult::default();
-        let mut removed_tokens = 0u64;
-        loop {
-            if ctx.is_cancelled() {
-                return Err(ActivityError::cancelled());
-            }
-            let page = self
-                .store
-                .notify_page(
-                    &cref.org_id,
-                    &cref.campaign_id,
-                    &step_id,
-                    reminder,
-                    after_seq,
-                    self.settings.page_size,
-                )
-                .await
-                .map_err(retryable)?;
-            let Some(last) = page.last() else { break };
-            let last_seq = last.seq;
-            let mut devices = match &push {
-                Some(_) => {
-                    let members: Vec<&str> =
-                        page.iter().filter_map(|t| t.member_id.as_deref()).collect();
-                    self.store
-                        .devices_of_members(&cref.org_id, &members)
-                        .await
-                        .map_err(retryable)?
-                }
-                None => Default::default(),
-            };
-            let mut outcomes = Vec::with_capacity(page.len());
-            let mut events = Vec::new();
-            let mut unavailable = None;
-            for target in &page {
-                let deeplink = format!("{}{}", self.settings.deeplink_base, target.deeplink_code);
-                let mut reasons: Vec<String> = Vec::new();
-                let mut reached = false;
-                if let Some(credentials) = &push {
-                    let name = target.display_name.as_deref().unwrap_or(&target.user_id);
-                    let email = target.email.as_deref().unwrap_or("");
-                    let values = template::recipient_values(
-                        [("name", name), ("email", email), ("title", &campaign.title)],
-                        &variables,
-                        &target.variables,
-                    );
-                    let title = template::render(&campaign.message_title, &values);
-                    let body = template::plain_text(
-                        &template::render(&campaign.body, &values),
-                        PUSH_BODY_MAX_CHARS,
-                    );
-                    let message = PushMessage {
-                        org_id: &cref.org_id,
-                        campaign_id: &cref.campaign_id,
-                        delivery_id: &target.delivery_id,
-                        step_id: &step_id,
-                        user_id: &target.user_id,
-                        title: &title,
-                        body: &body,
-                        deeplink: &deeplink,
-                    };
-                    let member_devices = target
-                        .member_id
-                        .as_ref()
-                        .and_then(|member| devices.remove(member))
-                        .unwrap_or_default();
-                    // Inline retries can keep one recipient busy for a while: keep the
-                    // attempt alive meanwhile (the checkpoint itself does not move).
-                    let notify = self.push.notify(credentials, &message, &member_devices);
-                    let notified =
-                        heartbeat_while(ctx, FanOutCheckpoint { after_seq }, notify).await;
-                    let removed = match &notified {
-                        Ok(report) => &report.removed,
-                        Err(error) => &error.removed,
-                    };
-                    removed_tokens += removed.len() as u64;
-                    self.log_removed_tokens(&cref, &step_id, target, removed)
-                        .await?;
-                    match notified {
-                        Ok(report) => {
-                            reached |= report.sent;
-                            reasons.extend(report.reason);
-                        }
-                        Err(error) => {
-                            unavailable = Some(error);
-                            break;
-                        }
-                    }
-                }
-                if channels.contains(&Channel::Webhook) {
-                    if webhook_channel {
-                        let body = channel_event::event_body(
-                            &target.user_id,
-                            &cref.campaign_id,
-                            &deeplink,
-                            Utc::now(),
-                        );
-                        events.push((target.delivery_id.clone(), body));
-                        reached = true;
-                    } else {
-                        reasons.push("the organisation has no webhook channel".to_owned());
-                    }
-                }
-                // Keeps a slow page alive; the checkpoint only moves once a page is recorded.
-                let _ = ctx.record_heartbeat(FanOutCheckpoint { after_seq }).await;
-                let outcome = if reached {
-                    result.notified += 1;
-                    Ok(())
-                } else {
-                    result.failed += 1;
-                    Err(reasons.join("; "))
-                };
-                outcomes.push((target.delivery_id.clone(), outcome));
-            }
-            // Events first: if the worker dies before the outcomes are recorded, the page runs
-            // again and its events, already queued, keep their first body.
-            self.store
-                .enqueue_webhook_events(&cref.org_id, &cref.campaign_id, &step_id, &events)
-                .await
-                .map_err(retryable)?;
-            self.store
-                .record_notified(&cref.org_id, &step_id, reminder, &outcomes)
-                .await
-                .map_err(retryable)?;
-            if let Some(error) = unavailable {
-                // What was sent is recorded; the retry starts with the recipient that failed.
-                let delay = error.retry_after;
-                return Err(retry_after(error, delay));
-            }
-            after_seq = last_seq;
-            // Heartbeats are throttled by the SDK; a lost one only costs re-reading a page,
-            // since recorded recipients are skipped anyway.
-            let _ = ctx.record_heartbeat(FanOutCheckpoint { after_seq }).await;
-        }
-        result.counts = self.counts(&cref).await?;
-        self.log(
-            &cref,
-            Some(&step_id),
-            ActivityKind::StepFinished,
-            format!(
-                "{} recipients notified, {} failed",
-                result.notified, result.failed
-            ),
-            json!({
-                "notified": result.notified,
-                "failed": result.failed,
-                "tokens_removed": removed_tokens,
-            }),
-        )
-        .await?;
-        Ok(result)
-    }
-
-    /// One activity-log line per push token removed for a recipient.
-    async fn log_removed_tokens(
-        &self,
-        campaign: &CampaignRef,
-        step_id: &str,
-        target: &NotifyTarget,
-        removed: &[String],
-    ) -> Result<(), ActivityError> {
-        for token in removed {
-            self.log(
-                campaign,
-                Some(step_id),
-                ActivityKind::DeviceRemoved,
-                format!("removed the push token {token} of {}", target.user_id),
-                json!({ "delivery_id": target.delivery_id, "user_id": target.user_id, "token": token }),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    fn webhook_payload(
-        campaign: &CampaignRef,
-        name: &str,
-        reports: &[DeliveryReport],
-    ) -> serde_json::Value {
-        fn stamp(at: &Option<DateTime<Utc>>) -> Option<String> {
-            at.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-        }
-        let mut summary = BTreeMap::from([("acknowledged", 0u64), ("missed", 0), ("failed", 0)]);
-        let deliveries: Vec<serde_json::Value> = reports
-            .iter()
-            .map(|r| {
-                let status = r.status.as_str();
-                if let Some(n) = summary.get_mut(status.to_ascii_lowercase().as_str()) {
-                    *n += 1;
-                }
-                let mut line = json!({
-                    "delivery_id": r.delivery_id,
-                    "user_id": r.user_id,
-                    "status": status,
-                    "sent_at": stamp(&r.sent_at),
-                });
-                for (key, at) in [
-                    ("read_at", &r.read_at),
-                    ("acknowledged_at", &r.acknowledged_at),
-                ] {
-                    if let Some(at) = stamp(at) {
-                        line[key] = json!(at);
-                    }
-                }
-                line
-            })
-            .collect();
-        json!({
-            "campaign_id": campaign.campaign_id,
-            "campaign_name": name,
-            "deliveries": deliveries,
-            "summary": {
-                "total": reports.len(),
-                "acknowledged": summary["acknowledged"],
-                "missed": summary["missed"],
-                "failed": summary["failed"],
-            },
-        })
-    }
 }
 
 #[activities]
@@ -484,87 +192,13 @@ impl CampaignActivitiesImpl {
     }
 
     /// One attempt of the CALL_WEBHOOK POST; Temporal's retry policy supplies the backoff.
-    /// Each attempt is logged; a refusal that no retry can fix (blocked URL, 4xx) ends the
-    /// retries at once.
     #[activity(definition = campaign_activities::CallWebhook)]
     pub async fn call_webhook(
         self: Arc<Self>,
         ctx: ActivityContext,
         input: WebhookInput,
     ) -> Result<WebhookDelivered, ActivityError> {
-        let WebhookInput {
-            campaign,
-            step_id,
-            campaign_name,
-            config,
-            max_attempts,
-        } = input;
-        let attempt = ctx.info().attempt.max(1);
-        if attempt == 1 {
-            self.step_started(
-                &ctx,
-                &campaign,
-                &step_id,
-                format!("calling webhook {}", config.name),
-            )
-            .await?;
-        }
-        let reports = self
-            .store
-            .delivery_reports(&campaign.org_id, &campaign.campaign_id)
-            .await
-            .map_err(retryable)?;
-        let body = serde_json::to_vec(&Self::webhook_payload(&campaign, &campaign_name, &reports))
-            .map_err(retryable)?;
-        let sent = self
-            .outbound
-            .post_json(&config.url, &config.headers, body, WEBHOOK_TIMEOUT)
-            .await;
-        let (message, status) = match &sent {
-            Ok(response) => (
-                format!(
-                    "webhook {}: attempt {attempt} of {max_attempts} answered {}",
-                    config.name, response.status
-                ),
-                Some(response.status),
-            ),
-            Err(error) => (
-                format!(
-                    "webhook {}: attempt {attempt} of {max_attempts} failed: {error}",
-                    config.name
-                ),
-                None,
-            ),
-        };
-        // Header values are secrets and never logged; the URL is configuration, not a secret.
-        self.log(
-            &campaign,
-            Some(&step_id),
-            ActivityKind::WebhookAttempt,
-            message,
-            json!({ "attempt": attempt, "max_attempts": max_attempts, "status": status, "url": config.url }),
-        )
-        .await?;
-        match sent {
-            Ok(response) => {
-                self.log(
-                    &campaign,
-                    Some(&step_id),
-                    ActivityKind::StepFinished,
-                    format!("webhook {} delivered", config.name),
-                    json!({ "attempt": attempt }),
-                )
-                .await?;
-                Ok(WebhookDelivered {
-                    status: response.status,
-                    attempt,
-                })
-            }
-            Err(error) if error.is_retryable() => Err(retryable(error)),
-            Err(error) => Err(ActivityError::Application(Box::new(
-                ApplicationFailure::non_retryable(error),
-            ))),
-        }
+        self.post_outcomes(&ctx, input).await
     }
 
     /// Sends the webhook channel events a fan-out step queued, on seed 002's retry schedule.
@@ -709,7 +343,7 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// Runs `work`, recording `details` as a heartbeat every [`HEARTBEAT_EVERY`] until it is done.
 async fn heartbeat_while<T>(
     ctx: &ActivityContext,
-    details: FanOutCheckpoint,
+    details: impl serde::Serialize + Copy + Send + Sync + 'static,
     work: impl Future<Output = T>,
 ) -> T {
     let mut work = std::pin::pin!(work);
