@@ -83,7 +83,17 @@ impl FakeApns {
     /// Starts the fake for one team and key. `public_key` is the uncompressed P-256 point (see
     /// [`crate::generate_apns_key`]).
     pub async fn start(team_id: &str, key_id: &str, public_key: &[u8]) -> FakeApns {
-        let bound = server::bind().await;
+        Self::start_on_port(0, team_id, key_id, public_key).await
+    }
+
+    /// [`FakeApns::start`] on `127.0.0.1:port` (0: any free port), for the fakes binary.
+    pub async fn start_on_port(
+        port: u16,
+        team_id: &str,
+        key_id: &str,
+        public_key: &[u8],
+    ) -> FakeApns {
+        let bound = server::bind_port(port).await;
         let state = Arc::new(State {
             team_id: team_id.to_owned(),
             key_id: key_id.to_owned(),
@@ -106,6 +116,18 @@ impl FakeApns {
     /// The base URL for `PushEndpoints::apns_production_url` or `apns_sandbox_url`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.server.addr)
+    }
+
+    /// Every push is answered this much later, like the real APNs across the network; 0 (the
+    /// default) answers at once. Streams of one HTTP/2 connection wait side by side.
+    pub fn set_latency(&self, latency: Duration) {
+        self.server.set_latency(latency);
+    }
+
+    /// Every push request since the last call, and forgets them: a long-running fake (the
+    /// benchmark's) would otherwise keep every request it ever got.
+    pub fn take_received(&self) -> Vec<ApnsReceived> {
+        std::mem::take(&mut *lock(&self.state.received))
     }
 
     /// Queues behaviours for pushes to `token`, consumed one request at a time; once the queue

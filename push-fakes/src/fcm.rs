@@ -87,7 +87,17 @@ impl FakeFcm {
         client_email: &str,
         service_account_public_key: &[u8],
     ) -> FakeFcm {
-        let bound = server::bind().await;
+        Self::start_on_port(0, project_id, client_email, service_account_public_key).await
+    }
+
+    /// [`FakeFcm::start`] on `127.0.0.1:port` (0: any free port), for the fakes binary.
+    pub async fn start_on_port(
+        port: u16,
+        project_id: &str,
+        client_email: &str,
+        service_account_public_key: &[u8],
+    ) -> FakeFcm {
+        let bound = server::bind_port(port).await;
         let state = Arc::new(State {
             project_id: project_id.to_owned(),
             client_email: client_email.to_owned(),
@@ -114,6 +124,18 @@ impl FakeFcm {
     /// The base URL for `PushEndpoints::fcm_base_url`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.server.addr)
+    }
+
+    /// Every request (token exchanges included) is answered this much later, like a real
+    /// provider across the network; 0 (the default) answers at once.
+    pub fn set_latency(&self, latency: Duration) {
+        self.server.set_latency(latency);
+    }
+
+    /// Every `messages:send` request since the last call, and forgets them: a long-running
+    /// fake (the benchmark's) would otherwise keep every request it ever got.
+    pub fn take_received(&self) -> Vec<FcmReceived> {
+        std::mem::take(&mut *lock(&self.state.received))
     }
 
     /// The token endpoint for `PushEndpoints::fcm_token_url` (also the assertion's `aud`).

@@ -8,8 +8,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -43,6 +44,15 @@ pub(crate) enum Protocol {
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     task: JoinHandle<()>,
+    /// Nanoseconds every request waits before its handler runs.
+    latency: Arc<AtomicU64>,
+}
+
+impl Server {
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latency.store(nanos, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Server {
@@ -55,11 +65,14 @@ impl Drop for Server {
 /// A bound listener, so the address is known before the handler (which needs it) is built.
 pub(crate) struct Bound(TcpListener);
 
-pub(crate) async fn bind() -> Bound {
+/// Binds `127.0.0.1:port`; 0 picks a free port.
+pub(crate) async fn bind_port(port: u16) -> Bound {
     Bound(
-        TcpListener::bind("127.0.0.1:0")
+        TcpListener::bind(("127.0.0.1", port))
             .await
-            .expect("a fake push provider could not bind a loopback port"),
+            .unwrap_or_else(|error| {
+                panic!("a fake push provider could not bind 127.0.0.1:{port}: {error}")
+            }),
     )
 }
 
@@ -73,6 +86,20 @@ impl Bound {
     pub(crate) fn serve(self, protocol: Protocol, handler: Handler) -> Server {
         let addr = self.addr();
         let listener = self.0;
+        let latency = Arc::new(AtomicU64::new(0));
+        let wait = Arc::clone(&latency);
+        // The wait is a timer inside the request's own future: requests, and the streams of
+        // one HTTP/2 connection, wait side by side rather than one after another.
+        let handler: Handler = Arc::new(move |request, connection| {
+            let wait = Duration::from_nanos(wait.load(Ordering::Relaxed));
+            let reply = handler(request, connection);
+            Box::pin(async move {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                reply.await
+            })
+        });
         let task = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             loop {
@@ -84,7 +111,11 @@ impl Bound {
                 while connections.try_join_next().is_some() {}
             }
         });
-        Server { addr, task }
+        Server {
+            addr,
+            task,
+            latency,
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use crate::{Result, Store, StoreError, new_id, placeholders, time, to_millis};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AssertSqlSafe, Executor, Row};
+use sqlx::{Any, AssertSqlSafe, Executor, Row, Transaction};
 use std::collections::HashMap;
 
 /// The push service a token belongs to.
@@ -216,4 +216,45 @@ impl Store {
         }
         Ok(by_member)
     }
+}
+
+/// A bulk import's devices, `(member id, platform, token)`, in multi-row statements inside the
+/// import's transaction. A token the organisation already knows moves to the member, as in
+/// [`Store::register_device`]; one already theirs is left alone. Answers how many were added
+/// or moved. Tokens must be unique within `devices` (PostgreSQL refuses to touch one row twice
+/// in a statement).
+pub(crate) async fn import_devices(
+    tx: &mut Transaction<'static, Any>,
+    org_id: &str,
+    devices: &[(&str, Platform, &str)],
+    now: i64,
+) -> Result<u64> {
+    let mut changed = 0;
+    for chunk in devices.chunks(crate::members::IMPORT_ROWS_PER_STATEMENT) {
+        // $1 organisation, $2 now; then four per device.
+        let values = (0..chunk.len())
+            .map(|i| {
+                let n = 3 + i * 4;
+                format!("(${n}, $1, ${}, ${}, ${}, $2, $2)", n + 1, n + 2, n + 3)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO devices (id, org_id, member_id, platform, token, created_at, last_seen_at)
+             VALUES {values}
+             ON CONFLICT (org_id, platform, token) DO UPDATE
+             SET member_id = excluded.member_id, last_seen_at = excluded.last_seen_at
+             WHERE devices.member_id <> excluded.member_id"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(org_id).bind(now);
+        for (member_id, platform, token) in chunk {
+            query = query
+                .bind(new_id())
+                .bind(*member_id)
+                .bind(platform.as_str())
+                .bind(*token);
+        }
+        changed += query.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(changed)
 }

@@ -39,7 +39,7 @@ pub use deliveries::{
 pub use devices::{Device, Platform};
 pub use idempotency::IdempotencyClaim;
 pub use member_sets::{MemberSet, SetKind};
-pub use members::{Member, MemberUpdate, NewMember};
+pub use members::{ImportCounts, ImportedMember, Member, MemberUpdate, NewMember};
 pub use organisations::{ApiKey, Authenticated, GeneratedKey, Organisation};
 pub use push_credentials::PushCredentials;
 pub use push_log::{NewPush, PushRecord};

@@ -271,3 +271,83 @@ impl Store {
         .collect()
     }
 }
+
+impl Store {
+    /// The ids of the organisation's teams with these names, creating the missing ones (for a
+    /// bulk import, before its batches). Answers name → id for every name given.
+    pub async fn ensure_teams(
+        &self,
+        org_id: &str,
+        names: &[&str],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let mut ids = std::collections::HashMap::with_capacity(names.len());
+        let now = to_millis(Utc::now());
+        for chunk in names.chunks(crate::members::IMPORT_ROWS_PER_STATEMENT) {
+            let mut tx = self.write_tx().await?;
+            // $1 organisation, $2 kind, $3 now; then two per team.
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let n = 4 + i * 2;
+                    format!("(${n}, $1, $2, ${}, $3)", n + 1)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut insert = sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO member_sets (id, org_id, kind, name, created_at) VALUES {values}
+                 ON CONFLICT (org_id, kind, name) DO NOTHING"
+            )))
+            .bind(org_id)
+            .bind(SetKind::Team.as_str())
+            .bind(now);
+            for name in chunk {
+                insert = insert.bind(new_id()).bind(*name);
+            }
+            insert.execute(&mut *tx).await?;
+            let mut select = sqlx::query(AssertSqlSafe(format!(
+                "SELECT id, name FROM member_sets WHERE org_id = $1 AND kind = $2 AND name IN ({})",
+                crate::placeholders(3, chunk.len())
+            )))
+            .bind(org_id)
+            .bind(SetKind::Team.as_str());
+            for name in chunk {
+                select = select.bind(*name);
+            }
+            for row in select.fetch_all(&mut *tx).await? {
+                ids.insert(row.try_get("name")?, row.try_get("id")?);
+            }
+            tx.commit().await?;
+        }
+        Ok(ids)
+    }
+}
+
+/// A bulk import's team memberships, `(set id, member id)`, in multi-row statements inside the
+/// import's transaction; existing ones are kept. Answers how many were added.
+pub(crate) async fn import_set_members(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    org_id: &str,
+    memberships: &[(&str, &str)],
+    now: i64,
+) -> Result<u64> {
+    let mut added = 0;
+    for chunk in memberships.chunks(crate::members::IMPORT_ROWS_PER_STATEMENT) {
+        // $1 organisation, $2 now; then two per membership.
+        let values = (0..chunk.len())
+            .map(|i| {
+                let n = 3 + i * 2;
+                format!("(${n}, ${}, $1, $2)", n + 1)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO member_set_members (set_id, member_id, org_id, added_at) VALUES {values}
+             ON CONFLICT (set_id, member_id) DO NOTHING"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(org_id).bind(now);
+        for (set_id, member_id) in chunk {
+            query = query.bind(*set_id).bind(*member_id);
+        }
+        added += query.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(added)
+}

@@ -1,15 +1,18 @@
 //! Members: the people of an organisation that campaigns reach, each with a role, profile
 //! attributes (usable as template variables), devices and team/group memberships.
 
+use crate::devices::{Platform, import_devices};
+use crate::member_sets::import_set_members;
 use crate::roles::{lock_role, unknown_role};
 use crate::{
-    Result, Store, StoreError, from_json, is_unique_violation, new_id, time, to_json, to_millis,
+    Result, Store, StoreError, from_json, is_unique_violation, new_id, placeholders, time, to_json,
+    to_millis,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Member {
@@ -195,6 +198,215 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// One member of a bulk import (`pidgr members import`): the profile, the push tokens to
+/// register for them and the names of the teams they belong to. Validated by the caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImportedMember {
+    pub external_id: String,
+    pub email: String,
+    pub display_name: String,
+    pub attributes: BTreeMap<String, String>,
+    pub devices: Vec<(Platform, String)>,
+    pub teams: Vec<String>,
+}
+
+/// What one [`Store::import_members`] batch (or a whole import, summed) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub created: u64,
+    pub updated: u64,
+    /// Members whose profile was already exactly as imported.
+    pub unchanged: u64,
+    /// Devices registered, or moved to this member from someone else.
+    pub devices: u64,
+    /// Team memberships added (existing ones are kept, never duplicated).
+    pub memberships: u64,
+}
+
+impl std::ops::AddAssign for ImportCounts {
+    fn add_assign(&mut self, other: ImportCounts) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.devices += other.devices;
+        self.memberships += other.memberships;
+    }
+}
+
+/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters (5 a member) and
+/// big enough that a million members take a few thousand statements.
+pub(crate) const IMPORT_ROWS_PER_STATEMENT: usize = 500;
+
+/// The role bulk-imported members get (a role is granted through the API, where the caller's
+/// own permissions are checked; an import never grants more than the system role `member`).
+const IMPORTED_ROLE: &str = "member";
+
+impl Store {
+    /// Writes one batch of a bulk import in one transaction: members created or updated by
+    /// external id (a re-import changes what changed and leaves the rest alone, never
+    /// duplicating), their devices registered (a token known in the organisation moves, as in
+    /// [`Store::register_device`]) and their team memberships added. `team_ids` maps every team
+    /// name the batch uses to its id (see [`Store::ensure_teams`]). External ids and device
+    /// tokens must be unique within the batch. Writes go in multi-row statements: this is the
+    /// path for directories of a million members.
+    pub async fn import_members(
+        &self,
+        org_id: &str,
+        team_ids: &HashMap<String, String>,
+        batch: &[ImportedMember],
+    ) -> Result<ImportCounts> {
+        let mut counts = ImportCounts::default();
+        if batch.is_empty() {
+            return Ok(counts);
+        }
+        let now = to_millis(Utc::now());
+        let mut tx = self.write_tx().await?;
+        if lock_role(&mut tx, self.backend, org_id, IMPORTED_ROLE, false)
+            .await?
+            .is_none()
+        {
+            return Err(unknown_role(IMPORTED_ROLE));
+        }
+        let mut ids: HashMap<&str, String> = HashMap::with_capacity(batch.len());
+        for chunk in batch.chunks(IMPORT_ROWS_PER_STATEMENT) {
+            // What is stored now, to tell created from updated from unchanged.
+            let sql = format!(
+                "SELECT id, external_id, email, display_name, attributes FROM members
+                 WHERE org_id = $1 AND external_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(org_id);
+            for new in chunk {
+                query = query.bind(&new.external_id);
+            }
+            let mut stored: HashMap<String, (String, String, String, String)> = HashMap::new();
+            for row in query.fetch_all(&mut *tx).await? {
+                stored.insert(
+                    row.try_get("external_id")?,
+                    (
+                        row.try_get("id")?,
+                        row.try_get("email")?,
+                        row.try_get("display_name")?,
+                        row.try_get("attributes")?,
+                    ),
+                );
+            }
+            let mut writes = Vec::with_capacity(chunk.len());
+            for new in chunk {
+                let attributes = to_json(&new.attributes)?;
+                match stored.remove(&new.external_id) {
+                    Some((id, email, name, attrs))
+                        if email == new.email
+                            && name == new.display_name
+                            && attrs == attributes =>
+                    {
+                        counts.unchanged += 1;
+                        ids.insert(&new.external_id, id);
+                    }
+                    Some(_) => {
+                        counts.updated += 1;
+                        writes.push((new, attributes));
+                    }
+                    None => {
+                        counts.created += 1;
+                        writes.push((new, attributes));
+                    }
+                }
+            }
+            if writes.is_empty() {
+                continue;
+            }
+            // $1 organisation, $2 role, $3 now; then five per member.
+            let values = (0..writes.len())
+                .map(|i| {
+                    let n = 4 + i * 5;
+                    format!(
+                        "(${n}, $1, ${}, ${}, ${}, ${}, $2, $3, $3)",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO members (id, org_id, external_id, email, display_name, attributes,
+                                      role_id, created_at, updated_at)
+                 VALUES {values}
+                 ON CONFLICT (org_id, external_id) DO UPDATE SET
+                     email = excluded.email, display_name = excluded.display_name,
+                     attributes = excluded.attributes, updated_at = excluded.updated_at
+                 RETURNING id, external_id"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(org_id)
+                .bind(IMPORTED_ROLE)
+                .bind(now);
+            for (new, attributes) in &writes {
+                query = query
+                    .bind(new_id())
+                    .bind(&new.external_id)
+                    .bind(&new.email)
+                    .bind(&new.display_name)
+                    .bind(attributes);
+            }
+            // The ids come back from the database, not from what we generated: a member created
+            // by the API since the SELECT above keeps its own id.
+            let mut returned: HashMap<String, String> = HashMap::with_capacity(writes.len());
+            for row in query.fetch_all(&mut *tx).await? {
+                returned.insert(row.try_get("external_id")?, row.try_get("id")?);
+            }
+            for (new, _) in &writes {
+                let id = returned.remove(&new.external_id).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "the import of member {:?} returned no row",
+                        new.external_id
+                    ))
+                })?;
+                ids.insert(&new.external_id, id);
+            }
+        }
+
+        let member_id = |new: &ImportedMember| -> Result<&str> {
+            ids.get(new.external_id.as_str())
+                .map(String::as_str)
+                .ok_or_else(|| StoreError::Corrupt(format!("no id for {:?}", new.external_id)))
+        };
+        let mut devices = Vec::new();
+        let mut memberships = Vec::new();
+        for new in batch {
+            let id = member_id(new)?;
+            for (platform, token) in &new.devices {
+                devices.push((id, *platform, token.as_str()));
+            }
+            for team in &new.teams {
+                let set_id = team_ids.get(team).ok_or_else(|| {
+                    StoreError::Config(format!(
+                        "the team {team:?} was not created before the import"
+                    ))
+                })?;
+                memberships.push((set_id.as_str(), id));
+            }
+        }
+        counts.devices = import_devices(&mut tx, org_id, &devices, now).await?;
+        counts.memberships = import_set_members(&mut tx, org_id, &memberships, now).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    /// Refreshes the planner's statistics of the directory's tables, so that queries over a
+    /// directory that just grew by a bulk import choose their indexes well.
+    pub async fn analyze_directory(&self) -> Result<()> {
+        for table in ["members", "devices", "member_sets", "member_set_members"] {
+            sqlx::query(AssertSqlSafe(format!("ANALYZE {table}")))
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 }

@@ -39,4 +39,5 @@ mod campaigns;
 mod channels;
 mod content;
 mod directory;
+mod import;
 mod organisations;
