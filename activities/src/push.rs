@@ -119,12 +119,16 @@ impl PushSender {
         message: &PushMessage<'_>,
         devices: &[Device],
     ) -> Result<PushReport, PushUnavailable> {
+        // Per delivery and step: a page pushed again after a worker crash merges on the device
+        // with the first push, while a reminder still shows as a new notification.
+        let collapse_id = pidgr_push::collapse_id(message.delivery_id, message.step_id);
         let notification = Notification {
             title: message.title,
             body: message.body,
             deeplink: message.deeplink,
             campaign_id: message.campaign_id,
             delivery_id: message.delivery_id,
+            collapse_id: Some(&collapse_id),
         };
         let mut report = PushReport::default();
         let mut reasons: Vec<String> = Vec::new();

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use crate::server::{self, Connection, Protocol, Reply, Server, b64, json_reply};
 
 const MAX_PAYLOAD_BYTES: usize = 4096;
+/// Apple refuses a longer `apns-collapse-id`.
+const MAX_COLLAPSE_ID_BYTES: usize = 64;
 
 /// Apple refuses provider tokens issued more than an hour ago.
 const MAX_PROVIDER_TOKEN_AGE: Duration = Duration::from_secs(3600);
@@ -58,6 +60,8 @@ pub struct ApnsReceived {
     pub jwt_iat: Option<u64>,
     /// Every request header, for assertions on `apns-topic`, `apns-push-type`, `apns-priority`.
     pub headers: HeaderMap,
+    /// The `apns-collapse-id` header, if any.
+    pub collapse_id: Option<String>,
 }
 
 /// The running fake; stops when dropped.
@@ -175,6 +179,10 @@ impl State {
             provider_token: provider_token.clone(),
             jwt_iat: claims.as_ref().and_then(|claims| claims["iat"].as_u64()),
             headers: parts.headers.clone(),
+            collapse_id: parts
+                .headers
+                .get("apns-collapse-id")
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned()),
         });
 
         let Some(provider_token) = provider_token else {
@@ -191,6 +199,13 @@ impl State {
         }
         if !parts.headers.contains_key("apns-push-type") {
             return apns_error(400, "InvalidPushType");
+        }
+        if parts
+            .headers
+            .get("apns-collapse-id")
+            .is_some_and(|id| id.len() > MAX_COLLAPSE_ID_BYTES)
+        {
+            return apns_error(400, "BadCollapseId");
         }
         if body.is_empty() {
             return apns_error(400, "PayloadEmpty");

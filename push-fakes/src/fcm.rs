@@ -53,6 +53,10 @@ pub struct FcmReceived {
     pub access_token: Option<String>,
     pub version: Version,
     pub at: SystemTime,
+    /// `message.android.collapse_key`, if any.
+    pub collapse_key: Option<String>,
+    /// `message.apns.headers.apns-collapse-id` (what FCM hands APNs for iOS devices), if any.
+    pub apns_collapse_id: Option<String>,
 }
 
 /// The running fake; stops when dropped.
@@ -270,6 +274,12 @@ impl State {
             access_token: access_token.clone(),
             version,
             at: SystemTime::now(),
+            collapse_key: parsed["message"]["android"]["collapse_key"]
+                .as_str()
+                .map(str::to_owned),
+            apns_collapse_id: parsed["message"]["apns"]["headers"]["apns-collapse-id"]
+                .as_str()
+                .map(str::to_owned),
         });
 
         let authorised = access_token.is_some_and(|access| lock(&self.issued).contains(&access));

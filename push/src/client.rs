@@ -219,7 +219,7 @@ impl PushClient {
                 inner
                     .provider_tokens
                     .get(inner, credentials, refused_provider_token.take())?;
-            let request = inner
+            let mut request = inner
                 .apns_http
                 .post(&url)
                 .header("authorization", format!("bearer {provider_token}"))
@@ -228,6 +228,9 @@ impl PushClient {
                 .header("apns-priority", "10")
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
+            if let Some(id) = n.collapse_id {
+                request = request.header("apns-collapse-id", id);
+            }
             let outcome = match inner.exchange(request).await {
                 Err(failure) => Err(failure),
                 Ok(answer) => apns::outcome(&answer, inner.now()),

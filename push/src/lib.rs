@@ -128,6 +128,32 @@ pub struct Notification<'a> {
     pub deeplink: &'a str,
     pub campaign_id: &'a str,
     pub delivery_id: &'a str,
+    /// Sent as APNs' `apns-collapse-id` and FCM's collapse key (Android's `collapse_key`, and
+    /// `apns-collapse-id` for iOS devices reached through FCM): a device that receives two
+    /// pushes with the same id shows only the newest. See [`collapse_id`]. At most
+    /// [`MAX_COLLAPSE_ID_BYTES`] bytes; `None` sends none.
+    pub collapse_id: Option<&'a str>,
+}
+
+/// APNs refuses an `apns-collapse-id` longer than this (`BadCollapseId`).
+pub const MAX_COLLAPSE_ID_BYTES: usize = 64;
+
+/// The collapse id of a delivery's push from one step: the first 16 bytes of
+/// SHA-256(`delivery_id` NUL `step_id`), 32 lowercase hex characters.
+///
+/// Deterministic, so a page pushed again after a worker crash carries the same id as the first
+/// time and the device merges the two; per step, so a reminder never replaces the notification it
+/// follows up on. Hashed rather than concatenated because ids are opaque text of any length and
+/// APNs allows 64 bytes; the NUL keeps `("ab", "c")` and `("a", "bc")` apart.
+pub fn collapse_id(delivery_id: &str, step_id: &str) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(delivery_id.as_bytes());
+    context.update(&[0]);
+    context.update(step_id.as_bytes());
+    context.finish().as_ref()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// A push the provider accepted.

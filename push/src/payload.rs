@@ -7,13 +7,16 @@
 use serde_json::json;
 
 use crate::error::PushError;
-use crate::{MAX_PAYLOAD_BYTES, Notification};
+use crate::{MAX_COLLAPSE_ID_BYTES, MAX_PAYLOAD_BYTES, Notification};
 
 /// The `messages:send` request body. The whole body (token included) is kept within
 /// [`MAX_PAYLOAD_BYTES`]: FCM counts a little less than that, so this errs on the safe side.
+/// The collapse id, when there is one, goes into `android.collapse_key` and, for iOS devices
+/// FCM reaches through APNs, into `apns.headers.apns-collapse-id`.
 pub(crate) fn fcm_body(token: &str, n: &Notification<'_>) -> Result<Vec<u8>, PushError> {
+    check_collapse_id(n)?;
     fit(n.title, n.body, MAX_PAYLOAD_BYTES, |title, body| {
-        json!({
+        let mut message = json!({
             "message": {
                 "token": token,
                 "notification": { "title": title, "body": body },
@@ -25,14 +28,41 @@ pub(crate) fn fcm_body(token: &str, n: &Notification<'_>) -> Result<Vec<u8>, Pus
                 "android": { "priority": "high" },
                 "apns": { "payload": { "aps": { "sound": "default" } } },
             }
-        })
-        .to_string()
-        .into_bytes()
+        });
+        if let Some(id) = n.collapse_id {
+            message["message"]["android"]["collapse_key"] = json!(id);
+            message["message"]["apns"]["headers"] = json!({ "apns-collapse-id": id });
+        }
+        message.to_string().into_bytes()
     })
 }
 
-/// The APNs payload (the device token travels in the path, not here).
+/// A collapse id APNs would refuse (`BadCollapseId`) is refused here, before anything is sent:
+/// every retry would be refused the same way.
+pub(crate) fn check_collapse_id(n: &Notification<'_>) -> Result<(), PushError> {
+    match n.collapse_id {
+        // Visible ASCII only: it also travels as an HTTP header value.
+        Some(id)
+            if id.is_empty()
+                || id.len() > MAX_COLLAPSE_ID_BYTES
+                || !id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Err(PushError::Rejected {
+                reason: format!(
+                    "the collapse id must be 1 to {MAX_COLLAPSE_ID_BYTES} visible ASCII \
+                     characters ({} bytes given)",
+                    id.len()
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The APNs payload (the device token and the collapse id travel in the path and headers, not
+/// here).
 pub(crate) fn apns_body(n: &Notification<'_>) -> Result<Vec<u8>, PushError> {
+    check_collapse_id(n)?;
     fit(n.title, n.body, MAX_PAYLOAD_BYTES, |title, body| {
         json!({
             "aps": { "alert": { "title": title, "body": body }, "sound": "default" },
@@ -119,6 +149,7 @@ mod tests {
             deeplink: "https://app.example/d/abc",
             campaign_id: "c-1",
             delivery_id: "d-1",
+            collapse_id: None,
         }
     }
 
@@ -198,5 +229,44 @@ mod tests {
                 "apns": {"payload": {"aps": {"sound": "default"}}},
             }})
         );
+    }
+
+    #[test]
+    fn the_collapse_id_goes_to_android_and_to_apns_through_fcm() {
+        let n = Notification {
+            collapse_id: Some("0123abcd"),
+            ..notification("Title", "Body")
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&fcm_body("tok", &n).unwrap()).unwrap();
+        assert_eq!(value["message"]["android"]["collapse_key"], "0123abcd");
+        assert_eq!(value["message"]["android"]["priority"], "high");
+        assert_eq!(
+            value["message"]["apns"]["headers"]["apns-collapse-id"],
+            "0123abcd"
+        );
+        assert_eq!(
+            value["message"]["apns"]["payload"]["aps"]["sound"],
+            "default"
+        );
+    }
+
+    #[test]
+    fn a_collapse_id_apns_would_refuse_is_refused_before_sending() {
+        let long = "x".repeat(MAX_COLLAPSE_ID_BYTES + 1);
+        for id in [long.as_str(), "", "line\nbreak"] {
+            let n = Notification {
+                collapse_id: Some(id),
+                ..notification("Hi", "body")
+            };
+            assert!(matches!(apns_body(&n), Err(PushError::Rejected { .. })));
+            assert!(matches!(fcm_body("t", &n), Err(PushError::Rejected { .. })));
+        }
+        let fits = "x".repeat(MAX_COLLAPSE_ID_BYTES);
+        let n = Notification {
+            collapse_id: Some(&fits),
+            ..notification("Hi", "body")
+        };
+        assert!(apns_body(&n).is_ok());
     }
 }

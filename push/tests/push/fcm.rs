@@ -54,6 +54,7 @@ fn notification() -> Notification<'static> {
         deeplink: "https://pidgr.example/d/7QmX",
         campaign_id: "campaign-1",
         delivery_id: "delivery-1",
+        collapse_id: None,
     }
 }
 
