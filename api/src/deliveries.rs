@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
 use pidgr_store::{ActionKind, Campaign, CampaignStatus, Delivery};
 use pidgr_workflows::contract::DeliveryCounts;
 use pidgr_workflows::{CampaignWorkflow, workflow_id};
@@ -151,9 +152,17 @@ async fn act(
         .await
         .or_not_found("delivery")?;
     let delivery = outcome.delivery;
-    if outcome.changed {
+    // Only an active campaign's workflow waits for progress.
+    if outcome.changed && outcome.campaign_status == CampaignStatus::Active {
         // Best effort: the action is recorded, and the workflow re-counts at its deadline.
-        if let Err(error) = signal_progress(&state, &caller.org_id, &delivery.campaign_id).await {
+        if let Err(error) = signal_progress(
+            &state,
+            &caller.org_id,
+            &delivery.campaign_id,
+            outcome.last_signal_at,
+        )
+        .await
+        {
             tracing::warn!(campaign_id = %delivery.campaign_id, %error, "could not signal the campaign workflow");
         }
     }
@@ -162,13 +171,34 @@ async fn act(
 
 /// Signals the campaign's workflow with fresh counts: at most once per `signal_interval`, but
 /// always when nothing is left unresolved, so a wait ends at once.
-async fn signal_progress(state: &AppState, org_id: &str, campaign_id: &str) -> Result<(), String> {
-    let campaign = state
-        .store
-        .get_campaign(org_id, campaign_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    if campaign.status != CampaignStatus::Active {
+///
+/// The per-ACK cost must not grow with the campaign, and counting does (it reads every
+/// delivery's status). So the slot is claimed first and the campaign counted only by the one
+/// action per interval that wins it; the others ask only whether anything is still unresolved,
+/// which stops at the first such delivery. `last_signal_at` is the slot as the action read it:
+/// while it is plainly taken, claiming it would be a write that changes nothing.
+async fn signal_progress(
+    state: &AppState,
+    org_id: &str,
+    campaign_id: &str,
+    last_signal_at: Option<DateTime<Utc>>,
+) -> Result<(), String> {
+    let interval = state.settings.signal_interval.as_millis() as i64;
+    let slot_free =
+        last_signal_at.is_none_or(|at| (Utc::now() - at).num_milliseconds() >= interval);
+    let claimed = slot_free
+        && state
+            .store
+            .claim_signal_slot(campaign_id, interval)
+            .await
+            .map_err(|e| e.to_string())?;
+    if !claimed
+        && state
+            .store
+            .has_unresolved_deliveries(org_id, campaign_id)
+            .await
+            .map_err(|e| e.to_string())?
+    {
         return Ok(());
     }
     let c = state
@@ -184,16 +214,6 @@ async fn signal_progress(state: &AppState, org_id: &str, campaign_id: &str) -> R
         missed: c.missed,
         failed: c.failed,
     };
-    let interval = state.settings.signal_interval.as_millis() as i64;
-    if counts.unresolved() > 0
-        && !state
-            .store
-            .claim_signal_slot(campaign_id, interval)
-            .await
-            .map_err(|e| e.to_string())?
-    {
-        return Ok(());
-    }
     state
         .temporal
         .get_workflow_handle::<CampaignWorkflow>(workflow_id(campaign_id))

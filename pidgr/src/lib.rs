@@ -261,6 +261,42 @@ pub fn build_worker(config: &Config, store: Store, temporal: Client) -> anyhow::
         .build();
     Ok(Worker::new(&runtime, temporal, options)?)
 }
+/// How often a running API or worker refreshes the planner's statistics and empties SQLite's
+/// write-ahead log (see [`Store::optimize`] and [`Store::checkpoint_wal`]).
+pub const DB_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Stops the maintenance task of [`spawn_db_maintenance`] when dropped (after the pass under
+/// way, if any: a pass is never cut off halfway).
+pub struct DbMaintenance {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Keeps query cost flat while the process runs: every `every`, fresh planner statistics (a
+/// campaign's deliveries written since make a table many times larger) and a checkpoint that
+/// empties SQLite's log (steady ACK traffic can keep the automatic checkpoints from ever
+/// resetting it). Both are cheap when there is nothing to do, and failures are only logged:
+/// they cost speed, never correctness. The API and the worker each run one, so `serve` runs two.
+pub fn spawn_db_maintenance(store: Store, every: Duration) -> DbMaintenance {
+    let (stop_tx, mut stop) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = &mut stop => return,
+            }
+            if let Err(error) = store.optimize().await {
+                tracing::warn!(%error, "could not refresh the database's planner statistics");
+            }
+            match store.checkpoint_wal().await {
+                Ok(true) => {}
+                Ok(false) => tracing::debug!("WAL checkpoint postponed: the database was busy"),
+                Err(error) => tracing::warn!(%error, "could not checkpoint the database's WAL"),
+            }
+        }
+    });
+    DbMaintenance { _stop: stop_tx }
+}
+
 
 /// Runs the campaign worker until `stop` turns true, then shuts it down gracefully (in-flight
 /// activities finish or are handed back). The SDK's worker future is not `Send`: await this on
@@ -269,6 +305,7 @@ pub async fn run_worker(
     config: &Config,
     store: Store,
     temporal: Client,
+    let _maintenance = spawn_db_maintenance(store.clone(), DB_MAINTENANCE_INTERVAL);
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut worker = build_worker(config, store, temporal)?;
@@ -282,3 +319,4 @@ pub async fn run_worker(
     }
     run.await.context("worker")
 }
+    let _maintenance = spawn_db_maintenance(store.clone(), DB_MAINTENANCE_INTERVAL);

@@ -152,6 +152,12 @@ pub struct ActionOutcome {
     /// False when the action repeated an earlier one and nothing was written.
     pub changed: bool,
 }
+    /// The campaign's status, read with the delivery: whoever signals the workflow need not
+    /// read the campaign again.
+    pub campaign_status: CampaignStatus,
+    /// When an API process last claimed the campaign's signal slot, read with the delivery: a
+    /// slot plainly still taken need not be claimed (a write that would change nothing).
+    pub last_signal_at: Option<DateTime<Utc>>,
 
 const DELIVERY_COLUMNS: &str = "d.id, d.campaign_id, d.member_id, d.user_id, d.email, d.display_name, d.status, d.variables, \
      d.deeplink_code, d.sent_at, d.read_at, d.acknowledged_at, d.missed_at, d.failed_at, \
@@ -205,6 +211,37 @@ impl Store {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = $1 AND d.org_id = $2"
         )))
+    /// Whether any of the campaign's deliveries is still unresolved (PENDING, SENT or READ).
+    /// Stops at the first such delivery in the index, so it costs the same for ten recipients
+    /// as for a million: what an ACK may afford to ask to spot the "nothing left" edge.
+    ///
+    /// One arm per status, each the first entry of `deliveries_progress` in seq order, rather
+    /// than `status IN (…) LIMIT 1`: given statistics saying a third of a big campaign is
+    /// unresolved, PostgreSQL plans that as a table scan expected to stop at once, which reads
+    /// the whole table exactly when nothing is left. Ordered by seq, only the index answers
+    /// cheaply, on both backends, with or without statistics.
+    pub async fn has_unresolved_deliveries(&self, org_id: &str, campaign_id: &str) -> Result<bool> {
+        const FIRST_OF_EACH: &str = "
+            SELECT one FROM (SELECT 1 AS one FROM deliveries
+                             WHERE campaign_id = $1 AND org_id = $2 AND status = 'SENT'
+                             ORDER BY seq LIMIT 1) AS first_sent
+            UNION ALL
+            SELECT one FROM (SELECT 1 AS one FROM deliveries
+                             WHERE campaign_id = $1 AND org_id = $2 AND status = 'READ'
+                             ORDER BY seq LIMIT 1) AS first_read
+            UNION ALL
+            SELECT one FROM (SELECT 1 AS one FROM deliveries
+                             WHERE campaign_id = $1 AND org_id = $2 AND status = 'PENDING'
+                             ORDER BY seq LIMIT 1) AS first_pending
+            LIMIT 1";
+        Ok(sqlx::query(FIRST_OF_EACH)
+            .bind(campaign_id)
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
         .bind(delivery_id)
         .bind(org_id)
         .fetch_optional(&self.pool)
@@ -274,7 +311,8 @@ impl Store {
 
     /// Records a recipient's READ or ACK: written before the workflow hears of it, idempotent,
     /// and refused with [`StoreError::Conflict`] when the state forbids it (ACK after MISSED or
-    /// on a cancelled campaign).
+    /// on a cancelled campaign). One write transaction, and no other statement: the delivery
+    /// returned is the row read under the lock with the update applied.
     pub async fn record_action(
         &self,
         org_id: &str,
@@ -289,7 +327,8 @@ impl Store {
             ""
         };
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {DELIVERY_COLUMNS}, c.status AS campaign_status FROM deliveries d
+            "SELECT {DELIVERY_COLUMNS}, c.status AS campaign_status, c.last_signal_at
+             FROM deliveries d
              JOIN campaigns c ON c.id = d.campaign_id
              WHERE d.id = $1 AND d.org_id = $2{lock}"
         )))
@@ -304,6 +343,7 @@ impl Store {
 
         let update = match kind {
             ActionKind::Ack => {
+        let last_signal_at = opt_time(&row, "last_signal_at")?;
                 if current.status == DeliveryStatus::Acknowledged {
                     None
                 } else if campaign_status == CampaignStatus::Cancelled {
@@ -342,11 +382,21 @@ impl Store {
                 changed: false,
             });
         };
-        sqlx::query(update)
+        let updated = sqlx::query(update)
             .bind(now)
+                campaign_status,
+                last_signal_at,
             .bind(delivery_id)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+        if updated != 1 {
+            // The row is locked (FOR UPDATE; SQLite's write lock), so the guard in the UPDATE
+            // always matches what was read; should it ever not, say so rather than guess.
+            return Err(StoreError::Conflict(
+                "the delivery changed while the action was recorded; try again".into(),
+            ));
+        }
         sqlx::query(
             "INSERT INTO actions (id, org_id, campaign_id, delivery_id, kind, source, occurred_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -365,12 +415,35 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(ActionOutcome {
-            delivery: self.get_delivery(org_id, delivery_id).await?,
+            delivery,
             changed: true,
         })
+        // What the UPDATE above wrote, applied to the row it locked (no read-back).
+        let at = Some(crate::from_millis(now)?);
+        let mut delivery = current;
+        match kind {
+            ActionKind::Ack => {
+                delivery.status = DeliveryStatus::Acknowledged;
+                delivery.acknowledged_at = at;
+                delivery.read_at = delivery.read_at.or(at);
+            }
+            ActionKind::Read => {
+                if matches!(
+                    delivery.status,
+                    DeliveryStatus::Pending | DeliveryStatus::Sent
+                ) {
+                    delivery.status = DeliveryStatus::Read;
+                    delivery.read_at = at;
+                } else {
+                    delivery.read_at = delivery.read_at.or(at);
+                }
+            }
+        }
     }
 
     /// The next page of recipients a fan-out step still has to notify, in audience order after
+            campaign_status,
+            last_signal_at,
     /// `after_seq`. A notification goes to PENDING deliveries; a reminder to everyone not yet
     /// acknowledged or missed. Recipients this step already notified are skipped, so a retried
     /// step does not notify anyone twice.

@@ -16,6 +16,7 @@ mod definitions;
 mod deliveries;
 mod devices;
 mod idempotency;
+mod maintenance;
 mod member_sets;
 mod members;
 mod organisations;
@@ -40,7 +41,7 @@ pub use devices::{Device, Platform};
 pub use idempotency::IdempotencyClaim;
 pub use member_sets::{MemberSet, SetKind};
 pub use members::{ImportCounts, ImportedMember, Member, MemberUpdate, NewMember};
-pub use organisations::{ApiKey, Authenticated, GeneratedKey, Organisation};
+pub use organisations::{ApiKey, Authenticated, GeneratedKey, LAST_USED_GRANULARITY, Organisation};
 pub use push_credentials::PushCredentials;
 pub use push_log::{NewPush, PushRecord};
 pub use roles::{Permission, Role, SUPER_ADMIN, SYSTEM_ROLES, SystemRole};
@@ -109,7 +110,10 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 
 impl Store {
     /// Connects to `url`. For SQLite the file is created when missing; WAL mode lets the API and
-    /// the worker read while one of them writes.
+    /// the worker read while one of them writes. The log is checkpointed automatically every
+    /// 1,000 pages (about 4 MB) and cut back to 64 MiB whenever it restarts, so a burst that
+    /// outran the checkpoints does not leave a huge file behind; [`Store::checkpoint_wal`]
+    /// empties it when called.
     pub async fn connect(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
@@ -123,6 +127,8 @@ impl Store {
                             "PRAGMA busy_timeout = 30000",
                             "PRAGMA foreign_keys = ON",
                             "PRAGMA synchronous = NORMAL",
+                            "PRAGMA wal_autocheckpoint = 1000",
+                            "PRAGMA journal_size_limit = 67108864",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
@@ -152,13 +158,15 @@ impl Store {
         self.backend
     }
 
-    /// Applies every migration not yet applied. Safe to run from several processes at once.
+    /// Applies every migration not yet applied, then refreshes the planner's statistics (see
+    /// [`Store::optimize`]): a new index is only chosen well once they exist. Safe to run from
+    /// several processes at once.
     pub async fn migrate(&self) -> Result<()> {
         match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
-        Ok(())
+        self.optimize().await
     }
 
     pub async fn close(&self) {

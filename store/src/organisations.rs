@@ -3,11 +3,11 @@
 
 use crate::roles::{Permission, insert_system_roles, lock_role, parse_permissions, unknown_role};
 use crate::{Result, Store, StoreError, found, new_id, opt_time, time, to_millis};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
 use std::collections::BTreeSet;
 
 const SECRET_PREFIX: &str = "pidgr_";
@@ -30,6 +30,7 @@ pub struct ApiKey {
     /// The first characters of the secret, enough to recognise a key in a list.
     pub prefix: String,
     pub created_at: DateTime<Utc>,
+    /// When the key last authenticated, to within [`LAST_USED_GRANULARITY`].
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -47,6 +48,9 @@ pub struct Authenticated {
     pub key: ApiKey,
     pub permissions: BTreeSet<Permission>,
 }
+
+/// How stale a key's `last_used_at` may be: authentication rewrites it only once it is older.
+pub const LAST_USED_GRANULARITY: TimeDelta = TimeDelta::seconds(60);
 
 const KEY_COLUMNS: &str = "id, org_id, name, role, prefix, created_at, last_used_at, revoked_at";
 
@@ -181,34 +185,59 @@ impl Store {
             .await
     }
 
-    /// Finds the live (not revoked) key whose secret this is, records that it was used, and
-    /// reads what its role allows now (a role's permissions may change after the key is made).
+    /// Finds the live (not revoked) key whose secret this is, notes that it was used, and reads
+    /// what its role allows now (a role's permissions may change after the key is made).
+    ///
+    /// `last_used_at` is written at most once per [`LAST_USED_GRANULARITY`] per key, and only
+    /// for a key that authenticated: a busy key costs one read per request, not a write, and
+    /// the time shown stays correct to within that period.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Authenticated>> {
+        self.authenticate_at(secret, Utc::now()).await
+    }
+
+    /// [`Store::authenticate`] as of `now`, for tests that move the clock rather than wait.
+    pub async fn authenticate_at(
+        &self,
+        secret: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Authenticated>> {
         if !secret.starts_with(SECRET_PREFIX) {
             return Ok(None);
         }
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE api_keys SET last_used_at = $1 WHERE key_hash = $2 AND revoked_at IS NULL
-             RETURNING {KEY_COLUMNS}"
-        )))
-        .bind(to_millis(Utc::now()))
+        let row = sqlx::query(
+            "SELECT k.id, k.org_id, k.name, k.role, k.prefix, k.created_at, k.last_used_at,
+                    k.revoked_at, r.permissions
+             FROM api_keys k LEFT JOIN roles r ON r.org_id = k.org_id AND r.id = k.role
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+        )
         .bind(hash_secret(secret))
         .fetch_optional(&self.pool)
         .await?;
-        let Some(key) = row.as_ref().map(api_key).transpose()? else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        let permissions: Option<String> =
-            sqlx::query("SELECT permissions FROM roles WHERE org_id = $1 AND id = $2")
-                .bind(&key.org_id)
-                .bind(&key.role)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|row| row.try_get("permissions"))
-                .transpose()?;
+        let mut key = api_key(&row)?;
+        let now = to_millis(now);
+        let stale_before = now - LAST_USED_GRANULARITY.num_milliseconds();
+        if key.last_used_at.is_none_or(|t| to_millis(t) < stale_before) {
+            // Conditional, so of concurrent requests that all read a stale time one writes.
+            let done = sqlx::query(
+                "UPDATE api_keys SET last_used_at = $1
+                 WHERE id = $2 AND revoked_at IS NULL
+                   AND (last_used_at IS NULL OR last_used_at < $3)",
+            )
+            .bind(now)
+            .bind(&key.id)
+            .bind(stale_before)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 1 {
+                key.last_used_at = Some(crate::from_millis(now)?);
+            }
+        }
         // A live key's role cannot be deleted, so a missing role means a key older than roles
         // whose role name never became a role: it may authenticate but do nothing.
-        let permissions = match permissions {
+        let permissions = match row.try_get::<Option<String>, _>("permissions")? {
             Some(text) => parse_permissions(&text)?,
             None => BTreeSet::new(),
         };

@@ -41,3 +41,4 @@ mod content;
 mod directory;
 mod import;
 mod organisations;
+mod scale;
