@@ -37,6 +37,10 @@ pub struct ActivitySettings {
     pub page_size: i64,
     /// Prefix of each recipient's deeplink; the unguessable code is appended.
     pub deeplink_base: String,
+    /// Deliveries per CALL_WEBHOOK POST: a campaign with more is reported in consecutive parts.
+    pub webhook_part_size: i64,
+    /// Webhook channel events sent at once by one sender.
+    pub channel_concurrency: usize,
 }
 
 impl Default for ActivitySettings {
@@ -44,6 +48,8 @@ impl Default for ActivitySettings {
         ActivitySettings {
             page_size: 200,
             deeplink_base: "http://127.0.0.1:8080/v1/deeplinks/".into(),
+            webhook_part_size: 10_000,
+            channel_concurrency: 64,
         }
     }
 }

@@ -62,6 +62,12 @@ pub struct Config {
     /// Recipients per fan-out page (progress is checkpointed per page).
     #[arg(long, env = "PIDGR_FANOUT_PAGE_SIZE", default_value_t = 200)]
     pub fanout_page_size: i64,
+    /// Deliveries per CALL_WEBHOOK POST; a campaign with more is reported in several parts.
+    #[arg(long, env = "PIDGR_WEBHOOK_PART_SIZE", default_value_t = 10_000)]
+    pub webhook_part_size: i64,
+    /// Webhook channel events one sender POSTs at once (over pooled connections).
+    #[arg(long, env = "PIDGR_CHANNEL_CONCURRENCY", default_value_t = 64)]
+    pub channel_concurrency: usize,
     /// Firebase Cloud Messaging HTTP v1 base URL.
     #[arg(long, env = "PIDGR_FCM_URL", default_value = PushEndpoints::FCM)]
     pub fcm_url: String,
@@ -174,6 +180,8 @@ impl Config {
         ActivitySettings {
             page_size: self.fanout_page_size.max(1),
             deeplink_base: self.deeplink_base(),
+            webhook_part_size: self.webhook_part_size.max(1),
+            channel_concurrency: self.channel_concurrency.max(1),
         }
     }
 

@@ -598,4 +598,42 @@ impl Store {
             })
             .collect()
     }
+
+    /// Up to `limit` deliveries' outcomes after audience position `after_seq` (0: from the
+    /// start), in audience order, each with its position: the CALL_WEBHOOK payload read one part
+    /// at a time, so a large campaign is never held in memory whole. The next page starts after
+    /// the last position returned.
+    pub async fn delivery_reports_page(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, DeliveryReport)>> {
+        let rows = sqlx::query(
+            "SELECT seq, id, user_id, status, sent_at, read_at, acknowledged_at FROM deliveries
+             WHERE campaign_id = $1 AND org_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("seq")?,
+                    DeliveryReport {
+                        delivery_id: row.try_get("id")?,
+                        user_id: row.try_get("user_id")?,
+                        status: DeliveryStatus::parse(&row.try_get::<String, _>("status")?)?,
+                        sent_at: opt_time(row, "sent_at")?,
+                        read_at: opt_time(row, "read_at")?,
+                        acknowledged_at: opt_time(row, "acknowledged_at")?,
+                    },
+                ))
+            })
+            .collect()
+    }
 }

@@ -109,6 +109,8 @@ pub struct Options {
     pub resolver: Option<pidgr::Resolver>,
     /// The production SSRF rules (no plain HTTP, no loopback receivers).
     pub strict_urls: bool,
+    /// Deliveries per CALL_WEBHOOK POST: small, for a test to see several parts.
+    pub webhook_part_size: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -129,6 +131,7 @@ impl Default for Options {
             push_urls: None,
             resolver: None,
             strict_urls: false,
+            webhook_part_size: 10_000,
         }
     }
 }
@@ -188,6 +191,8 @@ impl System {
             webhook_max_attempts: options.webhook_max_attempts,
             webhook_initial_retry_ms: 100,
             fanout_page_size: 50,
+            webhook_part_size: options.webhook_part_size,
+            channel_concurrency: 8,
             secret_key: Some(pidgr_store::SecretKey::generate().to_hex()),
             fcm_url: push_urls.map_or(PushEndpoints::FCM, |u| &u.fcm).to_owned(),
             fcm_token_url: push_urls
@@ -280,6 +285,7 @@ impl System {
             )
             .env("PIDGR_TASK_QUEUE", &c.task_queue)
             .env("PIDGR_FANOUT_PAGE_SIZE", c.fanout_page_size.to_string())
+            .env("PIDGR_WEBHOOK_PART_SIZE", c.webhook_part_size.to_string())
             .env(
                 "PIDGR_SECRET_KEY",
                 c.secret_key.as_deref().unwrap_or_default(),

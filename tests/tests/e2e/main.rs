@@ -4,6 +4,7 @@
 mod api;
 mod channels;
 mod harness;
+mod webhook_parts;
 
 use std::collections::BTreeMap;
 
