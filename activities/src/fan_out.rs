@@ -1,15 +1,30 @@
 //! SEND_NOTIFICATION and SEND_REMINDER: the fan-out to every recipient a step has to notify.
+//!
+//! The workflow splits a step's audience into ranges of positions; each range is one activity
+//! that any worker may take. Inside a range, recipients are read a page at a time, up to
+//! `send_concurrency` of them are notified at once (over the push client's pooled connections),
+//! and the page's outcomes are recorded in a few statements before the checkpoint moves on.
+//!
+//! Duplicates after a crash are bounded by one page per range in flight: a recipient is
+//! skipped once its outcome is recorded, and the checkpoint (heartbeat details) only moves
+//! after a page is recorded. Each push carries a collapse id per delivery and step, so such a
+//! duplicate merges with the first on the device.
 
 use chrono::Utc;
+use futures::stream::{FuturesOrdered, StreamExt};
 use pidgr_outbound::channel_event;
-use pidgr_store::{ActivityKind, CampaignStatus, NotifyTarget};
-use pidgr_workflows::contract::{CampaignRef, FanOutInput, FanOutResult};
+use pidgr_store::{ActivityKind, Campaign, CampaignStatus, Device, NotifyTarget};
+use pidgr_workflows::contract::{
+    CampaignRef, DeliveryCounts, FanOutInput, FanOutPlan, FanOutResult, FanOutSummary, SeqRange,
+};
 use pidgr_workflows::definition::Channel;
 use pidgr_workflows::template;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
+use crate::push::{OrgPush, PushUnavailable};
 use crate::{
     CampaignActivitiesImpl, PUSH_BODY_MAX_CHARS, PushMessage, heartbeat_while, retry_after,
     retryable,
@@ -22,23 +37,76 @@ pub(crate) struct FanOutCheckpoint {
     pub(crate) after_seq: i64,
 }
 
+/// What one step sends to everyone it notifies, read once per activity.
+struct StepMessage<'a> {
+    campaign: &'a Campaign,
+    cref: &'a CampaignRef,
+    step_id: &'a str,
+    variables: &'a BTreeMap<String, String>,
+    push: Option<OrgPush>,
+    /// The step lists the webhook channel: `Some(false)` when the organisation has none.
+    webhook_channel: Option<bool>,
+}
+
+/// What became of one recipient.
+struct Notified {
+    outcome: Result<(), String>,
+    event: Option<String>,
+    removed: Vec<String>,
+    unavailable: Option<PushUnavailable>,
+}
+
 impl CampaignActivitiesImpl {
-    /// SEND_NOTIFICATION and SEND_REMINDER: page through the recipients the step still has to
-    /// notify, push to each one's devices and queue their webhook channel events, record the
-    /// outcomes page by page, and heartbeat the position so a retried attempt resumes after the
-    /// last recorded page. A recipient counts as notified when any channel reached them.
+    /// A partitioned fan-out begins: logged, and the audience's last position returned so the
+    /// workflow can split it into ranges.
+    pub(crate) async fn plan_fan_out_ranges(
+        &self,
+        ctx: &ActivityContext,
+        input: FanOutInput,
+    ) -> Result<FanOutPlan, ActivityError> {
+        let cref = &input.campaign;
+        self.step_started(ctx, cref, &input.step_id, started_message(&input))
+            .await?;
+        let last = self
+            .store
+            .last_delivery(&cref.org_id, &cref.campaign_id)
+            .await
+            .map_err(retryable)?;
+        Ok(FanOutPlan {
+            last_seq: last.map_or(0, |(seq, _)| seq),
+        })
+    }
+
+    /// A partitioned fan-out's ranges are done: the step's totals go to the activity log.
+    pub(crate) async fn finish_fan_out_ranges(
+        &self,
+        summary: FanOutSummary,
+    ) -> Result<DeliveryCounts, ActivityError> {
+        self.log_fan_out_finished(
+            &summary.campaign,
+            &summary.step_id,
+            summary.notified,
+            summary.failed,
+            summary.tokens_removed,
+        )
+        .await?;
+        self.counts(&summary.campaign).await
+    }
+
+    /// Notifies the recipients of one range (or, for workflows started before ranges existed,
+    /// of the whole audience, logging the step's start and finish as it did then).
     pub(crate) async fn fan_out(
         &self,
         ctx: &ActivityContext,
         input: FanOutInput,
         reminder: bool,
     ) -> Result<FanOutResult, ActivityError> {
-        let FanOutInput {
-            campaign: cref,
-            step_id,
-            channels,
-            variables,
-        } = input;
+        let whole_audience = input.range.is_none();
+        let range = input.range.unwrap_or(SeqRange {
+            after_seq: 0,
+            last_seq: i64::MAX,
+        });
+        let cref = &input.campaign;
         let campaign = self
             .store
             .get_campaign(&cref.org_id, &cref.campaign_id)
@@ -46,10 +114,13 @@ impl CampaignActivitiesImpl {
             .map_err(retryable)?;
         if campaign.status != CampaignStatus::Active {
             // Cancelled while this task was queued: notify no one.
-            return Ok(FanOutResult {
-                counts: self.counts(&cref).await?,
-                ..Default::default()
-            });
+            return self
+                .fan_out_result(cref, whole_audience, FanOutResult::default())
+                .await;
+        }
+        if whole_audience {
+            self.step_started(ctx, cref, &input.step_id, started_message(&input))
+                .await?;
         }
         let checkpoint: FanOutCheckpoint = ctx
             .heartbeat_details()
@@ -57,15 +128,7 @@ impl CampaignActivitiesImpl {
             .ok()
             .flatten()
             .unwrap_or_default();
-        let verb = if reminder { "reminding" } else { "notifying" };
-        let via = channels
-            .iter()
-            .map(|c| c.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        self.step_started(ctx, &cref, &step_id, format!("{verb} recipients via {via}"))
-            .await?;
-        let push = if channels.contains(&Channel::Push) {
+        let push = if input.channels.contains(&Channel::Push) {
             Some(
                 self.push
                     .credentials(&cref.org_id)
@@ -75,35 +138,52 @@ impl CampaignActivitiesImpl {
         } else {
             None
         };
-        let webhook_channel = channels.contains(&Channel::Webhook)
-            && self
-                .store
-                .get_webhook_channel(&cref.org_id)
-                .await
-                .map_err(retryable)?
-                .is_some();
-        let mut after_seq = checkpoint.after_seq;
+        let webhook_channel = if input.channels.contains(&Channel::Webhook) {
+            Some(
+                self.store
+                    .get_webhook_channel(&cref.org_id)
+                    .await
+                    .map_err(retryable)?
+                    .is_some(),
+            )
+        } else {
+            None
+        };
+        let message = StepMessage {
+            campaign: &campaign,
+            cref,
+            step_id: &input.step_id,
+            variables: &input.variables,
+            push,
+            webhook_channel,
+        };
+        let mut after_seq = checkpoint.after_seq.max(range.after_seq);
         let mut result = FanOutResult::default();
-        let mut removed_tokens = 0u64;
         loop {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
             }
             let page = self
                 .store
-                .notify_page(
+                .notify_range_page(
                     &cref.org_id,
                     &cref.campaign_id,
-                    &step_id,
+                    &input.step_id,
                     reminder,
-                    after_seq,
+                    (after_seq, range.last_seq),
                     self.settings.page_size,
                 )
                 .await
                 .map_err(retryable)?;
-            let Some(last) = page.last() else { break };
-            let last_seq = last.seq;
-            let mut devices = match &push {
+            let Some(last_seq) = page.last().map(|target| target.seq) else {
+                break;
+            };
+            if after_seq > range.after_seq && !self.still_active(cref).await? {
+                // Cancelled through the API: seen within one page, even before Temporal tells
+                // this worker.
+                return Err(ActivityError::cancelled());
+            }
+            let devices = match &message.push {
                 Some(_) => {
                     let members: Vec<&str> =
                         page.iter().filter_map(|t| t.member_id.as_deref()).collect();
@@ -112,103 +192,45 @@ impl CampaignActivitiesImpl {
                         .await
                         .map_err(retryable)?
                 }
-                None => Default::default(),
+                None => HashMap::new(),
             };
+            // The provider's inline retries can keep a page busy for a while: keep the attempt
+            // alive meanwhile (the checkpoint itself does not move).
+            let sends = self.notify_all(&message, &page, &devices);
+            let notified = heartbeat_while(ctx, FanOutCheckpoint { after_seq }, sends).await;
             let mut outcomes = Vec::with_capacity(page.len());
             let mut events = Vec::new();
             let mut unavailable = None;
-            for target in &page {
-                let deeplink = format!("{}{}", self.settings.deeplink_base, target.deeplink_code);
-                let mut reasons: Vec<String> = Vec::new();
-                let mut reached = false;
-                if let Some(credentials) = &push {
-                    let name = target.display_name.as_deref().unwrap_or(&target.user_id);
-                    let email = target.email.as_deref().unwrap_or("");
-                    let values = template::recipient_values(
-                        [("name", name), ("email", email), ("title", &campaign.title)],
-                        &variables,
-                        &target.variables,
-                    );
-                    let title = template::render(&campaign.message_title, &values);
-                    let body = template::plain_text(
-                        &template::render(&campaign.body, &values),
-                        PUSH_BODY_MAX_CHARS,
-                    );
-                    let message = PushMessage {
-                        org_id: &cref.org_id,
-                        campaign_id: &cref.campaign_id,
-                        delivery_id: &target.delivery_id,
-                        step_id: &step_id,
-                        user_id: &target.user_id,
-                        title: &title,
-                        body: &body,
-                        deeplink: &deeplink,
-                    };
-                    let member_devices = target
-                        .member_id
-                        .as_ref()
-                        .and_then(|member| devices.remove(member))
-                        .unwrap_or_default();
-                    // Inline retries can keep one recipient busy for a while: keep the
-                    // attempt alive meanwhile (the checkpoint itself does not move).
-                    let notify = self.push.notify(credentials, &message, &member_devices);
-                    let notified =
-                        heartbeat_while(ctx, FanOutCheckpoint { after_seq }, notify).await;
-                    let removed = match &notified {
-                        Ok(report) => &report.removed,
-                        Err(error) => &error.removed,
-                    };
-                    removed_tokens += removed.len() as u64;
-                    self.log_removed_tokens(&cref, &step_id, target, removed)
-                        .await?;
-                    match notified {
-                        Ok(report) => {
-                            reached |= report.sent;
-                            reasons.extend(report.reason);
-                        }
-                        Err(error) => {
-                            unavailable = Some(error);
-                            break;
-                        }
-                    }
+            for (target, notified) in page.iter().zip(notified) {
+                self.log_removed_tokens(cref, &input.step_id, target, &notified.removed)
+                    .await?;
+                result.tokens_removed += notified.removed.len() as u64;
+                if let Some(error) = notified.unavailable {
+                    // Not recorded: the retry notifies this recipient again.
+                    unavailable.get_or_insert(error);
+                    continue;
                 }
-                if channels.contains(&Channel::Webhook) {
-                    if webhook_channel {
-                        let body = channel_event::event_body(
-                            &target.user_id,
-                            &cref.campaign_id,
-                            &deeplink,
-                            Utc::now(),
-                        );
-                        events.push((target.delivery_id.clone(), body));
-                        reached = true;
-                    } else {
-                        reasons.push("the organisation has no webhook channel".to_owned());
-                    }
+                if let Some(body) = notified.event {
+                    events.push((target.delivery_id.clone(), body));
                 }
-                // Keeps a slow page alive; the checkpoint only moves once a page is recorded.
-                let _ = ctx.record_heartbeat(FanOutCheckpoint { after_seq }).await;
-                let outcome = if reached {
-                    result.notified += 1;
-                    Ok(())
-                } else {
-                    result.failed += 1;
-                    Err(reasons.join("; "))
-                };
-                outcomes.push((target.delivery_id.clone(), outcome));
+                match &notified.outcome {
+                    Ok(()) => result.notified += 1,
+                    Err(_) => result.failed += 1,
+                }
+                outcomes.push((target.delivery_id.clone(), notified.outcome));
             }
             // Events first: if the worker dies before the outcomes are recorded, the page runs
             // again and its events, already queued, keep their first body.
             self.store
-                .enqueue_webhook_events(&cref.org_id, &cref.campaign_id, &step_id, &events)
+                .enqueue_webhook_events(&cref.org_id, &cref.campaign_id, &input.step_id, &events)
                 .await
                 .map_err(retryable)?;
             self.store
-                .record_notified(&cref.org_id, &step_id, reminder, &outcomes)
+                .record_notified(&cref.org_id, &input.step_id, reminder, &outcomes)
                 .await
                 .map_err(retryable)?;
             if let Some(error) = unavailable {
-                // What was sent is recorded; the retry starts with the recipient that failed.
+                // What was sent is recorded; the retry resumes with the recipients that wait.
                 let delay = error.retry_after;
                 return Err(retry_after(error, delay));
             }
@@ -217,23 +239,168 @@ impl CampaignActivitiesImpl {
             // since recorded recipients are skipped anyway.
             let _ = ctx.record_heartbeat(FanOutCheckpoint { after_seq }).await;
         }
-        result.counts = self.counts(&cref).await?;
+        if whole_audience {
+            self.log_fan_out_finished(
+                cref,
+                &input.step_id,
+                result.notified,
+                result.failed,
+                result.tokens_removed,
+            )
+            .await?;
+        }
+        self.fan_out_result(cref, whole_audience, result).await
+    }
+
+    /// Notifies a page's recipients, up to `send_concurrency` at once; the answers come back in
+    /// the page's order.
+    async fn notify_all(
+        &self,
+        message: &StepMessage<'_>,
+        page: &[NotifyTarget],
+        devices: &HashMap<String, Vec<Device>>,
+    ) -> Vec<Notified> {
+        let no_devices = Vec::new();
+        let devices_of = |target: &NotifyTarget| {
+            target
+                .member_id
+                .as_ref()
+                .and_then(|member| devices.get(member))
+                .unwrap_or(&no_devices)
+        };
+        // A hand-rolled window rather than `buffered`: the closure-made futures of the latter
+        // trip the compiler's Send check for the activity's future.
+        let mut in_flight = FuturesOrdered::new();
+        let mut targets = page.iter();
+        let mut notified = Vec::with_capacity(page.len());
+        loop {
+            while in_flight.len() < self.settings.send_concurrency.max(1) {
+                let Some(target) = targets.next() else { break };
+                in_flight.push_back(self.notify_one(message, target, devices_of(target)));
+            }
+            match in_flight.next().await {
+                Some(one) => notified.push(one),
+                None => return notified,
+            }
+        }
+    }
+
+    /// Pushes to the recipient's devices and prepares their webhook channel event. A recipient
+    /// counts as notified when any channel reached them.
+    async fn notify_one(
+        &self,
+        message: &StepMessage<'_>,
+        target: &NotifyTarget,
+        devices: &[Device],
+    ) -> Notified {
+        let deeplink = format!("{}{}", self.settings.deeplink_base, target.deeplink_code);
+        let mut notified = Notified {
+            outcome: Ok(()),
+            event: None,
+            removed: Vec::new(),
+            unavailable: None,
+        };
+        let mut reasons: Vec<String> = Vec::new();
+        let mut reached = false;
+        if let Some(credentials) = &message.push {
+            let campaign = message.campaign;
+            let name = target.display_name.as_deref().unwrap_or(&target.user_id);
+            let email = target.email.as_deref().unwrap_or("");
+            let values = template::recipient_values(
+                [("name", name), ("email", email), ("title", &campaign.title)],
+                message.variables,
+                &target.variables,
+            );
+            let title = template::render(&campaign.message_title, &values);
+            let body = template::plain_text(
+                &template::render(&campaign.body, &values),
+                PUSH_BODY_MAX_CHARS,
+            );
+            let push = PushMessage {
+                org_id: &message.cref.org_id,
+                campaign_id: &message.cref.campaign_id,
+                delivery_id: &target.delivery_id,
+                step_id: message.step_id,
+                user_id: &target.user_id,
+                title: &title,
+                body: &body,
+                deeplink: &deeplink,
+            };
+            match self.push.notify(credentials, &push, devices).await {
+                Ok(report) => {
+                    notified.removed = report.removed;
+                    reached |= report.sent;
+                    reasons.extend(report.reason);
+                }
+                Err(mut error) => {
+                    notified.removed = std::mem::take(&mut error.removed);
+                    notified.unavailable = Some(error);
+                    return notified;
+                }
+            }
+        }
+        match message.webhook_channel {
+            Some(true) => {
+                notified.event = Some(channel_event::event_body(
+                    &target.user_id,
+                    &message.cref.campaign_id,
+                    &deeplink,
+                    Utc::now(),
+                ));
+                reached = true;
+            }
+            Some(false) => reasons.push("the organisation has no webhook channel".to_owned()),
+            None => {}
+        }
+        if !reached {
+            notified.outcome = Err(reasons.join("; "));
+        }
+        notified
+    }
+
+    /// Whether the campaign is still ACTIVE (not cancelled meanwhile).
+    async fn still_active(&self, cref: &CampaignRef) -> Result<bool, ActivityError> {
+        let campaign = self
+            .store
+            .get_campaign(&cref.org_id, &cref.campaign_id)
+            .await
+            .map_err(retryable)?;
+        Ok(campaign.status == CampaignStatus::Active)
+    }
+
+    /// A range's result as it is; a whole-audience fan-out also counts and logs the step's end.
+    async fn fan_out_result(
+        &self,
+        cref: &CampaignRef,
+        whole_audience: bool,
+        mut result: FanOutResult,
+    ) -> Result<FanOutResult, ActivityError> {
+        if whole_audience {
+            result.counts = self.counts(cref).await?;
+        }
+        Ok(result)
+    }
+
+    async fn log_fan_out_finished(
+        &self,
+        cref: &CampaignRef,
+        step_id: &str,
+        notified: u64,
+        failed: u64,
+        tokens_removed: u64,
+    ) -> Result<(), ActivityError> {
         self.log(
-            &cref,
-            Some(&step_id),
+            cref,
+            Some(step_id),
             ActivityKind::StepFinished,
-            format!(
-                "{} recipients notified, {} failed",
-                result.notified, result.failed
-            ),
+            format!("{notified} recipients notified, {failed} failed"),
             json!({
-                "notified": result.notified,
-                "failed": result.failed,
-                "tokens_removed": removed_tokens,
+                "notified": notified,
+                "failed": failed,
+                "tokens_removed": tokens_removed,
             }),
         )
-        .await?;
-        Ok(result)
+        .await
     }
 
     /// One activity-log line per push token removed for a recipient.
@@ -256,4 +423,20 @@ impl CampaignActivitiesImpl {
         }
         Ok(())
     }
+}
+
+/// "notifying recipients via push, webhook" (or "reminding …").
+fn started_message(input: &FanOutInput) -> String {
+    let verb = if input.reminder {
+        "reminding"
+    } else {
+        "notifying"
+    };
+    let via = input
+        .channels
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{verb} recipients via {via}")
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use pidgr_outbound::OutboundClient;
 use pidgr_store::{ActivityKind, CampaignStatus, NewActivity, Store, StoreError};
 use pidgr_workflows::contract::{
-    CampaignRef, ChannelEventsDelivered, DeliveryCounts, FanOutInput, FanOutResult, StepFailure,
-    StepInput, WaitInput, WebhookDelivered, WebhookInput, activity_types as campaign_activities,
+    CampaignRef, ChannelEventsDelivered, DeliveryCounts, FanOutInput, FanOutPlan, FanOutResult,
+    FanOutSummary, PreparedDeliveries, StepFailure, StepInput, WaitInput, WebhookDelivered,
+    WebhookInput, activity_types as campaign_activities,
 };
 use serde_json::json;
 use temporalio_macros::activities;
@@ -22,6 +23,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 mod call_webhook;
 mod channel;
 mod fan_out;
+mod prepare;
 pub mod push;
 
 pub use push::{PushMessage, PushSender};
@@ -35,6 +37,8 @@ pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ActivitySettings {
     /// Recipients per fan-out page; progress is checkpointed after each page.
     pub page_size: i64,
+    /// Recipients of one fan-out range notified at once.
+    pub send_concurrency: usize,
     /// Prefix of each recipient's deeplink; the unguessable code is appended.
     pub deeplink_base: String,
     /// Deliveries per CALL_WEBHOOK POST: a campaign with more is reported in consecutive parts.
@@ -46,7 +50,8 @@ pub struct ActivitySettings {
 impl Default for ActivitySettings {
     fn default() -> Self {
         ActivitySettings {
-            page_size: 200,
+            page_size: 1_000,
+            send_concurrency: 256,
             deeplink_base: "http://127.0.0.1:8080/v1/deeplinks/".into(),
             webhook_part_size: 10_000,
             channel_concurrency: 64,
@@ -143,6 +148,34 @@ impl CampaignActivitiesImpl {
         input: FanOutInput,
     ) -> Result<FanOutResult, ActivityError> {
         self.fan_out(&ctx, input, false).await
+    }
+
+    /// The campaign started: its deliveries are written from the audience, a page at a time.
+    #[activity(definition = campaign_activities::PrepareDeliveries)]
+    pub async fn prepare_deliveries(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: CampaignRef,
+    ) -> Result<PreparedDeliveries, ActivityError> {
+        self.prepare(&ctx, input).await
+    }
+
+    #[activity(definition = campaign_activities::PlanFanOut)]
+    pub async fn plan_fan_out(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: FanOutInput,
+    ) -> Result<FanOutPlan, ActivityError> {
+        self.plan_fan_out_ranges(&ctx, input).await
+    }
+
+    #[activity(definition = campaign_activities::FinishFanOut)]
+    pub async fn finish_fan_out(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: FanOutSummary,
+    ) -> Result<DeliveryCounts, ActivityError> {
+        self.finish_fan_out_ranges(input).await
     }
 
     #[activity(definition = campaign_activities::SendReminder)]

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use pidgr_store::{
     ActivityKind, Audience, AudienceMember, Campaign, CampaignStatus, Delivery, DeliveryCounts,
-    NewActivity, NewCampaign, Recipient, ResolvedAudience, StoreError,
+    NewActivity, NewCampaign, ResolvedAudience, StoreError,
 };
 use pidgr_workflows::contract::CampaignRef;
 use pidgr_workflows::definition::{Definition, Problem};
@@ -25,9 +25,6 @@ use crate::input::{Body, Name, Page, Variables};
 use crate::message::{self, Reader};
 use crate::workflow_definitions::validate_at;
 use crate::{ApiError, AppState, Caller};
-
-/// The most recipients one campaign can have.
-pub const MAX_RECIPIENTS: usize = 100_000;
 
 pub async fn list(
     State(state): State<AppState>,
@@ -224,13 +221,10 @@ pub async fn create(
                 "the audience has no members: name at least one group, team or member with members"
                     .into(),
         });
-    } else if recipients.len() > MAX_RECIPIENTS {
+    } else if recipients.len() as u64 > state.settings.max_recipients {
         problems.push(Problem {
             pointer: "/audience".into(),
-            message: format!(
-                "the audience has {} members, but a campaign can have at most {MAX_RECIPIENTS}",
-                recipients.len()
-            ),
+            message: too_many(recipients.len() as u64, state.settings.max_recipients),
         });
     }
     if let (Some(version), Some(validated)) = (&version, &validated) {
@@ -273,40 +267,47 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// The campaign's audience resolved now, or why it cannot be used any more (409).
-async fn resolve_for_start(
-    state: &AppState,
-    campaign: &Campaign,
-) -> Result<Vec<Recipient>, ApiError> {
-    let resolved = resolve_stored_audience(state, campaign).await?;
-    if let Some(missing) = resolved.missing.first() {
+/// How many recipients the campaign's audience has now, or why it cannot be used any more
+/// (409). One count, whatever the audience's size: the workflow writes the deliveries.
+async fn count_for_start(state: &AppState, campaign: &Campaign) -> Result<u64, ApiError> {
+    let audience = stored_audience(campaign)?;
+    let missing = state
+        .store
+        .missing_audience_refs(&campaign.org_id, &audience)
+        .await?;
+    if let Some(missing) = missing.first() {
         return Err(ApiError::Conflict(format!(
             "the audience names the {} {:?}, which no longer exists; create a new campaign",
             missing.what, missing.id
         )));
     }
-    if resolved.recipients.is_empty() {
+    let reader = state
+        .store
+        .audience_reader(&campaign.org_id, &audience)
+        .await?;
+    let count = state.store.count_audience(&reader).await?;
+    if count == 0 {
         return Err(ApiError::Conflict(
             "the audience has no members any more".into(),
         ));
     }
-    let definition = stored_definition(campaign)?;
-    if let Some((name, lacking)) = message::unresolvable(
-        &campaign.message_title,
-        &campaign.body,
-        &definition,
-        &resolved.recipients,
-    )
-    .into_iter()
-    .next()
-    {
-        return Err(ApiError::Conflict(message::unresolvable_message(
-            &name,
-            lacking,
-            resolved.recipients.len(),
+    if count > state.settings.max_recipients {
+        return Err(ApiError::Conflict(too_many(
+            count,
+            state.settings.max_recipients,
         )));
     }
-    Ok(resolved.recipients)
+    Ok(count)
+}
+
+fn too_many(count: u64, max: u64) -> String {
+    format!("the audience has {count} members, but a campaign can have at most {max}")
+}
+
+fn stored_audience(campaign: &Campaign) -> Result<Audience, ApiError> {
+    serde_json::from_value(campaign.audience.clone()).map_err(|e| {
+        ApiError::Internal(format!("stored audience of campaign {}: {e}", campaign.id))
+    })
 }
 
 /// The audience a draft was created with, resolved against the directory as it is now.
@@ -314,9 +315,7 @@ async fn resolve_stored_audience(
     state: &AppState,
     campaign: &Campaign,
 ) -> Result<ResolvedAudience, ApiError> {
-    let audience: Audience = serde_json::from_value(campaign.audience.clone()).map_err(|e| {
-        ApiError::Internal(format!("stored audience of campaign {}: {e}", campaign.id))
-    })?;
+    let audience = stored_audience(campaign)?;
     Ok(state
         .store
         .resolve_audience(&campaign.org_id, &audience)
@@ -381,8 +380,10 @@ pub async fn read(
     Ok(Json(campaign_view(&campaign, Some(counts))))
 }
 
-/// POST /v1/campaigns/{id}/start: deliveries are written (once), then the workflow is started
-/// with id `campaign-<id>`; a repeated or retried start reuses the running workflow.
+/// POST /v1/campaigns/{id}/start: the audience is counted and the campaign made ACTIVE, then
+/// the workflow is started with id `campaign-<id>` and writes the deliveries itself, so the
+/// request answers at once whatever the audience's size. A repeated or retried start reuses
+/// the running workflow.
 pub async fn start(
     State(state): State<AppState>,
     caller: Caller,
@@ -390,14 +391,14 @@ pub async fn start(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let workflow_id = workflow_id(&id);
     let draft = campaign_of(&state, &caller, &id).await?;
-    // Only a draft's audience is resolved; a started campaign already has its deliveries.
+    // Only a draft's audience is counted; a started campaign keeps the count it started with.
     let recipients = match draft.status {
-        CampaignStatus::Created => resolve_for_start(&state, &draft).await?,
-        _ => Vec::new(),
+        CampaignStatus::Created => count_for_start(&state, &draft).await?,
+        _ => 0,
     };
     let outcome = state
         .store
-        .start_campaign(&caller.org_id, &id, &workflow_id, &recipients)
+        .activate_campaign(&caller.org_id, &id, &workflow_id, recipients)
         .await
         .or_not_found("campaign")?;
     let campaign = outcome.campaign;
@@ -550,6 +551,7 @@ fn campaign_view(campaign: &Campaign, counts: Option<DeliveryCounts>) -> Value {
         "created_at": campaign.created_at,
         "started_at": campaign.started_at,
         "finished_at": campaign.finished_at,
+        "recipients": campaign.recipient_count,
     });
     if let Some(counts) = counts {
         view["counts"] = json!(counts);

@@ -39,6 +39,9 @@ pub use auth::{Access, Caller};
 pub use error::ApiError;
 pub use routes::{OPENAPI_JSON, RouteSpec, router, specs};
 
+/// The most recipients one campaign may have unless configured otherwise.
+pub const DEFAULT_MAX_RECIPIENTS: u64 = 1_000_000;
+
 #[derive(Clone, Debug)]
 pub struct ApiSettings {
     /// Task queue campaign workflows are started on.
@@ -51,6 +54,8 @@ pub struct ApiSettings {
     pub signal_interval: Duration,
     /// What a deeplink code is appended to (the app's `/c/` address).
     pub deeplink_base: String,
+    /// The most recipients one campaign may have, checked at creation and again at start.
+    pub max_recipients: u64,
 }
 
 impl Default for ApiSettings {
@@ -61,6 +66,7 @@ impl Default for ApiSettings {
             engine: EngineSettings::default(),
             signal_interval: Duration::from_secs(1),
             deeplink_base: "https://app.pidgr.dev/c/".to_owned(),
+            max_recipients: DEFAULT_MAX_RECIPIENTS,
         }
     }
 }

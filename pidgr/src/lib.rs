@@ -60,8 +60,30 @@ pub struct Config {
     #[arg(long, env = "PIDGR_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
     /// Recipients per fan-out page (progress is checkpointed per page).
-    #[arg(long, env = "PIDGR_FANOUT_PAGE_SIZE", default_value_t = 200)]
+    #[arg(long, env = "PIDGR_FANOUT_PAGE_SIZE", default_value_t = 1000)]
     pub fanout_page_size: i64,
+    /// Recipients one fan-out range notifies at once (over pooled HTTP/2 connections).
+    #[arg(long, env = "PIDGR_FANOUT_CONCURRENCY", default_value_t = 256)]
+    pub fanout_concurrency: usize,
+    /// Audience positions per fan-out range; each range is an activity any worker may take.
+    #[arg(long, env = "PIDGR_FANOUT_RANGE_SIZE", default_value_t = 10_000)]
+    pub fanout_range_size: u64,
+    /// Fan-out ranges of one step running at once, across all workers.
+    #[arg(long, env = "PIDGR_FANOUT_PARALLEL_RANGES", default_value_t = 8)]
+    pub fanout_parallel_ranges: u32,
+    /// A fan-out range whose worker has not heartbeated for this long goes to another worker.
+    #[arg(
+        long,
+        env = "PIDGR_FANOUT_HEARTBEAT_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub fanout_heartbeat_timeout_ms: u64,
+    /// History events after which a campaign's run continues as new at its next chance.
+    #[arg(long, env = "PIDGR_MAX_HISTORY_EVENTS", default_value_t = 2_000)]
+    pub max_history_events: u32,
+    /// The most recipients one campaign may have (checked at creation and at start).
+    #[arg(long, env = "PIDGR_MAX_RECIPIENTS", default_value_t = pidgr_api::DEFAULT_MAX_RECIPIENTS)]
+    pub max_recipients: u64,
     /// Deliveries per CALL_WEBHOOK POST; a campaign with more is reported in several parts.
     #[arg(long, env = "PIDGR_WEBHOOK_PART_SIZE", default_value_t = 10_000)]
     pub webhook_part_size: i64,
@@ -154,6 +176,10 @@ impl Config {
             webhook_max_attempts: self.webhook_max_attempts.max(1),
             webhook_initial_retry_ms: self.webhook_initial_retry_ms,
             max_signals_per_run: self.max_signals_per_run.max(1),
+            max_history_events: self.max_history_events.max(100),
+            fan_out_range_size: self.fanout_range_size.max(1),
+            fan_out_parallel_ranges: self.fanout_parallel_ranges.max(1),
+            fan_out_heartbeat_timeout_ms: self.fanout_heartbeat_timeout_ms.max(1_000),
         }
     }
 
@@ -164,6 +190,7 @@ impl Config {
             engine: self.engine(),
             signal_interval: Duration::from_millis(self.signal_interval_ms),
             deeplink_base: self.deeplink_base(),
+            max_recipients: self.max_recipients,
         })
     }
 
@@ -179,6 +206,7 @@ impl Config {
     pub fn activity_settings(&self) -> ActivitySettings {
         ActivitySettings {
             page_size: self.fanout_page_size.max(1),
+            send_concurrency: self.fanout_concurrency.max(1),
             deeplink_base: self.deeplink_base(),
             webhook_part_size: self.webhook_part_size.max(1),
             channel_concurrency: self.channel_concurrency.max(1),
@@ -237,38 +265,6 @@ pub async fn temporal_client() -> anyhow::Result<Client> {
     Ok(Client::new(connection, client_options)?)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve_api(
-    listener: TcpListener,
-    store: Store,
-    temporal: Client,
-    config: &Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let app = pidgr_api::router(AppState {
-        store,
-        temporal,
-        settings: config.api_settings()?,
-        outbound: config.outbound()?,
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
-}
-
-/// Builds the campaign worker: the workflow and every step activity on the configured queue.
-pub fn build_worker(config: &Config, store: Store, temporal: Client) -> anyhow::Result<Worker> {
-    let runtime = Runtime::from_current_tokio(Default::default())?;
-    let push = config.push_sender(store.clone())?;
-    let activities =
-        CampaignActivitiesImpl::new(store, push, config.outbound()?, config.activity_settings());
-    let options = WorkerOptions::new(config.task_queue.clone())
-        .register_workflow::<CampaignWorkflow>()?
-        .register_activities(activities)
-        .build();
-    Ok(Worker::new(&runtime, temporal, options)?)
-}
 /// How often a running API or worker refreshes the planner's statistics and empties SQLite's
 /// write-ahead log (see [`Store::optimize`] and [`Store::checkpoint_wal`]).
 pub const DB_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(300);
@@ -305,6 +301,39 @@ pub fn spawn_db_maintenance(store: Store, every: Duration) -> DbMaintenance {
     DbMaintenance { _stop: stop_tx }
 }
 
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve_api(
+    listener: TcpListener,
+    store: Store,
+    temporal: Client,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let _maintenance = spawn_db_maintenance(store.clone(), DB_MAINTENANCE_INTERVAL);
+    let app = pidgr_api::router(AppState {
+        store,
+        temporal,
+        settings: config.api_settings()?,
+        outbound: config.outbound()?,
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Builds the campaign worker: the workflow and every step activity on the configured queue.
+pub fn build_worker(config: &Config, store: Store, temporal: Client) -> anyhow::Result<Worker> {
+    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let push = config.push_sender(store.clone())?;
+    let activities =
+        CampaignActivitiesImpl::new(store, push, config.outbound()?, config.activity_settings());
+    let options = WorkerOptions::new(config.task_queue.clone())
+        .register_workflow::<CampaignWorkflow>()?
+        .register_activities(activities)
+        .build();
+    Ok(Worker::new(&runtime, temporal, options)?)
+}
 
 /// Runs the campaign worker until `stop` turns true, then shuts it down gracefully (in-flight
 /// activities finish or are handed back). The SDK's worker future is not `Send`: await this on
@@ -313,9 +342,9 @@ pub async fn run_worker(
     config: &Config,
     store: Store,
     temporal: Client,
-    let _maintenance = spawn_db_maintenance(store.clone(), DB_MAINTENANCE_INTERVAL);
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let _maintenance = spawn_db_maintenance(store.clone(), DB_MAINTENANCE_INTERVAL);
     let mut worker = build_worker(config, store, temporal)?;
     let shutdown = worker.shutdown_handle();
     tracing::info!(task_queue = %config.task_queue, "worker started");
@@ -327,4 +356,3 @@ pub async fn run_worker(
     }
     run.await.context("worker")
 }
-    let _maintenance = spawn_db_maintenance(store.clone(), DB_MAINTENANCE_INTERVAL);

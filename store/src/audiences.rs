@@ -190,3 +190,208 @@ impl Store {
         Ok(())
     }
 }
+
+/// Reads a campaign's audience page by page, in member-id order, each member once: what
+/// writing a million deliveries needs without holding a million members in memory. The
+/// members listed one by one (bounded by the size of a request) are loaded up front; the
+/// members of groups and teams come from the database a page at a time.
+#[derive(Debug)]
+pub struct AudienceReader {
+    org_id: String,
+    sets: Vec<String>,
+    /// Members listed individually that exist, with the variables given for them.
+    individuals: BTreeMap<String, Recipient>,
+}
+
+impl Store {
+    /// A reader over `audience`; references to sets or members the organisation does not have
+    /// contribute nothing (the campaign's creation already pointed at them).
+    pub async fn audience_reader(
+        &self,
+        org_id: &str,
+        audience: &Audience,
+    ) -> Result<AudienceReader> {
+        let mut sets: Vec<String> = audience
+            .groups
+            .iter()
+            .chain(&audience.teams)
+            .cloned()
+            .collect();
+        sets.sort();
+        sets.dedup();
+        let listed: BTreeSet<String> = audience
+            .members
+            .iter()
+            .map(|m| m.member_id.clone())
+            .collect();
+        let listed: Vec<String> = listed.into_iter().collect();
+        let mut found = BTreeMap::new();
+        for batch in listed.chunks(ID_BATCH) {
+            let sql = format!(
+                "SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 AND id IN ({})",
+                placeholders(2, batch.len())
+            );
+            self.load_members(&sql, org_id, batch, &mut found).await?;
+        }
+        let mut variables: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+        for listed in &audience.members {
+            variables
+                .entry(listed.member_id.as_str())
+                .or_default()
+                .extend(listed.variables.clone());
+        }
+        let individuals = found
+            .into_values()
+            .map(|member| {
+                let own = variables.remove(member.id.as_str()).unwrap_or_default();
+                (member.id.clone(), recipient(member, own))
+            })
+            .collect();
+        Ok(AudienceReader {
+            org_id: org_id.to_owned(),
+            sets,
+            individuals,
+        })
+    }
+
+    /// How many recipients the audience has now, each member once.
+    pub async fn count_audience(&self, reader: &AudienceReader) -> Result<u64> {
+        if reader.sets.is_empty() {
+            return Ok(reader.individuals.len() as u64);
+        }
+        let in_sets = format!(
+            "SELECT member_id FROM member_set_members WHERE org_id = $1 AND set_id IN ({})",
+            placeholders(2, reader.sets.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM members WHERE org_id = $1 AND id IN ({in_sets})"
+        )))
+        .bind(reader.org_id.clone());
+        for set in &reader.sets {
+            query = query.bind(set.clone());
+        }
+        let mut total = query.fetch_one(&self.pool).await?.try_get::<i64, _>("n")? as u64;
+        // Listed members who are not also in one of the sets count once more.
+        let listed: Vec<String> = reader.individuals.keys().cloned().collect();
+        for batch in listed.chunks(ID_BATCH) {
+            let sql = format!(
+                "SELECT COUNT(DISTINCT member_id) AS n FROM member_set_members
+                 WHERE org_id = $1 AND set_id IN ({}) AND member_id IN ({})",
+                placeholders(2, reader.sets.len()),
+                placeholders(2 + reader.sets.len(), batch.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(reader.org_id.clone());
+            for id in reader.sets.iter().chain(batch) {
+                query = query.bind(id.clone());
+            }
+            let also_in_sets = query.fetch_one(&self.pool).await?.try_get::<i64, _>("n")? as u64;
+            total += batch.len() as u64 - also_in_sets;
+        }
+        Ok(total)
+    }
+
+    /// The next at most `limit` recipients after the member id `after` ("" for the first page).
+    pub async fn audience_page(
+        &self,
+        reader: &AudienceReader,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Recipient>> {
+        let mut page: BTreeMap<String, Recipient> = BTreeMap::new();
+        if !reader.sets.is_empty() {
+            let sql = format!(
+                "SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 AND id > $2 AND id IN
+                 (SELECT member_id FROM member_set_members WHERE org_id = $1 AND set_id IN ({}))
+                 ORDER BY id LIMIT {limit}",
+                placeholders(3, reader.sets.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(reader.org_id.clone())
+                .bind(after.to_owned());
+            for set in &reader.sets {
+                query = query.bind(set.clone());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let member = member(&row)?;
+                page.insert(member.id.clone(), recipient(member, BTreeMap::new()));
+            }
+        }
+        // A full page of set members ends at its last id; listed members beyond it belong to
+        // a later page.
+        let upper = (page.len() == limit)
+            .then(|| page.keys().next_back().cloned())
+            .flatten();
+        let listed = reader
+            .individuals
+            .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .take_while(|(id, _)| upper.as_ref().is_none_or(|upper| *id <= upper))
+            .take(limit);
+        for (id, listed) in listed {
+            // Listed with variables of their own: those win over the member's attributes.
+            page.insert(id.clone(), listed.clone());
+        }
+        Ok(page.into_values().take(limit).collect())
+    }
+}
+
+/// A member as a recipient: their attributes overlaid by the variables given for them.
+fn recipient(member: Member, own: BTreeMap<String, String>) -> Recipient {
+    let mut variables = member.attributes;
+    variables.extend(own);
+    Recipient {
+        member_id: Some(member.id),
+        user_id: member.external_id,
+        email: Some(member.email),
+        display_name: Some(member.display_name),
+        variables,
+    }
+}
+
+impl Store {
+    /// The references in `audience` that name nothing of the organisation's any more.
+    pub async fn missing_audience_refs(
+        &self,
+        org_id: &str,
+        audience: &Audience,
+    ) -> Result<Vec<MissingRef>> {
+        let mut missing = Vec::new();
+        for (kind, ids, field) in [
+            (SetKind::Group, &audience.groups, "groups"),
+            (SetKind::Team, &audience.teams, "teams"),
+        ] {
+            let existing = self.existing_sets(org_id, kind, ids).await?;
+            missing.extend(
+                ids.iter()
+                    .enumerate()
+                    .filter(|(_, id)| !existing.contains(*id))
+                    .map(|(index, id)| MissingRef {
+                        pointer: format!("/{field}/{index}"),
+                        what: kind.noun(),
+                        id: id.clone(),
+                    }),
+            );
+        }
+        let reader = self
+            .audience_reader(
+                org_id,
+                &Audience {
+                    members: audience.members.clone(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        missing.extend(
+            audience
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(_, listed)| !reader.individuals.contains_key(&listed.member_id))
+                .map(|(index, listed)| MissingRef {
+                    pointer: format!("/members/{index}/member_id"),
+                    what: "member",
+                    id: listed.member_id.clone(),
+                }),
+        );
+        Ok(missing)
+    }
+}

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +97,9 @@ pub struct Campaign {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// How many recipients the audience had when the campaign started; the workflow writes
+    /// their deliveries in pages, so until it has, fewer deliveries than this exist.
+    pub recipient_count: Option<i64>,
 }
 
 /// What [`Store::start_campaign`] did.
@@ -109,7 +112,7 @@ pub struct StartOutcome {
 
 const CAMPAIGN_COLUMNS: &str = "id, org_id, name, title, template_id, template_version, \
      message_title, body, audience, definition, definition_id, definition_version, status, \
-     workflow_id, current_step, created_at, started_at, finished_at";
+     workflow_id, current_step, created_at, started_at, finished_at, recipient_count";
 
 /// Rows per multi-row INSERT: well under both backends' bind-parameter limits.
 const INSERT_BATCH: usize = 500;
@@ -135,6 +138,7 @@ fn campaign(row: &AnyRow) -> Result<Campaign> {
         created_at: time(row, "created_at")?,
         started_at: opt_time(row, "started_at")?,
         finished_at: opt_time(row, "finished_at")?,
+        recipient_count: row.try_get("recipient_count")?,
     })
 }
 
@@ -220,37 +224,110 @@ impl Store {
         audience: &[Recipient],
     ) -> Result<StartOutcome> {
         let mut tx = self.write_tx().await?;
-        let now = to_millis(Utc::now());
-        let started = sqlx::query(
-            "UPDATE campaigns SET status = $1, started_at = $2, workflow_id = $3
-             WHERE id = $4 AND org_id = $5 AND status = $6",
+        let count = audience.len() as i64;
+        if !Self::activate(&mut tx, org_id, campaign_id, workflow_id, count).await? {
+            tx.rollback().await?;
+            return self.already_started(org_id, campaign_id).await;
+        }
+        Self::insert_deliveries_tx(&mut tx, org_id, campaign_id, 1, audience).await?;
+        tx.commit().await?;
+        Ok(StartOutcome {
+            campaign: self.get_campaign(org_id, campaign_id).await?,
+            newly_started: true,
+        })
+    }
+
+    /// Moves a draft to ACTIVE with `recipient_count` recipients counted, writing no delivery:
+    /// for audiences of any size the workflow writes them in pages
+    /// ([`Store::insert_deliveries`]), so the start request stays short. Idempotent like
+    /// [`Store::start_campaign`].
+    pub async fn activate_campaign(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        workflow_id: &str,
+        recipient_count: u64,
+    ) -> Result<StartOutcome> {
+        let mut tx = self.write_tx().await?;
+        let count = recipient_count as i64;
+        if !Self::activate(&mut tx, org_id, campaign_id, workflow_id, count).await? {
+            tx.rollback().await?;
+            return self.already_started(org_id, campaign_id).await;
+        }
+        tx.commit().await?;
+        Ok(StartOutcome {
+            campaign: self.get_campaign(org_id, campaign_id).await?,
+            newly_started: true,
+        })
+    }
+
+    /// CREATED → ACTIVE; false when the campaign was not a draft.
+    async fn activate(
+        tx: &mut Transaction<'static, Any>,
+        org_id: &str,
+        campaign_id: &str,
+        workflow_id: &str,
+        recipient_count: i64,
+    ) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE campaigns SET status = $1, started_at = $2, workflow_id = $3, recipient_count = $4
+             WHERE id = $5 AND org_id = $6 AND status = $7",
         )
         .bind(CampaignStatus::Active.as_str())
-        .bind(now)
+        .bind(to_millis(Utc::now()))
         .bind(workflow_id)
+        .bind(recipient_count)
         .bind(campaign_id)
         .bind(org_id)
         .bind(CampaignStatus::Created.as_str())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
-            == 1;
-        if !started {
-            tx.rollback().await?;
-            let campaign = self.get_campaign(org_id, campaign_id).await?;
-            return match campaign.status {
-                CampaignStatus::Active => Ok(StartOutcome {
-                    campaign,
-                    newly_started: false,
-                }),
-                other => Err(StoreError::Conflict(format!(
-                    "the campaign is {} and can no longer be started",
-                    other.as_str()
-                ))),
-            };
+            == 1)
+    }
+
+    /// The answer to starting a campaign that is no longer a draft: fine when it is ACTIVE.
+    async fn already_started(&self, org_id: &str, campaign_id: &str) -> Result<StartOutcome> {
+        let campaign = self.get_campaign(org_id, campaign_id).await?;
+        match campaign.status {
+            CampaignStatus::Active => Ok(StartOutcome {
+                campaign,
+                newly_started: false,
+            }),
+            other => Err(StoreError::Conflict(format!(
+                "the campaign is {} and can no longer be started",
+                other.as_str()
+            ))),
         }
+    }
+
+    /// Writes PENDING deliveries for `recipients` at positions `first_seq`, `first_seq + 1`, …
+    /// in one transaction. A recipient or position the campaign already has is skipped, so a
+    /// page written again after a crash changes nothing. Returns how many rows were written.
+    pub async fn insert_deliveries(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        first_seq: i64,
+        recipients: &[Recipient],
+    ) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let written =
+            Self::insert_deliveries_tx(&mut tx, org_id, campaign_id, first_seq, recipients).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    async fn insert_deliveries_tx(
+        tx: &mut Transaction<'static, Any>,
+        org_id: &str,
+        campaign_id: &str,
+        first_seq: i64,
+        recipients: &[Recipient],
+    ) -> Result<u64> {
         const COLUMNS: usize = 11;
-        for (batch_index, batch) in audience.chunks(INSERT_BATCH).enumerate() {
+        let mut written = 0;
+        for (batch_index, batch) in recipients.chunks(INSERT_BATCH).enumerate() {
             let mut sql = String::from(
                 "INSERT INTO deliveries (id, org_id, campaign_id, seq, member_id, user_id, email,
                                          display_name, variables, status, deeplink_code) VALUES ",
@@ -264,6 +341,7 @@ impl Store {
                     .collect();
                 sql.push_str(&format!("({})", placeholders.join(",")));
             }
+            sql.push_str(" ON CONFLICT DO NOTHING");
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (i, recipient) in batch.iter().enumerate() {
                 let variables = serde_json::to_string(&recipient.variables)
@@ -273,7 +351,7 @@ impl Store {
                     .bind(org_id.to_owned())
                     .bind(campaign_id.to_owned())
                     // 1-based: position 0 is "before the first recipient" for paging.
-                    .bind((batch_index * INSERT_BATCH + i + 1) as i64)
+                    .bind(first_seq + (batch_index * INSERT_BATCH + i) as i64)
                     .bind(recipient.member_id.clone())
                     .bind(recipient.user_id.clone())
                     .bind(recipient.email.clone())
@@ -282,13 +360,28 @@ impl Store {
                     .bind(DeliveryStatus::Pending.as_str())
                     .bind(deeplink_code());
             }
-            query.execute(&mut *tx).await?;
+            written += query.execute(&mut **tx).await?.rows_affected();
         }
-        tx.commit().await?;
-        Ok(StartOutcome {
-            campaign: self.get_campaign(org_id, campaign_id).await?,
-            newly_started: true,
-        })
+        Ok(written)
+    }
+
+    /// The campaign's last delivery position and the member it went to: where writing the
+    /// deliveries of a started campaign resumes (members are written in id order).
+    pub async fn last_delivery(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+    ) -> Result<Option<(i64, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT seq, member_id FROM deliveries WHERE campaign_id = $1 AND org_id = $2
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(campaign_id)
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((row.try_get("seq")?, row.try_get("member_id")?)))
+            .transpose()
     }
 
     /// Marks a draft or active campaign CANCELLED. Cancelling twice is harmless; a completed

@@ -5,7 +5,8 @@
 //! names the statuses it may move from, so a concurrent ACK is never overwritten.
 
 use crate::{
-    Backend, Result, Store, StoreError, campaigns::CampaignStatus, new_id, opt_time, to_millis,
+    Backend, Result, Store, StoreError, campaigns::CampaignStatus, new_id, opt_time, placeholders,
+    to_millis,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -151,13 +152,16 @@ pub struct ActionOutcome {
     pub delivery: Delivery,
     /// False when the action repeated an earlier one and nothing was written.
     pub changed: bool,
-}
     /// The campaign's status, read with the delivery: whoever signals the workflow need not
     /// read the campaign again.
     pub campaign_status: CampaignStatus,
     /// When an API process last claimed the campaign's signal slot, read with the delivery: a
     /// slot plainly still taken need not be claimed (a write that would change nothing).
     pub last_signal_at: Option<DateTime<Utc>>,
+}
+
+/// Ids per UPDATE when recording a fan-out page: well under both backends' bind limits.
+const RECORD_BATCH: usize = 1_000;
 
 const DELIVERY_COLUMNS: &str = "d.id, d.campaign_id, d.member_id, d.user_id, d.email, d.display_name, d.status, d.variables, \
      d.deeplink_code, d.sent_at, d.read_at, d.acknowledged_at, d.missed_at, d.failed_at, \
@@ -207,10 +211,6 @@ impl Store {
         Ok(counts)
     }
 
-    pub async fn get_delivery(&self, org_id: &str, delivery_id: &str) -> Result<Delivery> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = $1 AND d.org_id = $2"
-        )))
     /// Whether any of the campaign's deliveries is still unresolved (PENDING, SENT or READ).
     /// Stops at the first such delivery in the index, so it costs the same for ten recipients
     /// as for a million: what an ACK may afford to ask to spot the "nothing left" edge.
@@ -242,6 +242,10 @@ impl Store {
             .is_some())
     }
 
+    pub async fn get_delivery(&self, org_id: &str, delivery_id: &str) -> Result<Delivery> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = $1 AND d.org_id = $2"
+        )))
         .bind(delivery_id)
         .bind(org_id)
         .fetch_optional(&self.pool)
@@ -339,11 +343,11 @@ impl Store {
         .ok_or(StoreError::NotFound)?;
         let current = delivery(&row)?;
         let campaign_status = CampaignStatus::parse(&row.try_get::<String, _>("campaign_status")?)?;
+        let last_signal_at = opt_time(&row, "last_signal_at")?;
         let now = to_millis(Utc::now());
 
         let update = match kind {
             ActionKind::Ack => {
-        let last_signal_at = opt_time(&row, "last_signal_at")?;
                 if current.status == DeliveryStatus::Acknowledged {
                     None
                 } else if campaign_status == CampaignStatus::Cancelled {
@@ -380,12 +384,12 @@ impl Store {
             return Ok(ActionOutcome {
                 delivery: current,
                 changed: false,
+                campaign_status,
+                last_signal_at,
             });
         };
         let updated = sqlx::query(update)
             .bind(now)
-                campaign_status,
-                last_signal_at,
             .bind(delivery_id)
             .execute(&mut *tx)
             .await?
@@ -414,10 +418,6 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(ActionOutcome {
-            delivery,
-            changed: true,
-        })
         // What the UPDATE above wrote, applied to the row it locked (no read-back).
         let at = Some(crate::from_millis(now)?);
         let mut delivery = current;
@@ -439,11 +439,15 @@ impl Store {
                 }
             }
         }
+        Ok(ActionOutcome {
+            delivery,
+            changed: true,
+            campaign_status,
+            last_signal_at,
+        })
     }
 
     /// The next page of recipients a fan-out step still has to notify, in audience order after
-            campaign_status,
-            last_signal_at,
     /// `after_seq`. A notification goes to PENDING deliveries; a reminder to everyone not yet
     /// acknowledged or missed. Recipients this step already notified are skipped, so a retried
     /// step does not notify anyone twice.
@@ -456,6 +460,28 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<NotifyTarget>> {
+        self.notify_range_page(
+            org_id,
+            campaign_id,
+            step_id,
+            reminder,
+            (after_seq, i64::MAX),
+            limit,
+        )
+        .await
+    }
+
+    /// [`Store::notify_page`] within the audience positions `(after, last]`: one range of a
+    /// fan-out that several activities share.
+    pub async fn notify_range_page(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        step_id: &str,
+        reminder: bool,
+        (after_seq, last_seq): (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<NotifyTarget>> {
         let statuses = if reminder {
             "('SENT', 'READ', 'FAILED')"
         } else {
@@ -463,13 +489,14 @@ impl Store {
         };
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT id, seq, user_id, member_id, email, display_name, variables, deeplink_code FROM deliveries
-             WHERE campaign_id = $1 AND org_id = $2 AND seq > $3 AND status IN {statuses}
-               AND (last_notified_step IS NULL OR last_notified_step <> $4)
-             ORDER BY seq LIMIT $5"
+             WHERE campaign_id = $1 AND org_id = $2 AND seq > $3 AND seq <= $4 AND status IN {statuses}
+               AND (last_notified_step IS NULL OR last_notified_step <> $5)
+             ORDER BY seq LIMIT $6"
         )))
         .bind(campaign_id)
         .bind(org_id)
         .bind(after_seq)
+        .bind(last_seq)
         .bind(step_id)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -491,7 +518,9 @@ impl Store {
     }
 
     /// Records the outcome of notifying a page of recipients for `step_id`: `Ok` means the
-    /// provider accepted the push, `Err(reason)` that it did not.
+    /// provider accepted the push, `Err(reason)` that it did not. One statement for the
+    /// recipients reached and one per distinct failure reason, in one transaction: a page of a
+    /// thousand costs a few statements, not a thousand.
     pub async fn record_notified(
         &self,
         org_id: &str,
@@ -499,41 +528,53 @@ impl Store {
         reminder: bool,
         outcomes: &[(String, Result<(), String>)],
     ) -> Result<()> {
+        let mut groups: BTreeMap<Option<&str>, Vec<&str>> = BTreeMap::new();
+        for (delivery_id, outcome) in outcomes {
+            let reason = outcome.as_ref().err().map(String::as_str);
+            groups.entry(reason).or_default().push(delivery_id);
+        }
         let mut tx = self.write_tx().await?;
         let now = to_millis(Utc::now());
-        for (delivery_id, outcome) in outcomes {
-            let sql = match (reminder, outcome) {
-                (false, Ok(())) => {
-                    "UPDATE deliveries SET status = 'SENT', sent_at = $1, last_notified_step = $2
-                     WHERE id = $3 AND org_id = $4 AND status = 'PENDING'"
+        for (reason, ids) in &groups {
+            for ids in ids.chunks(RECORD_BATCH) {
+                // $1 time, $2 step, $3 org, $4 reason (failures only), then the ids.
+                let first_id = if reason.is_some() { 5 } else { 4 };
+                let set = match (reminder, reason) {
+                    (false, None) => "status = 'SENT', sent_at = $1, last_notified_step = $2",
+                    (false, Some(_)) => {
+                        "status = 'FAILED', failed_at = $1, last_notified_step = $2, failure_reason = $4"
+                    }
+                    (true, None) => {
+                        "reminder_count = reminder_count + 1, last_notified_step = $2,
+                         sent_at = COALESCE(sent_at, $1),
+                         failure_reason = CASE WHEN status = 'FAILED' THEN NULL ELSE failure_reason END,
+                         failed_at = CASE WHEN status = 'FAILED' THEN NULL ELSE failed_at END,
+                         status = CASE WHEN status = 'FAILED' THEN 'SENT' ELSE status END"
+                    }
+                    (true, Some(_)) => "last_notified_step = $2, failure_reason = $4",
+                };
+                let from = if reminder {
+                    "('SENT', 'READ', 'FAILED')"
+                } else {
+                    "('PENDING')"
+                };
+                let sql = format!(
+                    "UPDATE deliveries SET {set}
+                     WHERE org_id = $3 AND status IN {from} AND id IN ({})",
+                    placeholders(first_id, ids.len())
+                );
+                let mut query = sqlx::query(AssertSqlSafe(sql))
+                    .bind(now)
+                    .bind(step_id.to_owned())
+                    .bind(org_id.to_owned());
+                if let Some(reason) = reason {
+                    query = query.bind((*reason).to_owned());
                 }
-                (false, Err(_)) => {
-                    "UPDATE deliveries SET status = 'FAILED', failed_at = $1, last_notified_step = $2,
-                            failure_reason = $5
-                     WHERE id = $3 AND org_id = $4 AND status = 'PENDING'"
+                for id in ids {
+                    query = query.bind((*id).to_owned());
                 }
-                (true, Ok(())) => {
-                    "UPDATE deliveries SET reminder_count = reminder_count + 1, last_notified_step = $2,
-                            sent_at = COALESCE(sent_at, $1),
-                            failure_reason = CASE WHEN status = 'FAILED' THEN NULL ELSE failure_reason END,
-                            failed_at = CASE WHEN status = 'FAILED' THEN NULL ELSE failed_at END,
-                            status = CASE WHEN status = 'FAILED' THEN 'SENT' ELSE status END
-                     WHERE id = $3 AND org_id = $4 AND status IN ('SENT', 'READ', 'FAILED')"
-                }
-                (true, Err(_)) => {
-                    "UPDATE deliveries SET last_notified_step = $2, failure_reason = $5
-                     WHERE id = $3 AND org_id = $4 AND status IN ('SENT', 'READ', 'FAILED')"
-                }
-            };
-            let mut query = sqlx::query(sql)
-                .bind(now)
-                .bind(step_id)
-                .bind(delivery_id)
-                .bind(org_id);
-            if let Err(reason) = outcome {
-                query = query.bind(reason.clone());
+                query.execute(&mut *tx).await?;
             }
-            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -30,7 +30,7 @@ mod webhook_channels;
 mod webhook_events;
 
 pub use activity_log::{ActivityEntry, ActivityKind, NewActivity};
-pub use audiences::{Audience, AudienceMember, MissingRef, ResolvedAudience};
+pub use audiences::{Audience, AudienceMember, AudienceReader, MissingRef, ResolvedAudience};
 pub use campaigns::{Campaign, CampaignStatus, NewCampaign, Recipient, StartOutcome};
 pub use definitions::{DefinitionVersion, StoredDefinition};
 pub use deliveries::{

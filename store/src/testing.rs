@@ -26,6 +26,13 @@ pub async fn postgres() -> Result<Option<Store>> {
 
 /// A migrated store on a fresh database created on the server `base_url` points at.
 pub async fn postgres_at(base_url: &str) -> Result<Store> {
+    let store = Store::connect(&fresh_postgres_database(base_url).await?).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Creates an empty database on the server `base_url` points at; returns its URL.
+pub async fn fresh_postgres_database(base_url: &str) -> Result<String> {
     sqlx::any::install_default_drivers();
     let name = format!("pidgr_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = AnyConnection::connect(base_url).await?;
@@ -36,9 +43,7 @@ pub async fn postgres_at(base_url: &str) -> Result<Store> {
     let (server, _database) = base_url
         .rsplit_once('/')
         .ok_or_else(|| StoreError::Config(format!("{POSTGRES_URL_VAR} has no database path")))?;
-    let store = Store::connect(&format!("{server}/{name}")).await?;
-    store.migrate().await?;
-    Ok(store)
+    Ok(format!("{server}/{name}"))
 }
 
 /// The number of rows in each of our tables (every table but sqlx's own bookkeeping), so a test

@@ -12,8 +12,8 @@
 //! also asks the database when it begins and before it ends early.
 
 use crate::contract::{
-    CampaignActivities, CampaignRef, DeliveryCounts, FanOutInput, StepFailure, StepInput,
-    WaitInput, WebhookInput,
+    CampaignActivities, CampaignRef, DeliveryCounts, FanOutInput, FanOutResult, FanOutSummary,
+    SeqRange, StepFailure, StepInput, WaitInput, WebhookInput,
 };
 use crate::definition::{
     Channel, DeadlineConfig, Definition, NotifyConfig, Outcome, Step, StepKind, WebhookConfig,
@@ -40,6 +40,15 @@ pub struct EngineSettings {
     pub webhook_initial_retry_ms: u64,
     /// Signals one run takes before it continues as new.
     pub max_signals_per_run: u32,
+    /// History events after which a run continues as new at the next chance: a step boundary,
+    /// between fan-out ranges, or in a wait (Temporal's own suggestion counts too).
+    pub max_history_events: u32,
+    /// Audience positions per fan-out range: one activity that any worker may take.
+    pub fan_out_range_size: u64,
+    /// Fan-out ranges running at once for one step (across all workers).
+    pub fan_out_parallel_ranges: u32,
+    /// A fan-out range whose worker has not heartbeated for this long is handed to another.
+    pub fan_out_heartbeat_timeout_ms: u64,
 }
 
 impl Default for EngineSettings {
@@ -48,6 +57,10 @@ impl Default for EngineSettings {
             webhook_max_attempts: 5,
             webhook_initial_retry_ms: 1_000,
             max_signals_per_run: 500,
+            max_history_events: 2_000,
+            fan_out_range_size: 10_000,
+            fan_out_parallel_ranges: 8,
+            fan_out_heartbeat_timeout_ms: 30_000,
         }
     }
 }
@@ -65,13 +78,29 @@ pub struct CampaignInput {
     pub resume: Option<Resume>,
 }
 
-/// Carried across continue-as-new: the wait in progress and its absolute deadline.
+/// Carried across continue-as-new: the step to resume at and how far it had got.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Resume {
     pub step_id: String,
-    pub wait_deadline_ms: u64,
+    /// A DEADLINE_CHECK wait in progress: its absolute deadline. `None` when the step has not
+    /// begun (a run that continued as new at a step boundary).
+    #[serde(default)]
+    pub wait_deadline_ms: Option<u64>,
+    /// A partitioned fan-out in progress: the ranges done so far.
+    #[serde(default)]
+    pub fan_out: Option<FanOutProgress>,
     pub counts: DeliveryCounts,
     pub continued_runs: u32,
+}
+
+/// How far a partitioned fan-out has got: ranges before `next_range` are done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOutProgress {
+    pub last_seq: i64,
+    pub next_range: u64,
+    pub notified: u64,
+    pub failed: u64,
+    pub tokens_removed: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -179,6 +208,12 @@ impl CampaignWorkflow {
 const RECOUNT_AT_DEADLINE: &str = "recount-at-deadline";
 /// Patch id: a fan-out step with the `webhook` channel sends its queued channel events.
 const WEBHOOK_CHANNEL_EVENTS: &str = "webhook-channel-events";
+/// Patch id: the workflow writes the campaign's deliveries (the start request no longer does).
+const DELIVERIES_IN_WORKFLOW: &str = "deliveries-in-workflow";
+/// Patch id: a fan-out step runs as ranges in parallel activities.
+const PARTITIONED_FAN_OUT: &str = "partitioned-fan-out";
+/// Patch id: a run whose history grew long continues as new at a step boundary.
+const CONTINUE_AT_STEP_BOUNDARIES: &str = "continue-at-step-boundaries";
 
 impl CampaignWorkflow {
     /// Keeps the newer of two snapshots: signals and counts can arrive out of order.
@@ -203,17 +238,33 @@ async fn drive(
             .ok_or_else(|| corrupt(&r.step_id))?,
         None => definition.entry(),
     };
+    if resume.is_none() && ctx.patched(DELIVERIES_IN_WORKFLOW) {
+        prepare_deliveries(ctx, input).await?;
+    }
+    let mut first_step_of_run = true;
     loop {
+        if !first_step_of_run
+            && history_is_long(ctx, input)
+            && ctx.patched(CONTINUE_AT_STEP_BOUNDARIES)
+        {
+            continue_as_new(ctx, input, step, None, None)?;
+        }
+        first_step_of_run = false;
+        let resumed = resume.take();
         ctx.state_mut(|s| {
             s.current_step = Some(step.id.clone());
             s.waiting_until_ms = None;
         });
         ctx.set_current_details(format!("step `{}` ({})", step.id, step.kind.type_name()));
         let outcome = match &step.kind {
-            StepKind::SendNotification(config) => fan_out(ctx, input, step, config, false).await?,
-            StepKind::SendReminder(config) => fan_out(ctx, input, step, config, true).await?,
+            StepKind::SendNotification(config) => {
+                fan_out(ctx, input, step, config, false, resumed).await?
+            }
+            StepKind::SendReminder(config) => {
+                fan_out(ctx, input, step, config, true, resumed).await?
+            }
             StepKind::DeadlineCheck(config) => {
-                let resumed_deadline = resume.take().map(|r| r.wait_deadline_ms);
+                let resumed_deadline = resumed.and_then(|r| r.wait_deadline_ms);
                 wait(ctx, input, step, config, resumed_deadline).await?
             }
             StepKind::MarkMissed => {
@@ -256,30 +307,214 @@ async fn fan_out(
     step: &Step,
     config: &NotifyConfig,
     reminder: bool,
+    resumed: Option<Resume>,
 ) -> WorkflowResult<Outcome> {
     let fan_out = FanOutInput {
         campaign: input.campaign.clone(),
         step_id: step.id.clone(),
         channels: config.channels.clone(),
         variables: config.variables.clone(),
+        range: None,
+        reminder,
     };
-    // Fan-out pages through the audience and heartbeats its position: a retry (after a worker
-    // crash, say) resumes from the last checkpoint instead of starting over.
-    let mut options = options(&step.id, Duration::from_secs(3600));
-    options.heartbeat_timeout = Some(Duration::from_secs(60));
-    let result = if reminder {
-        ctx.execute_activity(CampaignActivities::send_reminder, fan_out, options)
-            .await?
+    let counts = if ctx.patched(PARTITIONED_FAN_OUT) {
+        let progress = resumed.and_then(|r| r.fan_out);
+        fan_out_ranges(ctx, input, step, fan_out, reminder, progress).await?
     } else {
-        ctx.execute_activity(CampaignActivities::send_notification, fan_out, options)
-            .await?
+        // Histories recorded before fan-out was partitioned: one activity for the audience,
+        // paging through it and heartbeating its position.
+        let mut options = options(&step.id, Duration::from_secs(3600));
+        options.heartbeat_timeout = Some(Duration::from_secs(60));
+        let result = if reminder {
+            ctx.execute_activity(CampaignActivities::send_reminder, fan_out, options)
+                .await?
+        } else {
+            ctx.execute_activity(CampaignActivities::send_notification, fan_out, options)
+                .await?
+        };
+        result.counts
     };
-    ctx.state_mut(|s| s.counts = result.counts);
+    ctx.state_mut(|s| s.counts = counts);
     // Histories recorded before the webhook channel existed have no such activity here.
     if config.channels.contains(&Channel::Webhook) && ctx.patched(WEBHOOK_CHANNEL_EVENTS) {
         deliver_channel_events(ctx, input, step).await?;
     }
     Ok(Outcome::Next)
+}
+
+/// A fan-out split into ranges of audience positions, each an activity that any worker may
+/// take, at most `fan_out_parallel_ranges` at once. Each range checkpoints its own progress
+/// (heartbeats) and skips recipients the step already notified, so a range handed to another
+/// worker after a crash resends at most the page that was in flight. When the history grows
+/// long, no further range starts: the running ones finish, and the run continues as new with
+/// the ranges done so far.
+async fn fan_out_ranges(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    input: &CampaignInput,
+    step: &Step,
+    fan_out: FanOutInput,
+    reminder: bool,
+    progress: Option<FanOutProgress>,
+) -> WorkflowResult<DeliveryCounts> {
+    let settings = &input.settings;
+    let mut progress = match progress {
+        Some(progress) => progress,
+        None => {
+            let plan = ctx
+                .execute_activity(
+                    CampaignActivities::plan_fan_out,
+                    fan_out.clone(),
+                    options(&step.id, Duration::from_secs(60)),
+                )
+                .await?;
+            FanOutProgress {
+                last_seq: plan.last_seq,
+                ..Default::default()
+            }
+        }
+    };
+    let size = settings.fan_out_range_size.max(1) as i64;
+    let ranges = (progress.last_seq.max(0) as u64).div_ceil(size as u64);
+    let parallel = settings.fan_out_parallel_ranges.max(1) as usize;
+    let mut range_options = options(&step.id, Duration::from_secs(24 * 3600));
+    range_options.heartbeat_timeout = Some(Duration::from_millis(
+        settings.fan_out_heartbeat_timeout_ms.max(1_000),
+    ));
+    // The futures borrow this clone, so `ctx` stays free for state and history checks.
+    let activities = ctx.clone();
+    let mut running: Vec<RangeFuture<'_>> = Vec::new();
+    let mut draining = false;
+    loop {
+        while !draining && running.len() < parallel && progress.next_range < ranges {
+            let after_seq = progress.next_range as i64 * size;
+            let range = SeqRange {
+                after_seq,
+                last_seq: (after_seq + size).min(progress.last_seq),
+            };
+            let mut options = range_options.clone();
+            options.summary = Some(format!("{} {}–{}", step.id, after_seq + 1, range.last_seq));
+            let input = FanOutInput {
+                range: Some(range),
+                ..fan_out.clone()
+            };
+            running.push(if reminder {
+                Box::pin(activities.execute_activity(
+                    CampaignActivities::send_reminder,
+                    input,
+                    options,
+                ))
+            } else {
+                Box::pin(activities.execute_activity(
+                    CampaignActivities::send_notification,
+                    input,
+                    options,
+                ))
+            });
+            progress.next_range += 1;
+        }
+        if running.is_empty() {
+            break;
+        }
+        let done = first_done(&mut running).await?;
+        progress.notified += done.notified;
+        progress.failed += done.failed;
+        progress.tokens_removed += done.tokens_removed;
+        draining = draining || history_is_long(ctx, input);
+    }
+    if progress.next_range < ranges {
+        continue_as_new(ctx, input, step, None, Some(progress))?;
+    }
+    let summary = FanOutSummary {
+        campaign: input.campaign.clone(),
+        step_id: step.id.clone(),
+        notified: progress.notified,
+        failed: progress.failed,
+        tokens_removed: progress.tokens_removed,
+    };
+    Ok(ctx
+        .execute_activity(
+            CampaignActivities::finish_fan_out,
+            summary,
+            options(&step.id, Duration::from_secs(300)),
+        )
+        .await?)
+}
+
+type RangeFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<FanOutResult, ActivityExecutionError>> + 'a>,
+>;
+
+/// Waits for the first of `running` to finish and removes it. The futures are polled in order,
+/// so which one counts as first is the same on every replay.
+async fn first_done<T>(
+    running: &mut Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + '_>>>,
+) -> T {
+    std::future::poll_fn(|cx| {
+        for index in 0..running.len() {
+            if let std::task::Poll::Ready(value) = running[index].as_mut().poll(cx) {
+                drop(running.remove(index));
+                return std::task::Poll::Ready(value);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Writes the campaign's deliveries, a page at a time, from its audience: the start request
+/// only counted them, so it answers at once whatever the audience's size.
+async fn prepare_deliveries(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    input: &CampaignInput,
+) -> WorkflowResult<()> {
+    let mut options = options("deliveries", Duration::from_secs(24 * 3600));
+    options.heartbeat_timeout = Some(Duration::from_millis(
+        input.settings.fan_out_heartbeat_timeout_ms.max(1_000),
+    ));
+    let prepared = ctx
+        .execute_activity(
+            CampaignActivities::prepare_deliveries,
+            input.campaign.clone(),
+            options,
+        )
+        .await?;
+    ctx.state_mut(|s| {
+        s.counts = DeliveryCounts {
+            pending: prepared.total,
+            ..Default::default()
+        }
+    });
+    Ok(())
+}
+
+/// Whether this run should continue as new at its next chance: Temporal suggests it, or the
+/// history or the signals taken reached the configured bounds.
+fn history_is_long(ctx: &WorkflowContext<CampaignWorkflow>, input: &CampaignInput) -> bool {
+    ctx.continue_as_new_suggested()
+        || ctx.history_length() >= input.settings.max_history_events
+        || ctx.state(|s| s.signals_this_run) >= input.settings.max_signals_per_run
+}
+
+/// Ends this run and starts the next at `step`, carrying the wait's deadline or the fan-out's
+/// progress when the step is under way.
+fn continue_as_new(
+    ctx: &WorkflowContext<CampaignWorkflow>,
+    input: &CampaignInput,
+    step: &Step,
+    wait_deadline_ms: Option<u64>,
+    fan_out: Option<FanOutProgress>,
+) -> Result<std::convert::Infallible, WorkflowTermination> {
+    let next = CampaignInput {
+        resume: Some(Resume {
+            step_id: step.id.clone(),
+            wait_deadline_ms,
+            fan_out,
+            counts: ctx.state(|s| s.counts),
+            continued_runs: input.resume.as_ref().map_or(0, |r| r.continued_runs) + 1,
+        }),
+        ..input.clone()
+    };
+    ctx.continue_as_new(next, ContinueAsNewOptions::default())
 }
 
 /// The fan-out queued one webhook channel event per recipient; this sends them and follows
@@ -383,18 +618,7 @@ async fn wait(
             None => {}
         }
         if ctx.state(|s| s.signals_this_run >= max_signals) {
-            let counts = ctx.state(|s| s.counts);
-            let continued_runs = input.resume.as_ref().map_or(0, |r| r.continued_runs) + 1;
-            let next = CampaignInput {
-                resume: Some(Resume {
-                    step_id: step.id.clone(),
-                    wait_deadline_ms: deadline_ms,
-                    counts,
-                    continued_runs,
-                }),
-                ..input.clone()
-            };
-            ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+            continue_as_new(ctx, input, step, Some(deadline_ms), None)?;
         }
         ctx.state_mut(|s| s.all_resolved_hint = false);
         let counts = count_deliveries(ctx, input, step).await?;

@@ -51,6 +51,20 @@ pub struct FanOutInput {
     pub step_id: String,
     pub channels: Vec<Channel>,
     pub variables: BTreeMap<String, String>,
+    /// The part of the audience this activity notifies; `None` (workflows started before
+    /// fan-out was partitioned) for the whole audience, with the step's start and finish logged.
+    #[serde(default)]
+    pub range: Option<SeqRange>,
+    /// SEND_REMINDER rather than SEND_NOTIFICATION (for the activity log's wording).
+    #[serde(default)]
+    pub reminder: bool,
+}
+
+/// Audience positions `(after_seq, last_seq]`: one range of a partitioned fan-out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqRange {
+    pub after_seq: i64,
+    pub last_seq: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +72,32 @@ pub struct FanOutResult {
     /// Recipients this attempt notified (a retried attempt counts only its own work).
     pub notified: u64,
     pub failed: u64,
+    /// Counted for a whole-audience fan-out only; ranges leave counting to the step's end.
     pub counts: DeliveryCounts,
+    #[serde(default)]
+    pub tokens_removed: u64,
+}
+
+/// What a partitioned fan-out splits: audience positions 1 to `last_seq`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOutPlan {
+    pub last_seq: i64,
+}
+
+/// A partitioned fan-out's ranges are done: their sums, for the activity log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOutSummary {
+    pub campaign: CampaignRef,
+    pub step_id: String,
+    pub notified: u64,
+    pub failed: u64,
+    pub tokens_removed: u64,
+}
+
+/// The campaign's deliveries are written: one per recipient of its audience.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedDeliveries {
+    pub total: u64,
 }
 
 /// Input of the activities that only need to know the campaign and the step.
@@ -117,6 +156,9 @@ pub struct CampaignActivities;
 #[activity_definitions]
 impl CampaignActivities {
     #[activity(name = "SEND_NOTIFICATION")] pub fn send_notification(input: FanOutInput) -> Result<FanOutResult, ActivityError> { unimplemented!() }
+    #[activity(name = "prepare_deliveries")] pub fn prepare_deliveries(input: CampaignRef) -> Result<PreparedDeliveries, ActivityError> { unimplemented!() }
+    #[activity(name = "plan_fan_out")] pub fn plan_fan_out(input: FanOutInput) -> Result<FanOutPlan, ActivityError> { unimplemented!() }
+    #[activity(name = "finish_fan_out")] pub fn finish_fan_out(input: FanOutSummary) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
     #[activity(name = "SEND_REMINDER")] pub fn send_reminder(input: FanOutInput) -> Result<FanOutResult, ActivityError> { unimplemented!() }
     #[activity(name = "DEADLINE_CHECK")] pub fn begin_wait(input: WaitInput) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
     #[activity(name = "MARK_MISSED")] pub fn mark_missed(input: StepInput) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }

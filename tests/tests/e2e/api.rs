@@ -161,6 +161,7 @@ impl Fixture {
         if status != StatusCode::ACCEPTED {
             bail!("start answered {status}: {body}");
         }
+        system.deliveries_written(&campaign).await?;
         let deliveries = system.deliveries(&campaign).await?;
         let first = deliveries.first().context("a delivery")?;
         Ok(Fixture {
@@ -1093,6 +1094,12 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
     )
     .await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    // The workflow writes the deliveries after the start request has answered.
+    until("the campaign's deliveries", || async {
+        let (_, view) = admin(Method::GET, format!("/v1/campaigns/{campaign_id}"), None).await?;
+        Ok((view["total"] == 3 && view["recipients"] == 3).then_some(()))
+    })
+    .await?;
     // Starting again changes nothing.
     let (status, _) = admin(
         Method::POST,

@@ -109,8 +109,27 @@ pub struct Options {
     pub resolver: Option<pidgr::Resolver>,
     /// The production SSRF rules (no plain HTTP, no loopback receivers).
     pub strict_urls: bool,
+    /// Audience positions per fan-out range: small, so tests exercise several ranges.
+    pub fanout_range_size: u64,
+    /// History events after which a run continues as new.
+    pub max_history_events: u32,
     /// Deliveries per CALL_WEBHOOK POST: small, for a test to see several parts.
     pub webhook_part_size: i64,
+    /// A fresh PostgreSQL database at `PIDGR_TEST_POSTGRES_URL` instead of a SQLite file
+    /// (callers check [`postgres_configured`] first).
+    pub postgres: bool,
+}
+
+/// Whether end-to-end tests can run on PostgreSQL; says so when they cannot.
+pub fn postgres_configured(test: &str) -> bool {
+    let configured = std::env::var(pidgr_store::testing::POSTGRES_URL_VAR).is_ok();
+    if !configured {
+        eprintln!(
+            "{test}: PostgreSQL SKIPPED ({} is not set)",
+            pidgr_store::testing::POSTGRES_URL_VAR
+        );
+    }
+    configured
 }
 
 #[derive(Clone, Debug)]
@@ -131,7 +150,10 @@ impl Default for Options {
             push_urls: None,
             resolver: None,
             strict_urls: false,
+            fanout_range_size: 25,
+            max_history_events: 2_000,
             webhook_part_size: 10_000,
+            postgres: false,
         }
     }
 }
@@ -179,8 +201,15 @@ impl System {
         let listen = StdListener::bind("127.0.0.1:0")?;
         let api_addr = listen.local_addr()?;
         let push_urls = options.push_urls.as_ref();
+        let database_url = if options.postgres {
+            let base = std::env::var(pidgr_store::testing::POSTGRES_URL_VAR)
+                .context("PostgreSQL requested but not configured")?;
+            pidgr_store::testing::fresh_postgres_database(&base).await?
+        } else {
+            format!("sqlite://{}", dir.join("pidgr.db").display())
+        };
         let config = Config {
-            database_url: format!("sqlite://{}", dir.join("pidgr.db").display()),
+            database_url,
             environment: "development".into(),
             allow_insecure_webhooks: !options.strict_urls,
             task_queue: format!("pidgr-e2e-{}", uuid::Uuid::new_v4().simple()),
@@ -191,6 +220,13 @@ impl System {
             webhook_max_attempts: options.webhook_max_attempts,
             webhook_initial_retry_ms: 100,
             fanout_page_size: 50,
+            fanout_concurrency: 8,
+            fanout_range_size: options.fanout_range_size,
+            fanout_parallel_ranges: 4,
+            // A killed worker's range goes to another worker within seconds.
+            fanout_heartbeat_timeout_ms: 5_000,
+            max_history_events: options.max_history_events,
+            max_recipients: pidgr_api::DEFAULT_MAX_RECIPIENTS,
             webhook_part_size: options.webhook_part_size,
             channel_concurrency: 8,
             secret_key: Some(pidgr_store::SecretKey::generate().to_hex()),
@@ -286,6 +322,7 @@ impl System {
             .env("PIDGR_TASK_QUEUE", &c.task_queue)
             .env("PIDGR_FANOUT_PAGE_SIZE", c.fanout_page_size.to_string())
             .env("PIDGR_WEBHOOK_PART_SIZE", c.webhook_part_size.to_string())
+            .env("PIDGR_FANOUT_CONCURRENCY", c.fanout_concurrency.to_string())
             .env(
                 "PIDGR_SECRET_KEY",
                 c.secret_key.as_deref().unwrap_or_default(),
@@ -462,7 +499,23 @@ impl System {
         if status != StatusCode::ACCEPTED {
             bail!("start answered {status}: {started}");
         }
+        self.deliveries_written(&id).await?;
         Ok(id)
+    }
+
+    /// Waits until the workflow of a started campaign has written a delivery for every
+    /// recipient the start counted.
+    pub async fn deliveries_written(&self, campaign: &str) -> Result<()> {
+        until(
+            &format!("the deliveries of campaign {campaign}"),
+            || async {
+                let view = self.get(&format!("/v1/campaigns/{campaign}")).await?;
+                let written =
+                    view["recipients"].as_u64().is_some() && view["total"] == view["recipients"];
+                Ok(written.then_some(()))
+            },
+        )
+        .await
     }
 
     /// POSTs to a creating route and expects 201 Created; returns the body.

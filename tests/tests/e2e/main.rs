@@ -3,6 +3,7 @@
 
 mod api;
 mod channels;
+mod fan_out;
 mod harness;
 mod webhook_parts;
 
@@ -468,6 +469,8 @@ async fn thousands_of_acks_keep_every_history_small() -> Result<()> {
     let system = System::start(Options {
         signal_interval_ms: 0,
         max_signals_per_run: MAX_SIGNALS_PER_RUN,
+        // Two fan-out ranges: this test is about the signals of a wait.
+        fanout_range_size: 1_000,
         ..Options::default()
     })
     .await?;

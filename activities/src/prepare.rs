@@ -1,0 +1,89 @@
+//! The deliveries of a started campaign, written from its audience a page at a time.
+//!
+//! The start request only counts the audience and starts the workflow, so it answers at once
+//! whatever the audience's size; this activity then writes one PENDING delivery per recipient
+//! in member-id order. Each page is one transaction, and the last delivery written is the
+//! checkpoint: a retried attempt resumes after it, and a page written twice changes nothing.
+
+use pidgr_store::{ActivityKind, Audience, CampaignStatus};
+use pidgr_workflows::contract::{CampaignRef, PreparedDeliveries};
+use serde_json::json;
+use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+use crate::{CampaignActivitiesImpl, retryable};
+
+impl CampaignActivitiesImpl {
+    pub(crate) async fn prepare(
+        &self,
+        ctx: &ActivityContext,
+        cref: CampaignRef,
+    ) -> Result<PreparedDeliveries, ActivityError> {
+        let (org_id, campaign_id) = (&cref.org_id, &cref.campaign_id);
+        let campaign = self
+            .store
+            .get_campaign(org_id, campaign_id)
+            .await
+            .map_err(retryable)?;
+        let audience: Audience =
+            serde_json::from_value(campaign.audience.clone()).map_err(|e| {
+                ActivityError::from(ApplicationFailure::non_retryable(anyhow::anyhow!(
+                    "the stored audience of campaign {campaign_id} does not parse: {e}"
+                )))
+            })?;
+        let (mut written, mut after) = match self
+            .store
+            .last_delivery(org_id, campaign_id)
+            .await
+            .map_err(retryable)?
+        {
+            Some((seq, member_id)) => (seq, member_id.unwrap_or_default()),
+            None => (0, String::new()),
+        };
+        let resumed_at = written;
+        if campaign.status == CampaignStatus::Active {
+            let reader = self
+                .store
+                .audience_reader(org_id, &audience)
+                .await
+                .map_err(retryable)?;
+            let page_size = self.settings.page_size.max(1) as usize;
+            loop {
+                if ctx.is_cancelled() {
+                    return Err(ActivityError::cancelled());
+                }
+                let page = self
+                    .store
+                    .audience_page(&reader, &after, page_size)
+                    .await
+                    .map_err(retryable)?;
+                let Some(last) = page.last() else { break };
+                after = last.member_id.clone().unwrap_or_default();
+                self.store
+                    .insert_deliveries(org_id, campaign_id, written + 1, &page)
+                    .await
+                    .map_err(retryable)?;
+                written += page.len() as i64;
+                let _ = ctx.record_heartbeat(written).await;
+            }
+        }
+        if written > resumed_at {
+            // The deliveries table grew, perhaps many times over: queries plan on fresh
+            // statistics from now on (failing that costs speed only).
+            if let Err(error) = self.store.optimize().await {
+                tracing::warn!(%error, "could not refresh the planner's statistics");
+            }
+        }
+        self.log(
+            &cref,
+            None,
+            ActivityKind::StepFinished,
+            format!("{written} deliveries written from the audience"),
+            json!({ "deliveries": written }),
+        )
+        .await?;
+        Ok(PreparedDeliveries {
+            total: written as u64,
+        })
+    }
+}
