@@ -2,12 +2,14 @@
 //! definition; preview, start (audience → deliveries, exactly once), cancel, read with counts,
 //! deliveries and activity.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use pidgr_store::{
     ActivityKind, Audience, AudienceMember, Campaign, CampaignStatus, Delivery, DeliveryCounts,
-    NewActivity, NewCampaign, ResolvedAudience, StoreError,
+    NewActivity, NewCampaign, StoreError,
 };
 use pidgr_workflows::contract::CampaignRef;
 use pidgr_workflows::definition::{Definition, Problem};
@@ -208,35 +210,46 @@ pub async fn create(
     };
 
     let audience: Audience = request.audience.into();
-    let resolved = state.store.resolve_audience(org, &audience).await?;
-    problems.extend(resolved.missing.iter().map(|missing| Problem {
+    let missing = state.store.missing_audience_refs(org, &audience).await?;
+    problems.extend(missing.iter().map(|missing| Problem {
         pointer: format!("/audience{}", missing.pointer),
         message: format!("no {} has the id {:?}", missing.what, missing.id),
     }));
-    let recipients = resolved.recipients;
-    if recipients.is_empty() && resolved.missing.is_empty() {
+    // Counted, and checked a page at a time: an audience of a million never sits in memory.
+    let reader = state.store.audience_reader(org, &audience).await?;
+    let recipients = state.store.count_audience(&reader).await?;
+    if recipients == 0 && missing.is_empty() {
         problems.push(Problem {
             pointer: "/audience".into(),
             message:
                 "the audience has no members: name at least one group, team or member with members"
                     .into(),
         });
-    } else if recipients.len() as u64 > state.settings.max_recipients {
+    } else if recipients > state.settings.max_recipients {
         problems.push(Problem {
             pointer: "/audience".into(),
-            message: too_many(recipients.len() as u64, state.settings.max_recipients),
+            message: too_many(recipients, state.settings.max_recipients),
         });
-    }
-    if let (Some(version), Some(validated)) = (&version, &validated) {
-        for (name, lacking) in message::unresolvable(
-            &version.title,
-            &version.body,
-            &validated.definition,
-            &recipients,
-        ) {
+    } else if let (Some(version), Some(validated)) = (&version, &validated) {
+        let mut lacking: BTreeMap<String, usize> = BTreeMap::new();
+        let mut after = String::new();
+        loop {
+            let page = state
+                .store
+                .audience_page(&reader, &after, AUDIENCE_CHECK_PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.member_id.clone().unwrap_or_default();
+            for (name, count) in
+                message::unresolvable(&version.title, &version.body, &validated.definition, &page)
+            {
+                *lacking.entry(name).or_default() += count;
+            }
+        }
+        for (name, count) in lacking {
             problems.push(Problem {
                 pointer: "/audience".into(),
-                message: message::unresolvable_message(&name, lacking, recipients.len()),
+                message: message::unresolvable_message(&name, count, recipients as usize),
             });
         }
     }
@@ -262,7 +275,7 @@ pub async fn create(
         })
         .await?;
     let mut view = campaign_view(&campaign, Some(DeliveryCounts::default()));
-    view["recipients"] = json!(recipients.len());
+    view["recipients"] = json!(recipients);
     view["warnings"] = json!(validated.warnings);
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -300,6 +313,9 @@ async fn count_for_start(state: &AppState, campaign: &Campaign) -> Result<u64, A
     Ok(count)
 }
 
+/// Recipients read per page while checking a new campaign's variables.
+const AUDIENCE_CHECK_PAGE: usize = 5_000;
+
 fn too_many(count: u64, max: u64) -> String {
     format!("the audience has {count} members, but a campaign can have at most {max}")
 }
@@ -308,18 +324,6 @@ fn stored_audience(campaign: &Campaign) -> Result<Audience, ApiError> {
     serde_json::from_value(campaign.audience.clone()).map_err(|e| {
         ApiError::Internal(format!("stored audience of campaign {}: {e}", campaign.id))
     })
-}
-
-/// The audience a draft was created with, resolved against the directory as it is now.
-async fn resolve_stored_audience(
-    state: &AppState,
-    campaign: &Campaign,
-) -> Result<ResolvedAudience, ApiError> {
-    let audience = stored_audience(campaign)?;
-    Ok(state
-        .store
-        .resolve_audience(&campaign.org_id, &audience)
-        .await?)
 }
 
 fn stored_definition(campaign: &Campaign) -> Result<Definition, ApiError> {
@@ -351,11 +355,15 @@ pub async fn preview(
         )
     };
     let (recipients, sample) = if campaign.status == CampaignStatus::Created {
-        let resolved = resolve_stored_audience(&state, &campaign).await?;
-        let sample = resolved.recipients.first().map(|r| {
+        let reader = state
+            .store
+            .audience_reader(&campaign.org_id, &stored_audience(&campaign)?)
+            .await?;
+        let first = state.store.audience_page(&reader, "", 1).await?;
+        let sample = first.first().map(|r| {
             json!({ "member_id": r.member_id, "user_id": r.user_id, "message": render(&Reader::of_recipient(r)) })
         });
-        (resolved.recipients.len() as u64, sample)
+        (state.store.count_audience(&reader).await?, sample)
     } else {
         let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
         let first = state
