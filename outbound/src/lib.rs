@@ -15,7 +15,11 @@
 //! 4. connects only to those checked addresses: the HTTP library is given a resolver that knows
 //!    just this one name and these addresses and fails for anything else, so there is no second
 //!    DNS lookup that could be rebound between check and connect. The URL keeps the original host
-//!    name, so the `Host` header and the TLS server name (SNI, certificate check) are unchanged;
+//!    name, so the `Host` header and the TLS server name (SNI, certificate check) are unchanged.
+//!    Connections are pooled per checked destination — scheme, host, port and the exact set of
+//!    checked addresses — so a send reuses a connection only when this send's own check yielded
+//!    the same addresses the connection was made to; a name that now resolves differently gets a
+//!    fresh HTTP client (and fresh connections) for its new, checked addresses;
 //! 5. never follows redirects (a redirect could point anywhere, past every check above); a 3xx
 //!    answer is a non-retryable [`OutboundError::Status`];
 //! 6. ignores proxy settings from the environment, uses rustls with the `ring` provider and the
@@ -25,10 +29,10 @@
 //! Header values are secrets (they typically carry tokens): they are marked sensitive, never
 //! logged and never put into error messages.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use pidgr_workflows::definition::{
@@ -48,6 +52,17 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// The most characters of an error answer kept in [`OutboundError::Status`].
 pub const MAX_EXCERPT_CHARS: usize = 200;
+
+/// Checked destinations whose HTTP client (and its idle connections) is kept; beyond that the
+/// least recently used one is dropped, so an organisation cycling through URLs cannot grow the
+/// pool without bound.
+pub const MAX_POOLED_DESTINATIONS: usize = 256;
+
+/// How long an idle connection, and a destination nobody sent to, is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Idle connections kept per destination: enough for the webhook channel's concurrent sends.
+const MAX_IDLE_PER_DESTINATION: usize = 64;
 
 /// How the client behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +106,8 @@ struct Inner {
     /// rustls configuration (ring provider, platform verifier, ALPN h2 + http/1.1). Cloning it is
     /// cheap and keeps the shared TLS session cache, so resumption works across requests.
     tls: rustls::ClientConfig,
+    /// One HTTP client per checked destination, each pinned to that destination's addresses.
+    clients: Mutex<ClientCache<reqwest::Client>>,
 }
 
 impl fmt::Debug for OutboundClient {
@@ -120,12 +137,13 @@ impl OutboundClient {
                 config,
                 resolver,
                 tls: tls_config()?,
+                clients: Mutex::new(ClientCache::new(MAX_POOLED_DESTINATIONS, POOL_IDLE_TIMEOUT)),
             }),
         };
         // Build one throw-away HTTP client now, so that a configuration the HTTP library
         // rejects (for instance a TLS configuration of a mismatched rustls version) shows at
         // start-up rather than at the first send.
-        client.http_client(None, Duration::from_secs(1))?;
+        client.http_client(None)?;
         Ok(client)
     }
 
@@ -242,8 +260,12 @@ impl OutboundClient {
             }
         };
         let url = request_url(checked)?;
-        let client = self.http_client(pinned, timeout)?;
-        let request = client.post(url).headers(headers).body(body);
+        let client = self.pooled_client(checked, pinned)?;
+        let request = client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .timeout(timeout);
         let response = tokio::time::timeout_at(deadline, request.send())
             .await
             .map_err(timed_out)?
@@ -313,14 +335,37 @@ impl OutboundClient {
         Ok(addrs)
     }
 
-    /// A single-use HTTP client. It is built per request because the addresses it may connect
-    /// to are part of its configuration (its resolver knows only `pinned`); that costs a fresh
-    /// connection per request, which webhook traffic can afford.
-    fn http_client(
+    /// The HTTP client for this checked destination, built on first use and kept (with its
+    /// idle connections) while it is used. The key holds every checked address, so a client is
+    /// shared only by sends whose own check produced exactly the addresses its resolver knows:
+    /// its connections can only be to addresses that passed this send's check.
+    fn pooled_client(
         &self,
+        checked: &CheckedUrl,
         pinned: Option<PinnedName>,
-        timeout: Duration,
     ) -> Result<reqwest::Client, OutboundError> {
+        let mut addrs = pinned
+            .as_ref()
+            .map(|pinned| pinned.addrs.clone())
+            .unwrap_or_default();
+        addrs.sort();
+        let key = DestinationKey {
+            scheme: checked.scheme.clone(),
+            host: checked.host.to_string(),
+            port: checked.port,
+            addrs,
+        };
+        let mut clients = self
+            .inner
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        clients.get_or_try_insert(key, Instant::now(), || self.http_client(pinned))
+    }
+
+    /// An HTTP client whose resolver knows only `pinned` (nothing at all for a literal address,
+    /// which the connector uses directly).
+    fn http_client(&self, pinned: Option<PinnedName>) -> Result<reqwest::Client, OutboundError> {
         reqwest::Client::builder()
             .tls_backend_preconfigured(self.inner.tls.clone())
             .dns_resolver(Arc::new(PinnedResolve(pinned)))
@@ -328,8 +373,8 @@ impl OutboundClient {
             .no_proxy()
             .https_only(!self.inner.config.policy.allow_insecure_loopback)
             .referer(false)
-            .timeout(timeout)
-            .pool_max_idle_per_host(0)
+            .pool_max_idle_per_host(MAX_IDLE_PER_DESTINATION)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("Pidgr/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| {
@@ -363,7 +408,64 @@ pub fn tls_config() -> Result<rustls::ClientConfig, OutboundError> {
     Ok(config)
 }
 
-/// The one name a single-use HTTP client may resolve, and its checked addresses.
+/// What a pooled HTTP client is for: a destination and the exact checked addresses its
+/// resolver answers with.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct DestinationKey {
+    scheme: String,
+    /// The checked host as the request URL spells it (a literal address decoded).
+    host: String,
+    port: u16,
+    /// Sorted; empty for a literal address.
+    addrs: Vec<SocketAddr>,
+}
+
+/// A bounded map of checked destination to HTTP client: entries unused for `idle` are dropped,
+/// and when it is full the least recently used one makes room.
+struct ClientCache<C> {
+    max: usize,
+    idle: Duration,
+    entries: HashMap<DestinationKey, (C, Instant)>,
+}
+
+impl<C: Clone> ClientCache<C> {
+    fn new(max: usize, idle: Duration) -> Self {
+        ClientCache {
+            max: max.max(1),
+            idle,
+            entries: HashMap::new(),
+        }
+    }
+
+    fn get_or_try_insert<E>(
+        &mut self,
+        key: DestinationKey,
+        now: Instant,
+        build: impl FnOnce() -> Result<C, E>,
+    ) -> Result<C, E> {
+        if let Some((client, used)) = self.entries.get_mut(&key) {
+            *used = now;
+            return Ok(client.clone());
+        }
+        let idle = self.idle;
+        self.entries
+            .retain(|_, (_, used)| now.saturating_duration_since(*used) < idle);
+        if self.entries.len() >= self.max
+            && let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(key, _)| key.clone())
+        {
+            self.entries.remove(&oldest);
+        }
+        let client = build()?;
+        self.entries.insert(key, (client.clone(), now));
+        Ok(client)
+    }
+}
+
+/// The one name a pooled HTTP client may resolve, and its checked addresses.
 struct PinnedName {
     name: String,
     addrs: Vec<SocketAddr>,
@@ -501,6 +603,63 @@ fn chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(port: u16, addrs: &[&str]) -> DestinationKey {
+        DestinationKey {
+            scheme: "https".into(),
+            host: "hooks.example.com".into(),
+            port,
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_destination_is_built_once_and_another_address_set_is_another_destination() {
+        let mut cache = ClientCache::new(8, Duration::from_secs(90));
+        let now = Instant::now();
+        let mut built = 0;
+        let mut get = |cache: &mut ClientCache<u32>, key| {
+            cache
+                .get_or_try_insert(key, now, || {
+                    built += 1;
+                    Ok::<_, ()>(built)
+                })
+                .unwrap()
+        };
+        let first = get(&mut cache, key(443, &["93.184.215.14:443"]));
+        assert_eq!(get(&mut cache, key(443, &["93.184.215.14:443"])), first);
+        let moved = get(&mut cache, key(443, &["93.184.215.15:443"]));
+        assert_ne!(moved, first, "a re-pointed name never shares connections");
+        let grown = get(
+            &mut cache,
+            key(443, &["93.184.215.14:443", "93.184.215.15:443"]),
+        );
+        assert_ne!(grown, first);
+        assert_ne!(get(&mut cache, key(8443, &["93.184.215.14:443"])), first);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_forgets_idle_destinations() {
+        let start = Instant::now();
+        let mut cache = ClientCache::new(2, Duration::from_secs(90));
+        let put = |cache: &mut ClientCache<u16>, port: u16, at: Instant| {
+            cache
+                .get_or_try_insert(key(port, &[]), at, || Ok::<_, ()>(port))
+                .unwrap();
+        };
+        put(&mut cache, 1, start);
+        put(&mut cache, 2, start + Duration::from_secs(1));
+        put(&mut cache, 1, start + Duration::from_secs(2)); // used again: now the newest
+        put(&mut cache, 3, start + Duration::from_secs(3)); // full: 2 is the oldest
+        let mut ports: Vec<u16> = cache.entries.keys().map(|k| k.port).collect();
+        ports.sort();
+        assert_eq!(ports, [1, 3]);
+        put(&mut cache, 4, start + Duration::from_secs(200)); // 1 and 3 idled out
+        assert_eq!(
+            cache.entries.keys().map(|k| k.port).collect::<Vec<_>>(),
+            [4]
+        );
+    }
 
     #[test]
     fn excerpt_is_short_and_single_line() {
