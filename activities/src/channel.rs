@@ -1,10 +1,14 @@
 //! The generic webhook channel's delivery (seed 002): the events a fan-out step queued are sent,
 //! signed, and retried on seed 002's schedule.
 //!
-//! One activity sends every due event of a step. When some failed with an error a retry could
-//! fix, the activity fails with Temporal's "next retry delay" set to when the earliest of them is
+//! Events are sent in passes ([`CampaignActivitiesImpl::send_events_now`]) that claim each
+//! event before POSTing it, so several senders can work on one step at once: a fan-out range
+//! sends its pages' events while the pushes go on, and the step's WEBHOOK_CHANNEL activity sends
+//! whatever is left and waits for the retries. When some failed with an error a retry could fix,
+//! that activity fails with Temporal's "next retry delay" set to when the earliest of them is
 //! due again; Temporal keeps that timer, so the schedule survives worker restarts, and the
-//! database keeps each event's attempts, so a retry re-sends exactly the stored body.
+//! database keeps each event's attempts, so a retry re-sends exactly the stored body (signed at
+//! send time, so a rotated secret signs from the next send on).
 
 use std::time::Duration;
 
@@ -16,7 +20,7 @@ use pidgr_workflows::contract::{CampaignRef, ChannelEventsDelivered, StepInput};
 use serde_json::json;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-use crate::{CampaignActivitiesImpl, retry_after, retryable};
+use crate::{CampaignActivitiesImpl, heartbeat_while, retry_after, retryable};
 
 /// Seed 002: "retried up to 3 times with exponential backoff (1s, 5s, 30s)".
 pub const RETRY_DELAYS: [Duration; 3] = [
@@ -25,9 +29,9 @@ pub const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_secs(30),
 ];
 
-/// Events sent at once; the rest of a page waits for a free slot.
-const CONCURRENCY: usize = 8;
-const PAGE_SIZE: i64 = 200;
+/// How long a claimed event stays with its sender beyond the send's own timeout: enough to
+/// record the attempt. A sender that dies mid-send holds its events no longer than this.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 impl CampaignActivitiesImpl {
     pub(crate) async fn deliver_events(
@@ -38,7 +42,8 @@ impl CampaignActivitiesImpl {
         let StepInput { campaign, step_id } = input;
         let org_id = &campaign.org_id;
         let progress = loop {
-            self.send_due_events(ctx, &campaign, &step_id).await?;
+            // This activity's heartbeat details carry nothing; the beats keep a long pass alive.
+            heartbeat_while(ctx, (), self.send_events_now(ctx, &campaign, &step_id)).await?;
             let progress = self
                 .store
                 .webhook_event_progress(org_id, &campaign.campaign_id, &step_id)
@@ -48,7 +53,8 @@ impl CampaignActivitiesImpl {
                 break progress;
             };
             // An event whose retry fell due while others were sending goes in another pass:
-            // a zero "next retry delay" would make Temporal fall back to its own backoff.
+            // a zero "next retry delay" would make Temporal fall back to its own backoff. An
+            // event another sender holds counts as due when its lease runs out.
             if let Ok(wait) = (next_at - Utc::now()).to_std()
                 && !wait.is_zero()
             {
@@ -77,36 +83,30 @@ impl CampaignActivitiesImpl {
         Ok(delivered)
     }
 
-    /// One pass over the step's events that are due now, page by page.
-    async fn send_due_events(
+    /// One pass over the step's webhook channel events that are due now and that no other
+    /// sender holds: each is claimed (leased for the send's timeout plus a margin), POSTed and
+    /// its attempt recorded, `channel_concurrency` at a time, until no due, unclaimed event is
+    /// left. Safe to run from several activities at once — a fan-out range after each of its
+    /// pages, other ranges, the step's WEBHOOK_CHANNEL activity — since a claimed event is never
+    /// handed to a second sender while its lease lasts. Retries are not waited for here: a
+    /// failed event is due again on the retry schedule, for a later pass.
+    ///
+    /// Records no heartbeat of its own (a caller's heartbeat details, such as a fan-out
+    /// checkpoint, stay as they are): a caller with a heartbeat timeout wraps the pass in
+    /// `heartbeat_while` with its own details.
+    pub(crate) async fn send_events_now(
         &self,
         ctx: &ActivityContext,
         campaign: &CampaignRef,
         step_id: &str,
     ) -> Result<(), ActivityError> {
         let org_id = &campaign.org_id;
-        let mut after_id = String::new();
+        let concurrency = self.settings.channel_concurrency.max(1);
         loop {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
             }
-            let due = self
-                .store
-                .due_webhook_events(
-                    org_id,
-                    &campaign.campaign_id,
-                    step_id,
-                    Utc::now(),
-                    &after_id,
-                    PAGE_SIZE,
-                )
-                .await
-                .map_err(retryable)?;
-            let Some(last) = due.last() else {
-                return Ok(());
-            };
-            after_id = last.id.clone();
-            // Read per page: a rotated secret or a changed URL applies from the next send on.
+            // Read per batch: a rotated secret or a changed URL applies from the next send on.
             let Some((channel, secret)) = self
                 .store
                 .webhook_signing_secret(org_id)
@@ -114,7 +114,8 @@ impl CampaignActivitiesImpl {
                 .map_err(retryable)?
             else {
                 let reason = "the organisation's webhook channel was removed";
-                self.store
+                let failed = self
+                    .store
                     .fail_pending_webhook_events(
                         org_id,
                         &campaign.campaign_id,
@@ -123,19 +124,41 @@ impl CampaignActivitiesImpl {
                     )
                     .await
                     .map_err(retryable)?;
+                if failed == 0 {
+                    return Ok(());
+                }
                 return self
                     .log(
                         campaign,
                         Some(step_id),
                         ActivityKind::StepFailed,
-                        format!("webhook channel events not sent: {reason}"),
-                        json!({}),
+                        format!("{failed} webhook channel events not sent: {reason}"),
+                        json!({ "failed": failed }),
                     )
                     .await;
             };
             let timeout = Duration::from_millis(channel.timeout_ms.max(1) as u64);
+            // A batch is at most one wave of sends, so each event's send starts as soon as it
+            // is claimed and ends well inside its lease.
+            let now = Utc::now();
+            let lease = chrono::Duration::from_std(timeout + LEASE_MARGIN).map_err(retryable)?;
+            let claimed = self
+                .store
+                .claim_webhook_events(
+                    org_id,
+                    &campaign.campaign_id,
+                    step_id,
+                    now,
+                    now + lease,
+                    concurrency as i64,
+                )
+                .await
+                .map_err(retryable)?;
+            if claimed.is_empty() {
+                return Ok(());
+            }
             // Each send owns what it needs, so the futures can run concurrently on any thread.
-            let mut sends = stream::iter(due.into_iter().map(|event| {
+            let mut sends = stream::iter(claimed.into_iter().map(|event| {
                 let (outbound, url, secret) =
                     (self.outbound.clone(), channel.url.clone(), secret.clone());
                 async move {
@@ -146,11 +169,10 @@ impl CampaignActivitiesImpl {
                     (event, sent, started.elapsed())
                 }
             }))
-            .buffer_unordered(CONCURRENCY);
+            .buffer_unordered(concurrency);
             while let Some((event, sent, elapsed)) = sends.next().await {
                 self.record_attempt(campaign, step_id, &event, sent, elapsed)
                     .await?;
-                let _ = ctx.record_heartbeat(()).await;
             }
         }
     }

@@ -3,9 +3,9 @@
 //! caller's; this module records each attempt and when the next one is due.
 
 use crate::versioned::now;
-use crate::{Result, Store, from_millis, new_id, to_millis};
+use crate::{Backend, Result, Store, from_millis, new_id, to_millis};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 /// An event whose next attempt is due.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +34,8 @@ pub struct WebhookEventProgress {
     pub pending: u64,
     pub delivered: u64,
     pub failed: u64,
-    /// When the earliest pending event is due.
+    /// When the earliest pending event can next be sent: its next attempt is due and no
+    /// sender's lease holds it.
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
@@ -111,9 +112,66 @@ impl Store {
             .collect()
     }
 
-    /// Counts an attempt of a pending event and records how it ended. `attempts_before` is the
-    /// count the sender read: if another sender recorded an attempt meanwhile (or finished the
-    /// event), nothing changes and the answer is `false`.
+    /// Claims up to `limit` pending events of the step that are due by `now` and that no other
+    /// sender holds, oldest first, leasing them to the caller until `lease_until`: until then
+    /// no other claim returns them, so two senders never POST one event at once. Recording the
+    /// attempt ends the lease; a sender that dies mid-send leaves the lease to run out.
+    ///
+    /// One statement selects and leases: on PostgreSQL rows another claim has locked are
+    /// skipped, and the lease is checked again on the locked row; SQLite runs one writer at a
+    /// time. The selection is materialised so that PostgreSQL runs it once: as a plain
+    /// subquery its LIMIT may be applied more than once and lease more than `limit` rows.
+    pub async fn claim_webhook_events(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        step_id: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<WebhookEvent>> {
+        // Only one of two fixed clauses is put into the SQL text; every value is bound.
+        let skip_locked = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "WITH picked AS MATERIALIZED (
+                 SELECT id FROM webhook_events
+                 WHERE campaign_id = $2 AND org_id = $3 AND step_id = $4
+                   AND status = 'PENDING' AND next_attempt_at <= $5 AND leased_until <= $5
+                 ORDER BY id LIMIT $6 {skip_locked})
+             UPDATE webhook_events SET leased_until = $1
+             WHERE id IN (SELECT id FROM picked) AND status = 'PENDING' AND leased_until <= $5
+             RETURNING id, delivery_id, body, attempts"
+        )))
+        .bind(to_millis(lease_until))
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(step_id)
+        .bind(to_millis(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = rows
+            .iter()
+            .map(|row| {
+                Ok(WebhookEvent {
+                    id: row.try_get("id")?,
+                    delivery_id: row.try_get("delivery_id")?,
+                    body: row.try_get("body")?,
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // RETURNING keeps no order; older events go first.
+        events.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(events)
+    }
+
+    /// Counts an attempt of a pending event, records how it ended and ends the sender's lease.
+    /// `attempts_before` is the count the sender read: if another sender recorded an attempt
+    /// meanwhile (or finished the event), nothing changes and the answer is `false`.
     pub async fn record_webhook_attempt(
         &self,
         org_id: &str,
@@ -130,7 +188,8 @@ impl Store {
         let done = sqlx::query(
             "UPDATE webhook_events
              SET attempts = attempts + 1, status = $1,
-                 next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3
+                 next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3,
+                 leased_until = 0
              WHERE id = $4 AND org_id = $5 AND status = 'PENDING' AND attempts = $6",
         )
         .bind(status)
@@ -174,7 +233,10 @@ impl Store {
         step_id: &str,
     ) -> Result<WebhookEventProgress> {
         let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n, MIN(next_attempt_at) AS next_at FROM webhook_events
+            "SELECT status, COUNT(*) AS n,
+                    MIN(CASE WHEN leased_until > next_attempt_at THEN leased_until
+                             ELSE next_attempt_at END) AS next_at
+             FROM webhook_events
              WHERE campaign_id = $1 AND org_id = $2 AND step_id = $3
              GROUP BY status",
         )

@@ -444,3 +444,164 @@ async fn a_page_of_members_devices_is_read_at_once(store: Store) {
             .is_empty()
     );
 }
+
+store_test!(a_claimed_event_is_not_claimed_again_until_recorded_or_its_lease_runs_out);
+async fn a_claimed_event_is_not_claimed_again_until_recorded_or_its_lease_runs_out(store: Store) {
+    let org = store.create_organisation("Acme").await.unwrap().id;
+    let (campaign, deliveries) = campaign_with(&store, &org, &["ada", "bob", "cy"]).await;
+    let events: Vec<(String, String)> = deliveries
+        .iter()
+        .map(|d| (d.clone(), format!("{{\"delivery\":\"{d}\"}}")))
+        .collect();
+    store
+        .enqueue_webhook_events(&org, &campaign, "notify", &events)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let lease = now + Duration::seconds(30);
+    let claim = |at, limit| {
+        let (store, org, campaign) = (&store, &org, &campaign);
+        async move {
+            store
+                .claim_webhook_events(
+                    org,
+                    campaign,
+                    "notify",
+                    at,
+                    at + Duration::seconds(30),
+                    limit,
+                )
+                .await
+                .unwrap()
+        }
+    };
+
+    let first = claim(now, 2).await;
+    assert_eq!(first.len(), 2);
+    assert!(first[0].id < first[1].id, "oldest first");
+    let second = claim(now, 10).await;
+    assert_eq!(second.len(), 1, "only the one nobody holds");
+    assert!(!first.iter().any(|e| e.id == second[0].id));
+    assert!(claim(now, 10).await.is_empty(), "everything is leased");
+    // Another step's and another organisation's claims see none of these.
+    assert!(
+        store
+            .claim_webhook_events(&org, &campaign, "remind", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let other = store.create_organisation("Other").await.unwrap().id;
+    assert!(
+        store
+            .claim_webhook_events(&other, &campaign, "notify", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Progress counts the leases: nothing can be sent before they run out.
+    let progress = store
+        .webhook_event_progress(&org, &campaign, "notify")
+        .await
+        .unwrap();
+    assert_eq!(progress.pending, 3);
+    assert_eq!(
+        progress.next_attempt_at.map(|t| t.timestamp_millis()),
+        Some(lease.timestamp_millis())
+    );
+
+    // Recording ends the lease: a delivered event is done, a failed one is due at its retry.
+    let retry_at = now + Duration::seconds(1);
+    assert!(
+        store
+            .record_webhook_attempt(
+                &org,
+                &first[0].id,
+                0,
+                WebhookAttemptOutcome::Delivered,
+                None
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_webhook_attempt(
+                &org,
+                &first[1].id,
+                0,
+                WebhookAttemptOutcome::RetryAt(retry_at),
+                Some("503")
+            )
+            .await
+            .unwrap()
+    );
+    assert!(claim(now, 10).await.is_empty(), "the retry is not due yet");
+    let retried = claim(retry_at, 10).await;
+    assert_eq!(retried.len(), 1);
+    assert_eq!(
+        (
+            retried[0].id.as_str(),
+            retried[0].attempts,
+            retried[0].body.as_str()
+        ),
+        (first[1].id.as_str(), 1, first[1].body.as_str()),
+        "the same event, its attempt counted, its body unchanged"
+    );
+    // The third event's sender never recorded (it died): its lease runs out and it is claimed.
+    assert!(claim(now + Duration::seconds(29), 10).await.is_empty());
+    // (At 30.5 s the retried event, claimed at 1 s, is still leased.)
+    let orphan = claim(now + Duration::milliseconds(30_500), 10).await;
+    assert_eq!(orphan.len(), 1);
+    assert_eq!(orphan[0].id, second[0].id);
+}
+
+store_test!(concurrent_claims_never_hand_out_one_event_twice);
+async fn concurrent_claims_never_hand_out_one_event_twice(store: Store) {
+    let org = store.create_organisation("Acme").await.unwrap().id;
+    let users: Vec<String> = (0..60).map(|n| format!("user-{n:02}")).collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let (campaign, deliveries) = campaign_with(&store, &org, &names).await;
+    let events: Vec<(String, String)> = deliveries
+        .iter()
+        .map(|d| (d.clone(), "{}".to_owned()))
+        .collect();
+    store
+        .enqueue_webhook_events(&org, &campaign, "notify", &events)
+        .await
+        .unwrap();
+    let now = Utc::now();
+
+    // Eight senders claim small batches until nothing is left.
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (store, org, campaign) = (store.clone(), org.clone(), campaign.clone());
+        senders.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_webhook_events(
+                        &org,
+                        &campaign,
+                        "notify",
+                        now,
+                        now + Duration::seconds(30),
+                        3,
+                    )
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|e| e.id));
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    let mut claimed: Vec<String> = senders.join_all().await.into_iter().flatten().collect();
+
+    assert_eq!(claimed.len(), 60, "every event claimed once in all");
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), 60, "no event claimed by two senders");
+}
