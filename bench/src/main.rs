@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use pidgr_push::{
     ApnsCredentials, ApnsEnvironment, FcmCredentials, Notification, PushClient, PushEndpoints,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 /// third, and one of three teams.
 fn person(i: usize) -> ImportedMember {
     let mut devices = vec![(Platform::Fcm, format!("fcm-{i}"))];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         devices.push((Platform::Apns, format!("apns{i}")));
     }
     ImportedMember {
