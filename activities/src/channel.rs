@@ -1,5 +1,5 @@
-//! The generic webhook channel's delivery (seed 002): the events a fan-out step queued are sent,
-//! signed, and retried on seed 002's schedule.
+//! The generic webhook channel's delivery: the events a fan-out step queued are sent,
+//! signed, and retried on the channel's published schedule (1 s, 5 s, 30 s).
 //!
 //! Events are sent in passes ([`CampaignActivitiesImpl::send_events_now`]) that claim each
 //! event before POSTing it, so several senders can work on one step at once: a fan-out range
@@ -22,7 +22,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::{CampaignActivitiesImpl, heartbeat_while, retry_after, retryable};
 
-/// Seed 002: "retried up to 3 times with exponential backoff (1s, 5s, 30s)".
+/// The channel's published contract: up to 3 retries, after 1 s, 5 s and 30 s.
 pub const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_secs(1),
     Duration::from_secs(5),
@@ -248,7 +248,7 @@ impl CampaignActivitiesImpl {
 struct Waiting(String);
 
 /// How an attempt ends, given the attempts made before it: delivered on a 2xx; otherwise retried
-/// on seed 002's schedule — whatever the failure, since a receiver's 401 or 404 may be a
+/// on the channel's schedule — whatever the failure, since a receiver's 401 or 404 may be a
 /// deploy or a secret rotation in progress — except for a destination the SSRF rules refuse,
 /// which no retry can change.
 fn attempt_outcome(

@@ -30,7 +30,7 @@ pub use push::{PushMessage, PushSender};
 
 /// Push bodies are plain text cut to this many characters (below FCM's and APNs' limits).
 pub const PUSH_BODY_MAX_CHARS: usize = 178;
-/// Per-request timeout of the CALL_WEBHOOK POST (seed 001).
+/// Per-request timeout of the CALL_WEBHOOK POST.
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
@@ -240,7 +240,7 @@ impl CampaignActivitiesImpl {
         self.post_outcomes(&ctx, input).await
     }
 
-    /// Sends the webhook channel events a fan-out step queued, on seed 002's retry schedule.
+    /// Sends the webhook channel events a fan-out step queued, on the channel's 1 s / 5 s / 30 s retry schedule.
     #[activity(definition = campaign_activities::DeliverChannelEvents)]
     pub async fn deliver_channel_events(
         self: Arc<Self>,

@@ -13,7 +13,7 @@ use pidgr_push::{
 use pidgr_store::{Device, NewPush, Platform, Store};
 use std::time::Duration;
 
-/// The reason a recipient without devices fails with (PRODUCT.md §7).
+/// The reason a recipient without devices fails with.
 pub const NO_DEVICE: &str = "no registered device";
 
 /// One notification to one recipient.

@@ -1,4 +1,4 @@
-//! The one SSRF-safe HTTP client every outbound POST in Pidgr goes through (PRODUCT.md §7).
+//! The one SSRF-safe HTTP client every outbound POST in Pidgr goes through (the rules are in the README, "SSRF rules").
 //!
 //! Webhook URLs are typed in by organisation admins, so a careless or hostile URL must not let
 //! Pidgr reach into its own network (cloud metadata, databases, admin ports). Every call to

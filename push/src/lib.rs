@@ -1,5 +1,5 @@
 //! Sends one notification to one device token through Firebase Cloud Messaging (HTTP v1) or
-//! the Apple Push Notification service (token-based auth, HTTP/2) — PRODUCT.md §7, "Push".
+//! the Apple Push Notification service (token-based auth, HTTP/2).
 //!
 //! What lives here: provider credentials ([`FcmCredentials`], [`ApnsCredentials`]) parsed and
 //! checked once; [`PushClient`], which builds each provider's request, signs and caches the auth

@@ -14,7 +14,7 @@ pub enum ActivityKind {
     StepFailed,
     WebhookAttempt,
     WebhookFailed,
-    /// One attempt to deliver a generic webhook channel event (seed 002).
+    /// One attempt to deliver a generic webhook channel event.
     ChannelEventAttempt,
     /// A push token the provider declared gone was removed from its member.
     DeviceRemoved,

@@ -135,7 +135,7 @@ pub struct NotifyTarget {
     pub deeplink_code: String,
 }
 
-/// One line of the CALL_WEBHOOK payload (seed 001).
+/// One line of the CALL_WEBHOOK payload.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DeliveryReport {
     pub delivery_id: String,

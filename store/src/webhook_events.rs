@@ -1,4 +1,4 @@
-//! The generic webhook channel's events (seed 002): one per recipient and notifying step, with
+//! The generic webhook channel's events: one per recipient and notifying step, with
 //! the exact body sent, so that every retry re-sends identical bytes. The retry schedule is the
 //! caller's; this module records each attempt and when the next one is due.
 

@@ -518,7 +518,7 @@ fn continue_as_new(
 }
 
 /// The fan-out queued one webhook channel event per recipient; this sends them and follows
-/// seed 002's retry schedule (1 s, 5 s, 30 s). The activity sets each retry's delay itself,
+/// the channel's published retry schedule (1 s, 5 s, 30 s). The activity sets each retry's delay itself,
 /// and Temporal keeps the timer, so the schedule survives a worker restart. Events that fail
 /// for good are in the activity log; the campaign goes on either way.
 async fn deliver_channel_events(
@@ -644,7 +644,7 @@ async fn count_deliveries(
 }
 
 /// CALL_WEBHOOK: retried with exponential backoff by Temporal; when the retries are exhausted
-/// the failure goes to the activity log and the campaign carries on (seed 001).
+/// the failure goes to the activity log and the campaign carries on.
 async fn call_webhook(
     ctx: &mut WorkflowContext<CampaignWorkflow>,
     input: &CampaignInput,

@@ -1,4 +1,4 @@
-//! `{{variable}}` templates (PRODUCT.md §6): finding the placeholders a title or body uses, and
+//! `{{variable}}` templates: finding the placeholders a title or body uses, and
 //! rendering them per recipient. Pure code; the fan-out activity and the API both use it.
 
 use std::collections::{BTreeMap, BTreeSet};

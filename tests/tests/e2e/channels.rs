@@ -1,5 +1,5 @@
 //! Delivery channels end to end: the generic webhook channel's signed events and their retry
-//! schedule (seed 002), the SSRF rules when a URL is saved and when it is used, and push through
+//! schedule (1 s, 5 s, 30 s), the SSRF rules when a URL is saved and when it is used, and push through
 //! local fakes that speak FCM HTTP v1 and APNs.
 
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ use sha2::Sha256;
 
 use crate::harness::{Options, PushUrls, Received, Receiver, System, until};
 
-/// Seed 002's Node.js check, line for line: HMAC-SHA256 of the raw body with the secret, hex
+/// The channel's published receiver check (Node.js in the docs), line for line: HMAC-SHA256 of the raw body with the secret, hex
 /// digest, both sides decoded from hex, equal lengths and a constant-time comparison.
 fn verify_pidgr_signature(raw_body: &[u8], signature_header: Option<&str>, secret: &str) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key size");
@@ -88,7 +88,7 @@ async fn channel_events_verify_with_the_seed_snippet_and_rotation_signs_the_next
         let request = receiver.next().await?;
         ensure!(
             verify_pidgr_signature(&request.raw, signature(&request), &first_secret),
-            "the seed's check accepts {}",
+            "the published check accepts {}",
             request.body
         );
         // One byte changed anywhere in the body: refused.

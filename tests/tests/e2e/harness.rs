@@ -27,7 +27,7 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 /// How often [`until`] asks again.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The §4 example definition with second-scale durations and a loopback receiver.
+/// The example definition of docs/workflow-definitions.md with second-scale durations and a loopback receiver.
 pub fn example_definition(first_wait: &str, last_call: &str, webhook_url: &str) -> Value {
     json!({
         "version": 1,

@@ -168,7 +168,7 @@ async fn some_recipients_ack_so_only_the_others_are_reminded_and_missed() -> Res
     assert_eq!(u3.title, "Security update for User u3");
     assert_eq!(u3.body, "Please read and acknowledge by Friday, team-u3.");
 
-    // The webhook body matches seed 001 field by field.
+    // The webhook body matches the published outcome payload field by field.
     let request = receiver.next().await?;
     assert!(
         receiver.requests.try_recv().is_err(),

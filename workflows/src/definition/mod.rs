@@ -1,4 +1,4 @@
-//! The workflow definition language (PRODUCT.md §4): a JSON DAG of steps.
+//! The workflow definition language (docs/workflow-definitions.md): a JSON DAG of steps.
 //!
 //! [`parse`] and [`parse_value`] validate a definition written by a person and report every
 //! problem at once, each with a JSON pointer and a plain sentence. The resulting
@@ -27,7 +27,7 @@ pub use validate::{
     RESERVED_HEADERS, Validated, parse, parse_value,
 };
 
-/// The §4 example definition, as written in PRODUCT.md.
+/// The example definition of docs/workflow-definitions.md.
 pub const EXAMPLE_JSON: &str = include_str!("example.json");
 
 /// The step types, as written in definitions.

@@ -1,4 +1,4 @@
-//! The static half of the SSRF rules (PRODUCT.md §7): which URLs Pidgr may POST to.
+//! The static half of the SSRF rules (the README's "SSRF rules"): which URLs Pidgr may POST to.
 //!
 //! [`check_url`] is a small, strict URL splitter. It accepts only plain-ASCII absolute
 //! `https://` URLs (plain `http://` only with the development allowance) without user names,

@@ -747,7 +747,7 @@ impl Checker<'_> {
 
 /// Warnings for each step where the workflow can end while some deliveries may be unresolved:
 /// a path from the start that ends without passing MARK_MISSED or `all_acknowledged` after the
-/// last notification. (Those deliveries are then marked MISSED at the end, PRODUCT.md §4.)
+/// last notification. (Those deliveries are then marked MISSED at the end; see docs/workflow-definitions.md.)
 fn unresolved_endings(definition: &Definition) -> Vec<Problem> {
     // Each (step, resolved-on-entry) pair is visited once; the graph is acyclic and small.
     let mut seen = BTreeSet::new();
