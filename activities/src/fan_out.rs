@@ -229,6 +229,12 @@ impl CampaignActivitiesImpl {
                 .record_notified(&cref.org_id, &input.step_id, reminder, &outcomes)
                 .await
                 .map_err(retryable)?;
+            if !events.is_empty() {
+                // The page's events go out now, beside the pushes of the pages still to come;
+                // the step's WEBHOOK_CHANNEL activity afterwards only waits for retries.
+                let send = self.send_events_now(ctx, cref, &input.step_id);
+                heartbeat_while(ctx, FanOutCheckpoint { after_seq }, send).await?;
+            }
             if let Some(error) = unavailable {
                 // What was sent is recorded; the retry resumes with the recipients that wait.
                 let delay = error.retry_after;

@@ -1,14 +1,16 @@
 //! The campaign workflow: interprets a campaign's definition one step at a time.
 //!
 //! Campaign progression (which step, which timer) lives here; per-delivery state lives in the
-//! database and is reached only through activities. Each step type maps to one activity, except
-//! DEADLINE_CHECK, which is a durable timer raced against "every delivery is resolved".
+//! database and is reached only through activities. A fan-out step runs as ranges of the
+//! audience in parallel activities; DEADLINE_CHECK is a durable timer raced against "every
+//! delivery is resolved"; the other step types are one activity each.
 //!
 //! Bounded history: the API writes each READ/ACK to the database first and signals this
 //! workflow at most about once a second per campaign (plus whenever nothing is left
-//! unresolved), with a snapshot of the counts. A run that has taken `max_signals_per_run`
-//! signals continues as new in the middle of its wait, keeping its absolute deadline, so history
-//! stays small whatever the audience size and ACK volume. Signals are only hints: every wait
+//! unresolved), with a snapshot of the counts. A run continues as new when Temporal suggests
+//! it, when its history reaches `max_history_events`, or when it has taken
+//! `max_signals_per_run` signals: in a wait (keeping its absolute deadline), between fan-out
+//! ranges (carrying the ranges done) or at a step boundary. Signals are only hints: every wait
 //! also asks the database when it begins and before it ends early.
 
 use crate::contract::{
@@ -325,14 +327,9 @@ async fn fan_out(
         // paging through it and heartbeating its position.
         let mut options = options(&step.id, Duration::from_secs(3600));
         options.heartbeat_timeout = Some(Duration::from_secs(60));
-        let result = if reminder {
-            ctx.execute_activity(CampaignActivities::send_reminder, fan_out, options)
-                .await?
-        } else {
-            ctx.execute_activity(CampaignActivities::send_notification, fan_out, options)
-                .await?
-        };
-        result.counts
+        fan_out_activity(ctx, reminder, fan_out, options)
+            .await?
+            .counts
     };
     ctx.state_mut(|s| s.counts = counts);
     // Histories recorded before the webhook channel existed have no such activity here.
@@ -382,7 +379,7 @@ async fn fan_out_ranges(
     ));
     // The futures borrow this clone, so `ctx` stays free for state and history checks.
     let activities = ctx.clone();
-    let mut running: Vec<RangeFuture<'_>> = Vec::new();
+    let mut running: Vec<FanOutFuture<'_>> = Vec::new();
     let mut draining = false;
     loop {
         while !draining && running.len() < parallel && progress.next_range < ranges {
@@ -397,19 +394,7 @@ async fn fan_out_ranges(
                 range: Some(range),
                 ..fan_out.clone()
             };
-            running.push(if reminder {
-                Box::pin(activities.execute_activity(
-                    CampaignActivities::send_reminder,
-                    input,
-                    options,
-                ))
-            } else {
-                Box::pin(activities.execute_activity(
-                    CampaignActivities::send_notification,
-                    input,
-                    options,
-                ))
-            });
+            running.push(fan_out_activity(&activities, reminder, input, options));
             progress.next_range += 1;
         }
         if running.is_empty() {
@@ -440,15 +425,29 @@ async fn fan_out_ranges(
         .await?)
 }
 
-type RangeFuture<'a> = std::pin::Pin<
+type FanOutFuture<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<FanOutResult, ActivityExecutionError>> + 'a>,
 >;
 
+/// The step type's fan-out activity (SEND_REMINDER or SEND_NOTIFICATION) for `input`.
+fn fan_out_activity<'a>(
+    ctx: &'a WorkflowContext<CampaignWorkflow>,
+    reminder: bool,
+    input: FanOutInput,
+    options: ActivityOptions,
+) -> FanOutFuture<'a> {
+    if reminder {
+        Box::pin(ctx.execute_activity(CampaignActivities::send_reminder, input, options))
+    } else {
+        Box::pin(ctx.execute_activity(CampaignActivities::send_notification, input, options))
+    }
+}
+
 /// Waits for the first of `running` to finish and removes it. The futures are polled in order,
 /// so which one counts as first is the same on every replay.
-async fn first_done<T>(
-    running: &mut Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + '_>>>,
-) -> T {
+async fn first_done(
+    running: &mut Vec<FanOutFuture<'_>>,
+) -> Result<FanOutResult, ActivityExecutionError> {
     std::future::poll_fn(|cx| {
         for index in 0..running.len() {
             if let std::task::Poll::Ready(value) = running[index].as_mut().poll(cx) {
@@ -517,10 +516,11 @@ fn continue_as_new(
     ctx.continue_as_new(next, ContinueAsNewOptions::default())
 }
 
-/// The fan-out queued one webhook channel event per recipient; this sends them and follows
-/// the channel's published retry schedule (1 s, 5 s, 30 s). The activity sets each retry's delay itself,
-/// and Temporal keeps the timer, so the schedule survives a worker restart. Events that fail
-/// for good are in the activity log; the campaign goes on either way.
+/// The fan-out queued one webhook channel event per recipient and sent each page's events as
+/// it went; this sends what is left and follows the channel's retry schedule (1 s, 5 s, 30 s).
+/// The activity sets each retry's delay itself, and Temporal keeps the timer, so the schedule
+/// survives a worker restart. Events that fail for good are in the activity log; the campaign
+/// goes on either way.
 async fn deliver_channel_events(
     ctx: &mut WorkflowContext<CampaignWorkflow>,
     input: &CampaignInput,
@@ -665,8 +665,10 @@ async fn call_webhook(
         config: config.clone(),
         max_attempts: settings.webhook_max_attempts,
     };
-    // 30 s is the per-request timeout inside the activity; this bounds one attempt overall.
-    let mut attempt_options = options(&step.id, Duration::from_secs(45));
+    // One attempt may POST many parts (30 s timeout each) and heartbeats after each: the
+    // heartbeat, not the attempt's length, tells a stuck attempt from a long one.
+    let mut attempt_options = options(&step.id, Duration::from_secs(3600));
+    attempt_options.heartbeat_timeout = Some(Duration::from_secs(45));
     attempt_options.retry_policy = Some(retry);
     if let Err(error) = ctx
         .execute_activity(CampaignActivities::call_webhook, call, attempt_options)
