@@ -210,15 +210,14 @@ pub async fn create(
     };
 
     let audience: Audience = request.audience.into();
-    let missing = state.store.missing_audience_refs(org, &audience).await?;
-    problems.extend(missing.iter().map(|missing| Problem {
+    // Counted, and checked a page at a time: an audience of a million never sits in memory.
+    let reader = state.store.audience_reader(org, &audience).await?;
+    problems.extend(reader.missing.iter().map(|missing| Problem {
         pointer: format!("/audience{}", missing.pointer),
         message: format!("no {} has the id {:?}", missing.what, missing.id),
     }));
-    // Counted, and checked a page at a time: an audience of a million never sits in memory.
-    let reader = state.store.audience_reader(org, &audience).await?;
     let recipients = state.store.count_audience(&reader).await?;
-    if recipients == 0 && missing.is_empty() {
+    if recipients == 0 && reader.missing.is_empty() {
         problems.push(Problem {
             pointer: "/audience".into(),
             message:
@@ -283,21 +282,16 @@ pub async fn create(
 /// How many recipients the campaign's audience has now, or why it cannot be used any more
 /// (409). One count, whatever the audience's size: the workflow writes the deliveries.
 async fn count_for_start(state: &AppState, campaign: &Campaign) -> Result<u64, ApiError> {
-    let audience = stored_audience(campaign)?;
-    let missing = state
+    let reader = state
         .store
-        .missing_audience_refs(&campaign.org_id, &audience)
+        .audience_reader(&campaign.org_id, &stored_audience(campaign)?)
         .await?;
-    if let Some(missing) = missing.first() {
+    if let Some(missing) = reader.missing.first() {
         return Err(ApiError::Conflict(format!(
             "the audience names the {} {:?}, which no longer exists; create a new campaign",
             missing.what, missing.id
         )));
     }
-    let reader = state
-        .store
-        .audience_reader(&campaign.org_id, &audience)
-        .await?;
     let count = state.store.count_audience(&reader).await?;
     if count == 0 {
         return Err(ApiError::Conflict(

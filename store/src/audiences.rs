@@ -62,86 +62,22 @@ impl Store {
         org_id: &str,
         audience: &Audience,
     ) -> Result<ResolvedAudience> {
-        let mut missing = Vec::new();
-        let mut found_sets = Vec::new();
-        for (kind, ids, field) in [
-            (SetKind::Group, &audience.groups, "groups"),
-            (SetKind::Team, &audience.teams, "teams"),
-        ] {
-            let existing = self.existing_sets(org_id, kind, ids).await?;
-            for (index, id) in ids.iter().enumerate() {
-                if existing.contains(id) {
-                    found_sets.push(id.clone());
-                } else {
-                    missing.push(MissingRef {
-                        pointer: format!("/{field}/{index}"),
-                        what: kind.noun(),
-                        id: id.clone(),
-                    });
-                }
+        let reader = self.audience_reader(org_id, audience).await?;
+        let mut recipients: Vec<Recipient> = Vec::new();
+        loop {
+            let after = recipients
+                .last()
+                .and_then(|r| r.member_id.clone())
+                .unwrap_or_default();
+            let page = self.audience_page(&reader, &after, ID_BATCH).await?;
+            if page.is_empty() {
+                break;
             }
+            recipients.extend(page);
         }
-
-        let mut members: BTreeMap<String, Member> = BTreeMap::new();
-        found_sets.sort();
-        found_sets.dedup();
-        for batch in found_sets.chunks(ID_BATCH) {
-            let sql = format!(
-                "SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 AND id IN
-                 (SELECT member_id FROM member_set_members
-                  WHERE org_id = $1 AND set_id IN ({}))",
-                placeholders(2, batch.len())
-            );
-            self.load_members(&sql, org_id, batch, &mut members).await?;
-        }
-
-        let listed: BTreeSet<&String> = audience.members.iter().map(|m| &m.member_id).collect();
-        let listed: Vec<String> = listed.into_iter().cloned().collect();
-        let mut individuals = BTreeMap::new();
-        for batch in listed.chunks(ID_BATCH) {
-            let sql = format!(
-                "SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 AND id IN ({})",
-                placeholders(2, batch.len())
-            );
-            self.load_members(&sql, org_id, batch, &mut individuals)
-                .await?;
-        }
-        let mut variables: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
-        for (index, listed) in audience.members.iter().enumerate() {
-            if individuals.contains_key(&listed.member_id) {
-                variables
-                    .entry(listed.member_id.as_str())
-                    .or_default()
-                    .extend(listed.variables.clone());
-            } else {
-                missing.push(MissingRef {
-                    pointer: format!("/members/{index}/member_id"),
-                    what: "member",
-                    id: listed.member_id.clone(),
-                });
-            }
-        }
-        members.extend(individuals);
-
-        let recipients = members
-            .into_values()
-            .map(|member| {
-                let mut merged = member.attributes;
-                if let Some(own) = variables.remove(member.id.as_str()) {
-                    merged.extend(own);
-                }
-                Recipient {
-                    member_id: Some(member.id),
-                    user_id: member.external_id,
-                    email: Some(member.email),
-                    display_name: Some(member.display_name),
-                    variables: merged,
-                }
-            })
-            .collect();
         Ok(ResolvedAudience {
             recipients,
-            missing,
+            missing: reader.missing,
         })
     }
 
@@ -201,22 +137,38 @@ pub struct AudienceReader {
     sets: Vec<String>,
     /// Members listed individually that exist, with the variables given for them.
     individuals: BTreeMap<String, Recipient>,
+    /// The references the organisation has nothing for, in the audience's order.
+    pub missing: Vec<MissingRef>,
 }
 
 impl Store {
-    /// A reader over `audience`; references to sets or members the organisation does not have
-    /// contribute nothing (the campaign's creation already pointed at them).
+    /// A reader over `audience`. References to sets or members the organisation does not have
+    /// contribute nothing and are listed in [`AudienceReader::missing`], so the caller can point
+    /// at each of them.
     pub async fn audience_reader(
         &self,
         org_id: &str,
         audience: &Audience,
     ) -> Result<AudienceReader> {
-        let mut sets: Vec<String> = audience
-            .groups
-            .iter()
-            .chain(&audience.teams)
-            .cloned()
-            .collect();
+        let mut missing = Vec::new();
+        let mut sets = Vec::new();
+        for (kind, ids, field) in [
+            (SetKind::Group, &audience.groups, "groups"),
+            (SetKind::Team, &audience.teams, "teams"),
+        ] {
+            let existing = self.existing_sets(org_id, kind, ids).await?;
+            for (index, id) in ids.iter().enumerate() {
+                if existing.contains(id) {
+                    sets.push(id.clone());
+                } else {
+                    missing.push(MissingRef {
+                        pointer: format!("/{field}/{index}"),
+                        what: kind.noun(),
+                        id: id.clone(),
+                    });
+                }
+            }
+        }
         sets.sort();
         sets.dedup();
         let listed: BTreeSet<String> = audience
@@ -233,12 +185,21 @@ impl Store {
             );
             self.load_members(&sql, org_id, batch, &mut found).await?;
         }
+        // When a member is listed twice, later variables win.
         let mut variables: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
-        for listed in &audience.members {
-            variables
-                .entry(listed.member_id.as_str())
-                .or_default()
-                .extend(listed.variables.clone());
+        for (index, listed) in audience.members.iter().enumerate() {
+            if found.contains_key(&listed.member_id) {
+                variables
+                    .entry(listed.member_id.as_str())
+                    .or_default()
+                    .extend(listed.variables.clone());
+            } else {
+                missing.push(MissingRef {
+                    pointer: format!("/members/{index}/member_id"),
+                    what: "member",
+                    id: listed.member_id.clone(),
+                });
+            }
         }
         let individuals = found
             .into_values()
@@ -251,6 +212,7 @@ impl Store {
             org_id: org_id.to_owned(),
             sets,
             individuals,
+            missing,
         })
     }
 
@@ -344,54 +306,5 @@ fn recipient(member: Member, own: BTreeMap<String, String>) -> Recipient {
         email: Some(member.email),
         display_name: Some(member.display_name),
         variables,
-    }
-}
-
-impl Store {
-    /// The references in `audience` that name nothing of the organisation's any more.
-    pub async fn missing_audience_refs(
-        &self,
-        org_id: &str,
-        audience: &Audience,
-    ) -> Result<Vec<MissingRef>> {
-        let mut missing = Vec::new();
-        for (kind, ids, field) in [
-            (SetKind::Group, &audience.groups, "groups"),
-            (SetKind::Team, &audience.teams, "teams"),
-        ] {
-            let existing = self.existing_sets(org_id, kind, ids).await?;
-            missing.extend(
-                ids.iter()
-                    .enumerate()
-                    .filter(|(_, id)| !existing.contains(*id))
-                    .map(|(index, id)| MissingRef {
-                        pointer: format!("/{field}/{index}"),
-                        what: kind.noun(),
-                        id: id.clone(),
-                    }),
-            );
-        }
-        let reader = self
-            .audience_reader(
-                org_id,
-                &Audience {
-                    members: audience.members.clone(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        missing.extend(
-            audience
-                .members
-                .iter()
-                .enumerate()
-                .filter(|(_, listed)| !reader.individuals.contains_key(&listed.member_id))
-                .map(|(index, listed)| MissingRef {
-                    pointer: format!("/members/{index}/member_id"),
-                    what: "member",
-                    id: listed.member_id.clone(),
-                }),
-        );
-        Ok(missing)
     }
 }
