@@ -21,7 +21,7 @@ use serde_json::json;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-use crate::{CampaignActivitiesImpl, WEBHOOK_TIMEOUT, retry_after, retryable};
+use crate::{CampaignActivitiesImpl, WEBHOOK_TIMEOUT, heartbeat_while, retry_after, retryable};
 
 /// The payload's `summary`: the whole campaign, whichever part carries it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +82,7 @@ impl CampaignActivitiesImpl {
                     .map_err(retryable)?;
                 let total = counts.total();
                 if total <= part_size as u64 {
-                    return self.post_whole(&input, attempt, part_size).await;
+                    return self.post_whole(&ctx, &input, attempt, part_size).await;
                 }
                 PartsCheckpoint {
                     next_part: 0,
@@ -105,6 +105,7 @@ impl CampaignActivitiesImpl {
     /// summary counted from the very rows it lists.
     async fn post_whole(
         &self,
+        ctx: &ActivityContext,
         input: &WebhookInput,
         attempt: u32,
         part_size: i64,
@@ -120,8 +121,10 @@ impl CampaignActivitiesImpl {
             .collect();
         let body = webhook_payload(campaign, &input.campaign_name, &reports, None, None);
         let body = serde_json::to_vec(&body).map_err(retryable)?;
-        let response = self.post_logged(input, attempt, None, body).await?;
-        self.finished(input, attempt, None).await?;
+        // Heartbeats keep the attempt alive through a slow answer (up to the POST's timeout).
+        let post = self.post_logged(input, attempt, None, body);
+        let response = heartbeat_while(ctx, (), post).await?;
+        self.finished(input, attempt, None).await;
         Ok(WebhookDelivered {
             status: response.status,
             attempt,
@@ -182,7 +185,8 @@ impl CampaignActivitiesImpl {
             );
             drop(reports);
             let body = serde_json::to_vec(&body).map_err(retryable)?;
-            let response = self.post_logged(input, attempt, Some(part), body).await?;
+            let post = self.post_logged(input, attempt, Some(part), body);
+            let response = heartbeat_while(ctx, checkpoint, post).await?;
             status = Some(response.status);
             sent_now += 1;
             checkpoint.next_part += 1;
@@ -191,8 +195,7 @@ impl CampaignActivitiesImpl {
             // there; a lost heartbeat only costs sending a delivered part again.
             let _ = ctx.record_heartbeat(checkpoint).await;
         }
-        self.finished(input, attempt, Some(checkpoint.count))
-            .await?;
+        self.finished(input, attempt, Some(checkpoint.count)).await;
         Ok(WebhookDelivered {
             // A retry that found every part already delivered has no answer of its own.
             status: status.unwrap_or(200),
@@ -243,26 +246,33 @@ impl CampaignActivitiesImpl {
             details["part"] = json!({ "index": part.index, "count": part.count });
         }
         // Header values are secrets and never logged; the URL is configuration, not a secret.
-        self.log(
-            &input.campaign,
-            Some(&input.step_id),
-            ActivityKind::WebhookAttempt,
-            message,
-            details,
-        )
-        .await?;
+        let logged = self
+            .log(
+                &input.campaign,
+                Some(&input.step_id),
+                ActivityKind::WebhookAttempt,
+                message,
+                details,
+            )
+            .await;
         match sent {
-            Ok(response) => Ok(response),
-            Err(error) => Err(failure(error)),
+            // Delivered: failing the attempt over its log line would POST it again.
+            Ok(response) => {
+                if let Err(error) = logged {
+                    tracing::warn!(campaign_id = %input.campaign.campaign_id, ?error, "a delivered webhook POST was not logged");
+                }
+                Ok(response)
+            }
+            Err(error) => {
+                logged?;
+                Err(failure(error))
+            }
         }
     }
 
-    async fn finished(
-        &self,
-        input: &WebhookInput,
-        attempt: u32,
-        parts: Option<u64>,
-    ) -> Result<(), ActivityError> {
+    /// The step's last log line. Best effort: everything is delivered, and failing the attempt
+    /// now would POST it again.
+    async fn finished(&self, input: &WebhookInput, attempt: u32, parts: Option<u64>) {
         let (message, details) = match parts {
             Some(count) => (
                 format!("webhook {} delivered in {count} parts", input.config.name),
@@ -273,14 +283,18 @@ impl CampaignActivitiesImpl {
                 json!({ "attempt": attempt }),
             ),
         };
-        self.log(
-            &input.campaign,
-            Some(&input.step_id),
-            ActivityKind::StepFinished,
-            message,
-            details,
-        )
-        .await
+        if let Err(error) = self
+            .log(
+                &input.campaign,
+                Some(&input.step_id),
+                ActivityKind::StepFinished,
+                message,
+                details,
+            )
+            .await
+        {
+            tracing::warn!(campaign_id = %input.campaign.campaign_id, ?error, "a delivered webhook's end was not logged");
+        }
     }
 }
 

@@ -158,7 +158,7 @@ impl CampaignActivitiesImpl {
                 return Ok(());
             }
             // Each send owns what it needs, so the futures can run concurrently on any thread.
-            let mut sends = stream::iter(claimed.into_iter().map(|event| {
+            let sends = stream::iter(claimed.into_iter().map(|event| {
                 let (outbound, url, secret) =
                     (self.outbound.clone(), channel.url.clone(), secret.clone());
                 async move {
@@ -170,7 +170,10 @@ impl CampaignActivitiesImpl {
                 }
             }))
             .buffer_unordered(concurrency);
-            while let Some((event, sent, elapsed)) = sends.next().await {
+            // Recorded once the batch is answered: recording while sends are in flight would
+            // stop polling them, and their timeouts (and leases) would run out unanswered.
+            let answered: Vec<_> = sends.collect().await;
+            for (event, sent, elapsed) in answered {
                 self.record_attempt(campaign, step_id, &event, sent, elapsed)
                     .await?;
             }

@@ -159,6 +159,8 @@ impl CampaignActivitiesImpl {
         };
         let mut after_seq = checkpoint.after_seq.max(range.after_seq);
         let mut result = FanOutResult::default();
+        // The last page's webhook channel events, sent while the next page is pushed.
+        let mut events_pass: Option<EventsPass<'_>> = None;
         loop {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
@@ -197,7 +199,14 @@ impl CampaignActivitiesImpl {
             // The provider's inline retries can keep a page busy for a while: keep the attempt
             // alive meanwhile (the checkpoint itself does not move).
             let sends = self.notify_all(&message, &page, &devices);
-            let notified = heartbeat_while(ctx, FanOutCheckpoint { after_seq }, sends).await;
+            let previous_events = finish(events_pass.take());
+            let (notified, events_sent) = heartbeat_while(
+                ctx,
+                FanOutCheckpoint { after_seq },
+                futures::future::join(sends, previous_events),
+            )
+            .await;
+            events_sent?;
             let mut outcomes = Vec::with_capacity(page.len());
             let mut events = Vec::new();
             let mut unavailable = None;
@@ -230,10 +239,9 @@ impl CampaignActivitiesImpl {
                 .await
                 .map_err(retryable)?;
             if !events.is_empty() {
-                // The page's events go out now, beside the pushes of the pages still to come;
-                // the step's WEBHOOK_CHANNEL activity afterwards only waits for retries.
-                let send = self.send_events_now(ctx, cref, &input.step_id);
-                heartbeat_while(ctx, FanOutCheckpoint { after_seq }, send).await?;
+                // The page's events go out beside the next page's pushes; the step's
+                // WEBHOOK_CHANNEL activity afterwards sends what is left and the retries.
+                events_pass = Some(Box::pin(self.send_events_now(ctx, cref, &input.step_id)));
             }
             if let Some(error) = unavailable {
                 // What was sent is recorded; the retry resumes with the recipients that wait.
@@ -245,6 +253,8 @@ impl CampaignActivitiesImpl {
             // since recorded recipients are skipped anyway.
             let _ = ctx.record_heartbeat(FanOutCheckpoint { after_seq }).await;
         }
+        let last_events = finish(events_pass);
+        heartbeat_while(ctx, FanOutCheckpoint { after_seq }, last_events).await?;
         if whole_audience {
             self.log_fan_out_finished(
                 cref,
@@ -428,6 +438,17 @@ impl CampaignActivitiesImpl {
             .await?;
         }
         Ok(())
+    }
+}
+
+type EventsPass<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ActivityError>> + Send + 'a>>;
+
+/// Runs a pass of channel events to its end (nothing to do without one).
+async fn finish(pass: Option<EventsPass<'_>>) -> Result<(), ActivityError> {
+    match pass {
+        Some(pass) => pass.await,
+        None => Ok(()),
     }
 }
 

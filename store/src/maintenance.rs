@@ -20,7 +20,7 @@ const CHECKPOINT_BUSY_TIMEOUT_MS: i64 = 1000;
 /// The tables the hot queries read (ACK intake, fan-out pages, progress counts,
 /// authentication): the ones PostgreSQL's [`Store::optimize`] analyses.
 const HOT_TABLES: &str = "deliveries, campaigns, devices, members, member_set_members, \
-     api_keys, roles, actions";
+     api_keys, roles, actions, webhook_events";
 
 impl Store {
     /// Refreshes the query planner's statistics where they are missing or stale.

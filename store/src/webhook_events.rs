@@ -140,7 +140,7 @@ impl Store {
                  SELECT id FROM webhook_events
                  WHERE campaign_id = $2 AND org_id = $3 AND step_id = $4
                    AND status = 'PENDING' AND next_attempt_at <= $5 AND leased_until <= $5
-                 ORDER BY id LIMIT $6 {skip_locked})
+                 ORDER BY next_attempt_at, id LIMIT $6 {skip_locked})
              UPDATE webhook_events SET leased_until = $1
              WHERE id IN (SELECT id FROM picked) AND status = 'PENDING' AND leased_until <= $5
              RETURNING id, delivery_id, body, attempts"

@@ -413,7 +413,8 @@ async fn the_hot_queries_use_the_scale_indexes(store: Store) {
     let page = plan(
         &store,
         "SELECT id, seq FROM deliveries
-         WHERE campaign_id = $1 AND org_id = $2 AND seq > 0 AND status IN ('PENDING')
+         WHERE campaign_id = $1 AND org_id = $2 AND seq > 0 AND seq <= 10000
+           AND status IN ('PENDING')
            AND (last_notified_step IS NULL OR last_notified_step <> $3)
          ORDER BY seq LIMIT 200",
         &[&campaign, &org, "notify"],
