@@ -7,6 +7,8 @@
 
 use pidgr_store::{ActivityKind, Audience, CampaignStatus};
 use pidgr_workflows::contract::{CampaignRef, PreparedDeliveries};
+use pidgr_workflows::definition::Definition;
+use pidgr_workflows::template;
 use serde_json::json;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -41,6 +43,17 @@ impl CampaignActivitiesImpl {
             None => (0, String::new()),
         };
         let resumed_at = written;
+        // A member may have lost an attribute the message uses since the campaign was created
+        // (which checked every recipient): their delivery fails with the reason rather than
+        // carrying a message with a hole in it.
+        let definition: Definition = serde_json::from_str(&campaign.definition).map_err(|e| {
+            ActivityError::from(ApplicationFailure::non_retryable(anyhow::anyhow!(
+                "the stored definition of campaign {campaign_id} does not parse: {e}"
+            )))
+        })?;
+        let needed =
+            template::needed_from_recipients(&campaign.message_title, &campaign.body, &definition);
+        let mut unresolvable = 0u64;
         if campaign.status == CampaignStatus::Active {
             let reader = self
                 .store
@@ -64,6 +77,21 @@ impl CampaignActivitiesImpl {
                     .await
                     .map_err(retryable)?;
                 written += page.len() as i64;
+                for name in &needed {
+                    let lacking: Vec<&str> = page
+                        .iter()
+                        .filter(|r| !r.variables.contains_key(name))
+                        .map(|r| r.user_id.as_str())
+                        .collect();
+                    let reason = format!(
+                        "the message uses {{{{{name}}}}}, which has no value for this recipient"
+                    );
+                    unresolvable += self
+                        .store
+                        .fail_pending_recipients(org_id, campaign_id, &lacking, &reason)
+                        .await
+                        .map_err(retryable)?;
+                }
                 let _ = ctx.record_heartbeat(written).await;
             }
         }
@@ -79,7 +107,7 @@ impl CampaignActivitiesImpl {
             None,
             ActivityKind::StepFinished,
             format!("{written} deliveries written from the audience"),
-            json!({ "deliveries": written }),
+            json!({ "deliveries": written, "failed_unresolvable_variables": unresolvable }),
         )
         .await?;
         Ok(PreparedDeliveries {

@@ -111,22 +111,8 @@ pub fn unresolvable(
     definition: &Definition,
     recipients: &[Recipient],
 ) -> Vec<(String, usize)> {
-    let steps: Vec<&BTreeMap<String, String>> = definition
-        .steps
-        .iter()
-        .filter_map(|step| match &step.kind {
-            StepKind::SendNotification(c) | StepKind::SendReminder(c) => Some(&c.variables),
-            _ => None,
-        })
-        .collect();
-    let mut used = template::placeholders(title);
-    used.extend(template::placeholders(body));
-    used.into_iter()
-        .filter(|name| {
-            let every_step_defines_it =
-                !steps.is_empty() && steps.iter().all(|v| v.contains_key(name));
-            !template::BUILT_INS.contains(&name.as_str()) && !every_step_defines_it
-        })
+    template::needed_from_recipients(title, body, definition)
+        .into_iter()
         .filter_map(|name| {
             let lacking = recipients
                 .iter()

@@ -365,6 +365,34 @@ impl Store {
         Ok(written)
     }
 
+    /// Marks the PENDING deliveries of these recipients (by user id) FAILED with `reason`:
+    /// recipients whose message cannot be written, found while the deliveries are. Idempotent.
+    pub async fn fail_pending_recipients(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        user_ids: &[&str],
+        reason: &str,
+    ) -> Result<u64> {
+        if user_ids.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "UPDATE deliveries SET status = 'FAILED', failed_at = $1, failure_reason = $2
+             WHERE campaign_id = $3 AND org_id = $4 AND status = 'PENDING' AND user_id IN ({})",
+            crate::placeholders(5, user_ids.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(to_millis(Utc::now()))
+            .bind(reason.to_owned())
+            .bind(campaign_id.to_owned())
+            .bind(org_id.to_owned());
+        for user_id in user_ids {
+            query = query.bind((*user_id).to_owned());
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected())
+    }
+
     /// The campaign's last delivery position and the member it went to: where writing the
     /// deliveries of a started campaign resumes (members are written in id order).
     pub async fn last_delivery(

@@ -74,8 +74,8 @@ fn channel_attempts(activity: &[Value]) -> Vec<&Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channel_events_verify_with_the_published_check_and_rotation_signs_the_next_send() -> Result<()>
-{
+async fn channel_events_verify_with_the_published_check_and_rotation_signs_the_next_send()
+-> Result<()> {
     let mut receiver = Receiver::start(Some(0)).await?;
     let system = System::start(Options::default()).await?;
     let first_secret = configure_channel(&system, &receiver.url).await?;

@@ -74,6 +74,56 @@ async fn a_fan_out_in_many_ranges_notifies_everyone_once_across_continued_runs()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_who_lost_a_variable_after_creation_fails_with_the_reason() -> Result<()> {
+    let system = System::start(Options::default()).await?;
+    let group = system.group_of(&["ann", "bob"]).await?;
+    // The template uses {{team}}, every member's attribute when the campaign is created.
+    let campaign = system
+        .create_campaign_for(&group, notify_then_missed())
+        .await?;
+    let bob = &system.members(&["bob"]).await?[0];
+    system
+        .store
+        .update_member(
+            &system.org_id,
+            &bob.id,
+            pidgr_store::MemberUpdate {
+                email: None,
+                display_name: None,
+                attributes: Some(BTreeMap::new()),
+                role_id: None,
+            },
+        )
+        .await?;
+    system.start_draft(&campaign).await?;
+    let done = system.until_status(&campaign, "COMPLETED").await?;
+    assert_eq!(
+        (
+            done["counts"]["missed"].as_u64(),
+            done["counts"]["failed"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{done}"
+    );
+    let deliveries = system.deliveries(&campaign).await?;
+    let bob_delivery = deliveries
+        .iter()
+        .find(|d| d["user_id"] == "bob")
+        .expect("bob's delivery");
+    assert_eq!(
+        bob_delivery["failure_reason"],
+        "the message uses {{team}}, which has no value for this recipient"
+    );
+    assert_eq!(
+        pushed_users(&system, &campaign, "notify").await?,
+        ["ann"],
+        "only the recipient whose message is whole is pushed"
+    );
+    system.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_fan_out_loses_nobody_on_sqlite() -> Result<()> {
     killed_worker_mid_fan_out(false).await
 }

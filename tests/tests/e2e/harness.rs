@@ -404,6 +404,12 @@ impl System {
     /// are written straight to the store (thousands of them in one test) and put in a group;
     /// the template and the campaign go through the API.
     pub async fn start_campaign(&self, users: &[&str], definition: Value) -> Result<String> {
+        let group = self.group_of(users).await?;
+        self.start_campaign_for(&group, definition).await
+    }
+
+    /// A new group of the members with these external ids (created when missing).
+    pub async fn group_of(&self, users: &[&str]) -> Result<String> {
         let group = self
             .store
             .create_set(
@@ -422,7 +428,7 @@ impl System {
                 )
                 .await?;
         }
-        self.start_campaign_for(&group.id, definition).await
+        Ok(group.id)
     }
 
     /// The members with these external ids, created when missing (with an FCM device for the
@@ -470,6 +476,14 @@ impl System {
 
     /// Creates a campaign for the group `group_id` through the API, and starts it.
     pub async fn start_campaign_for(&self, group_id: &str, definition: Value) -> Result<String> {
+        let id = self.create_campaign_for(group_id, definition).await?;
+        self.start_draft(&id).await?;
+        Ok(id)
+    }
+
+    /// Creates a draft campaign for the group `group_id` through the API (template
+    /// "Security update for {{name}}" / "... by **{{deadline}}**, {{team}}."); returns its id.
+    pub async fn create_campaign_for(&self, group_id: &str, definition: Value) -> Result<String> {
         let template = self
             .create(
                 "/v1/templates",
@@ -492,15 +506,18 @@ impl System {
                 }),
             )
             .await?;
-        let id = created["id"].as_str().context("campaign id")?.to_owned();
+        Ok(created["id"].as_str().context("campaign id")?.to_owned())
+    }
+
+    /// Starts a draft and waits until its deliveries are written.
+    pub async fn start_draft(&self, id: &str) -> Result<()> {
         let (status, started) = self
             .post(&format!("/v1/campaigns/{id}/start"), json!({}))
             .await?;
         if status != StatusCode::ACCEPTED {
             bail!("start answered {status}: {started}");
         }
-        self.deliveries_written(&id).await?;
-        Ok(id)
+        self.deliveries_written(id).await
     }
 
     /// Waits until the workflow of a started campaign has written a delivery for every
