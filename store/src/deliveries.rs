@@ -388,19 +388,22 @@ impl Store {
                 last_signal_at,
             });
         };
-        let updated = sqlx::query(update)
+        // The row as the UPDATE left it, so the answer needs no read-back and no second copy
+        // of the rules above.
+        let returning = DELIVERY_COLUMNS.replace("d.", "");
+        let Some(row) = sqlx::query(AssertSqlSafe(format!("{update} RETURNING {returning}")))
             .bind(now)
             .bind(delivery_id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?
-            .rows_affected();
-        if updated != 1 {
+        else {
             // The row is locked (FOR UPDATE; SQLite's write lock), so the guard in the UPDATE
             // always matches what was read; should it ever not, say so rather than guess.
             return Err(StoreError::Conflict(
                 "the delivery changed while the action was recorded; try again".into(),
             ));
-        }
+        };
+        let delivery = delivery(&row)?;
         sqlx::query(
             "INSERT INTO actions (id, org_id, campaign_id, delivery_id, kind, source, occurred_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -418,27 +421,6 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        // What the UPDATE above wrote, applied to the row it locked (no read-back).
-        let at = Some(crate::from_millis(now)?);
-        let mut delivery = current;
-        match kind {
-            ActionKind::Ack => {
-                delivery.status = DeliveryStatus::Acknowledged;
-                delivery.acknowledged_at = at;
-                delivery.read_at = delivery.read_at.or(at);
-            }
-            ActionKind::Read => {
-                if matches!(
-                    delivery.status,
-                    DeliveryStatus::Pending | DeliveryStatus::Sent
-                ) {
-                    delivery.status = DeliveryStatus::Read;
-                    delivery.read_at = at;
-                } else {
-                    delivery.read_at = delivery.read_at.or(at);
-                }
-            }
-        }
         Ok(ActionOutcome {
             delivery,
             changed: true,
