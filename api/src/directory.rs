@@ -15,7 +15,7 @@ use crate::{ApiError, AppState, Caller};
 
 /// An e-mail address: 3 to 320 characters with an `@` that is neither first nor last.
 #[derive(Clone, Debug)]
-pub struct Email(String);
+pub struct Email(pub String);
 
 impl<'de> Deserialize<'de> for Email {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -39,6 +39,13 @@ pub use auth::{Access, Caller};
 pub use error::ApiError;
 pub use routes::{OPENAPI_JSON, RouteSpec, router, specs};
 
+/// The API's field rules (bounded trimmed text, names, variables, e-mail addresses), for other
+/// ways into the directory (`pidgr members import`) that must accept exactly what the API does.
+pub use crate::{
+    directory::Email,
+    input::{Name, Text, Variables},
+};
+
 /// The most recipients one campaign may have unless configured otherwise.
 pub const DEFAULT_MAX_RECIPIENTS: u64 = 1_000_000;
 

@@ -7,18 +7,21 @@
 //! transaction each, through the store's multi-row import. Lines are not held in memory
 //! between the passes: a million-member file costs its id and token sets, not its contents.
 //!
-//! The field rules are the API's (`POST /v1/members`, `POST /v1/members/{id}/devices`, team
-//! names): an imported member could have been created through the API as well.
+//! The field rules are the API's own types (`POST /v1/members`, `POST /v1/members/{id}/devices`,
+//! team names), re-exported by `pidgr_api`: an imported member could have been created through
+//! the API as well. An import adds devices and team memberships; it never removes any.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use pidgr_api::{Email, Name, Text, Variables};
 use pidgr_store::{ImportCounts, ImportedMember, Platform, Store};
 use serde::Deserialize;
+use serde_json::Value;
 
 /// Problems listed before the rest are only counted.
 const MAX_PROBLEMS_SHOWN: usize = 50;
@@ -49,8 +52,9 @@ impl Format {
             _ => {}
         }
         let file = open(path)?;
-        for line in BufReader::new(file).lines() {
+        for (index, line) in BufReader::new(file).lines().enumerate() {
             let line = line?;
+            let line = if index == 0 { strip_bom(&line) } else { &line };
             if !line.trim().is_empty() {
                 return Ok(if line.trim_start().starts_with('{') {
                     Format::JsonLines
@@ -63,21 +67,65 @@ impl Format {
     }
 }
 
-/// One JSON line, before the field rules are applied.
+/// One line of the file, declared with the API's own field types: a line is accepted exactly
+/// when `POST /v1/members`, `POST /v1/members/{id}/devices` and team names would accept it.
+/// JSON lines deserialize it directly; a CSV row is made a JSON object first.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawMember {
-    external_id: String,
-    email: String,
-    display_name: String,
+struct Row {
+    external_id: Name,
+    email: Email,
+    display_name: Name,
     #[serde(default)]
-    attributes: BTreeMap<String, String>,
+    attributes: Variables,
     #[serde(default)]
-    fcm_token: Option<String>,
+    fcm_token: Option<Text<4096>>,
     #[serde(default)]
-    apns_token: Option<String>,
+    apns_token: Option<Text<4096>>,
     #[serde(default)]
-    teams: Vec<String>,
+    teams: Vec<Name>,
+}
+
+impl Row {
+    fn into_member(self) -> ImportedMember {
+        let devices = [
+            (Platform::Fcm, self.fcm_token),
+            (Platform::Apns, self.apns_token),
+        ]
+        .into_iter()
+        .filter_map(|(platform, token)| Some((platform, token?.0)))
+        .collect();
+        let mut teams: Vec<String> = self.teams.into_iter().map(|team| team.0).collect();
+        teams.sort();
+        teams.dedup();
+        ImportedMember {
+            external_id: self.external_id.0,
+            email: self.email.0,
+            display_name: self.display_name.0,
+            attributes: self.attributes.0,
+            devices,
+            teams,
+        }
+    }
+}
+
+/// A field rule's complaint, naming the field (`email: must be an e-mail address`).
+fn described<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> String {
+    let message = error.inner().to_string();
+    // serde_json appends " at line 1 column 42"; the field name already says where.
+    let message = match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message,
+    };
+    match error.path().to_string().as_str() {
+        "." => message,
+        path => format!("{path}: {message}"),
+    }
+}
+
+/// A UTF-8 byte order mark, which spreadsheet and HR exports often start a file with.
+fn strip_bom(line: &str) -> &str {
+    line.strip_prefix('\u{feff}').unwrap_or(line)
 }
 
 /// Reads a file's members line by line, numbering lines from 1 and skipping blank ones.
@@ -96,7 +144,8 @@ impl Lines {
             let (_, first) = lines
                 .next()
                 .context("the CSV file is empty: no header line")?;
-            header = csv_header(&first?).map_err(|problem| anyhow::anyhow!("line 1: {problem}"))?;
+            header = csv_header(strip_bom(&first?))
+                .map_err(|problem| anyhow::anyhow!("line 1: {problem}"))?;
         }
         Ok(Lines {
             format,
@@ -108,7 +157,7 @@ impl Lines {
 
 impl Iterator for Lines {
     /// The line number and the member or what is wrong with the line.
-    type Item = anyhow::Result<(usize, Result<ImportedMember, Vec<String>>)>;
+    type Item = anyhow::Result<(usize, Result<ImportedMember, String>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -117,21 +166,40 @@ impl Iterator for Lines {
                 Ok(line) => line,
                 Err(error) => return Some(Err(error.into())),
             };
+            let line = if index == 0 { strip_bom(&line) } else { &line };
             if line.trim().is_empty() {
                 continue;
             }
-            let raw = match self.format {
-                Format::JsonLines => serde_json::from_str::<RawMember>(&line)
-                    .map_err(|error| vec![format!("not a member object: {error}")]),
-                Format::Csv => csv_member(&self.header, &line),
+            let member = match self.format {
+                Format::JsonLines => json_member(line),
+                Format::Csv => csv_member(&self.header, line),
             };
-            return Some(Ok((index + 1, raw.and_then(check))));
+            return Some(Ok((index + 1, member)));
         }
     }
 }
 
 fn open(path: &Path) -> anyhow::Result<File> {
     File::open(path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// One JSON line as a member.
+fn json_member(line: &str) -> Result<ImportedMember, String> {
+    if !line.trim_start().starts_with('{') {
+        return Err("not a member object: a line must be a JSON object".into());
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(line);
+    let row: Row = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        if error.inner().is_syntax() || error.inner().is_eof() {
+            format!("not a member object: {}", error.inner())
+        } else {
+            described(error)
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| format!("not a member object: {error}"))?;
+    Ok(row.into_member())
 }
 
 /// The columns of a CSV header line, as indexes into [`COLUMNS`].
@@ -158,51 +226,39 @@ fn csv_header(line: &str) -> Result<Vec<usize>, String> {
     Ok(header)
 }
 
-/// One CSV row as a member: `attributes` is a JSON object, `teams` names separated by `;`.
-fn csv_member(header: &[usize], line: &str) -> Result<RawMember, Vec<String>> {
-    let fields = csv_fields(line).map_err(|problem| vec![problem])?;
+/// One CSV row as a member: the row becomes the JSON object a JSON line would be, so both
+/// formats go through the same [`Row`]. `attributes` is a JSON object, `teams` names separated
+/// by `;`; an empty optional cell is a field left out.
+fn csv_member(header: &[usize], line: &str) -> Result<ImportedMember, String> {
+    let fields = csv_fields(line)?;
     if fields.len() != header.len() {
-        return Err(vec![format!(
+        return Err(format!(
             "{} fields where the header has {} columns",
             fields.len(),
             header.len()
-        )]);
+        ));
     }
-    let mut raw = RawMember {
-        external_id: String::new(),
-        email: String::new(),
-        display_name: String::new(),
-        attributes: BTreeMap::new(),
-        fcm_token: None,
-        apns_token: None,
-        teams: Vec::new(),
-    };
-    let optional = |value: String| (!value.trim().is_empty()).then_some(value);
-    for (&column, value) in header.iter().zip(fields) {
-        match COLUMNS[column] {
-            "external_id" => raw.external_id = value,
-            "email" => raw.email = value,
-            "display_name" => raw.display_name = value,
-            "attributes" if value.trim().is_empty() => {}
-            "attributes" => {
-                raw.attributes = serde_json::from_str(&value).map_err(|error| {
-                    vec![format!(
-                        "attributes: not a JSON object of strings ({error})"
-                    )]
-                })?;
-            }
-            "fcm_token" => raw.fcm_token = optional(value),
-            "apns_token" => raw.apns_token = optional(value),
-            _ => {
-                raw.teams = value
-                    .split(';')
-                    .filter(|t| !t.trim().is_empty())
-                    .map(str::to_owned)
-                    .collect();
-            }
-        }
+    let mut row = serde_json::Map::new();
+    for (&column, cell) in header.iter().zip(fields) {
+        let name = COLUMNS[column];
+        let value = match name {
+            "external_id" | "email" | "display_name" => Value::String(cell),
+            _ if cell.trim().is_empty() => continue,
+            "attributes" => serde_json::from_str(&cell)
+                .map_err(|error| format!("attributes: not a JSON object of strings ({error})"))?,
+            "fcm_token" | "apns_token" => Value::String(cell),
+            _ => Value::Array(
+                cell.split(';')
+                    .filter(|team| !team.trim().is_empty())
+                    .map(|team| Value::String(team.to_owned()))
+                    .collect(),
+            ),
+        };
+        row.insert(name.to_owned(), value);
     }
-    Ok(raw)
+    serde_path_to_error::deserialize::<_, Row>(Value::Object(row))
+        .map(Row::into_member)
+        .map_err(described)
 }
 
 /// RFC 4180 fields of one line: commas separate, double quotes enclose a field that contains
@@ -251,79 +307,6 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// The API's rule for names and tokens: trimmed, 1 to `max` characters.
-fn text(field: &str, value: &str, max: usize, problems: &mut Vec<String>) -> String {
-    let value = value.trim();
-    if value.is_empty() {
-        problems.push(format!("{field}: must not be empty"));
-    } else if value.chars().count() > max {
-        problems.push(format!("{field}: must be at most {max} characters long"));
-    }
-    value.to_owned()
-}
-
-/// Applies the API's field rules to one line.
-fn check(raw: RawMember) -> Result<ImportedMember, Vec<String>> {
-    let mut problems = Vec::new();
-    let external_id = text("external_id", &raw.external_id, 200, &mut problems);
-    let email = text("email", &raw.email, 320, &mut problems);
-    if !email.is_empty() {
-        match email.split_once('@') {
-            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {}
-            _ => problems.push("email: must be an e-mail address".into()),
-        }
-    }
-    let display_name = text("display_name", &raw.display_name, 200, &mut problems);
-    if raw.attributes.len() > 100 {
-        problems.push("attributes: at most 100 are allowed".into());
-    }
-    for (key, value) in &raw.attributes {
-        let usable = !key.is_empty()
-            && key.len() <= 64
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
-        if !usable {
-            problems.push(format!(
-                "attributes: the name {key:?} must be 1 to 64 letters, digits, '_' or '.'"
-            ));
-        }
-        if value.chars().count() > 2000 {
-            problems.push(format!(
-                "attributes: the value of {key:?} must be at most 2000 characters long"
-            ));
-        }
-    }
-    let mut devices = Vec::new();
-    for (field, platform, token) in [
-        ("fcm_token", Platform::Fcm, &raw.fcm_token),
-        ("apns_token", Platform::Apns, &raw.apns_token),
-    ] {
-        if let Some(token) = token {
-            devices.push((platform, text(field, token, 4096, &mut problems)));
-        }
-    }
-    let mut teams: Vec<String> = raw
-        .teams
-        .iter()
-        .map(|team| text("teams", team, 200, &mut problems))
-        .collect();
-    teams.sort();
-    teams.dedup();
-    if problems.is_empty() {
-        Ok(ImportedMember {
-            external_id,
-            email,
-            display_name,
-            attributes: raw.attributes,
-            devices,
-            teams,
-        })
-    } else {
-        Err(problems)
-    }
-}
-
 /// What the validation pass learnt.
 struct Checked {
     lines: usize,
@@ -349,10 +332,8 @@ fn validate(path: &Path, format: Format) -> anyhow::Result<Checked> {
         lines += 1;
         let member = match checked {
             Ok(member) => member,
-            Err(found) => {
-                for problem in found {
-                    report(line, problem);
-                }
+            Err(problem) => {
+                report(line, problem);
                 continue;
             }
         };
@@ -421,11 +402,8 @@ pub async fn import_members(
         let finished = next.is_none();
         if let Some((line, member)) = next {
             // Only if the file changed since it was checked.
-            let member = member.map_err(|problems| {
-                anyhow::anyhow!(
-                    "line {line} changed since it was checked: {}",
-                    problems.join("; ")
-                )
+            let member = member.map_err(|problem| {
+                anyhow::anyhow!("line {line} changed since it was checked: {problem}")
             })?;
             batch.push(member);
             if batch.len() < batch_size.max(1) {
@@ -452,7 +430,7 @@ pub async fn import_members(
         }
     }
     // The directory may have grown many times over: fresh statistics for the planner.
-    store.analyze_directory().await?;
+    store.optimize().await?;
     Ok(counts)
 }
 
@@ -474,22 +452,92 @@ mod tests {
     }
 
     #[test]
-    fn a_line_is_checked_with_the_api_rules() {
-        let raw = |email: &str, key: &str| RawMember {
-            external_id: " e-1 ".into(),
-            email: email.into(),
-            display_name: "Ada".into(),
-            attributes: BTreeMap::from([(key.to_owned(), "Leeds".to_owned())]),
-            fcm_token: Some("phone".into()),
-            apns_token: None,
-            teams: vec!["Ops".into(), "Ops".into()],
-        };
-        let member = check(raw("ada@acme.test", "site")).unwrap();
-        assert_eq!(member.external_id, "e-1");
-        assert_eq!(member.devices, [(Platform::Fcm, "phone".to_owned())]);
-        assert_eq!(member.teams, ["Ops"]);
-        let problems = check(raw("ada", "a site")).unwrap_err();
-        assert_eq!(problems.len(), 2, "{problems:?}");
+    fn both_formats_read_a_line_through_the_api_types() {
+        let header =
+            csv_header("external_id,email,display_name,attributes,fcm_token,teams").unwrap();
+        let from_csv = csv_member(
+            &header,
+            r#" e-1 ,ada@acme.test,Ada,"{""site"": ""Leeds""}",phone,Ops;Ops; "#,
+        )
+        .unwrap();
+        let from_json = json_member(
+            r#"{"external_id": " e-1 ", "email": "ada@acme.test", "display_name": "Ada",
+                "attributes": {"site": "Leeds"}, "fcm_token": "phone", "teams": ["Ops", "Ops"]}"#
+                .replace('\n', " ")
+                .as_str(),
+        )
+        .unwrap();
+        assert_eq!(from_csv, from_json);
+        assert_eq!(from_csv.external_id, "e-1");
+        assert_eq!(from_csv.devices, [(Platform::Fcm, "phone".to_owned())]);
+        assert_eq!(from_csv.teams, ["Ops"]);
+
+        // A problem names its field, in either format.
+        let problem = csv_member(&header, "e-1,ada,Ada,,,").unwrap_err();
+        assert_eq!(problem, "email: must be an e-mail address");
+        let problem =
+            csv_member(&header, r#"e-1,ada@acme.test,Ada,"{""a site"": ""x""}",,"#).unwrap_err();
+        assert!(problem.starts_with("attributes: "), "{problem}");
+        let problem = csv_member(&header, "  ,ada@acme.test,Ada,,,").unwrap_err();
+        assert_eq!(problem, "external_id: must not be empty");
+        let problem = json_member(
+            r#"{"external_id": "e-1", "email": "ada@acme.test", "display_name": "Ada", "teams": ["Ops", " "]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(problem, "teams[1]: must not be empty");
+        let problem = json_member(r#"{"external_id": "e-1", "display_name": "Ada"}"#).unwrap_err();
+        assert!(problem.contains("`email`"), "{problem}");
+        assert!(
+            json_member(r#"{"external_id": "#)
+                .unwrap_err()
+                .starts_with("not a member")
+        );
+    }
+
+    /// A file in the system's temporary folder, removed when dropped.
+    pub(super) struct TempFile(pub(super) std::path::PathBuf);
+
+    impl TempFile {
+        pub(super) fn new(name: &str, contents: &str) -> TempFile {
+            let path =
+                std::env::temp_dir().join(format!("pidgr-import-{}-{name}", std::process::id()));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_header_is_ignored() {
+        let csv = TempFile::new(
+            "bom.txt",
+            "\u{feff}external_id,email,display_name\r\ne-1,ada@acme.test,Ada\r\n",
+        );
+        assert_eq!(Format::of(&csv.0).unwrap(), Format::Csv);
+        let members: Vec<_> = Lines::open(&csv.0, Format::Csv)
+            .unwrap()
+            .map(|item| item.unwrap())
+            .collect();
+        assert_eq!(members.len(), 1);
+        let (line, member) = &members[0];
+        assert_eq!(*line, 2);
+        assert_eq!(member.as_ref().unwrap().external_id, "e-1");
+
+        let json = TempFile::new(
+            "bom-lines",
+            "\u{feff}{\"external_id\": \"e-1\", \"email\": \"ada@acme.test\", \"display_name\": \"Ada\"}\n",
+        );
+        assert_eq!(Format::of(&json.0).unwrap(), Format::JsonLines);
+        let members: Vec<_> = Lines::open(&json.0, Format::JsonLines)
+            .unwrap()
+            .map(|item| item.unwrap().1.unwrap())
+            .collect();
+        assert_eq!(members[0].external_id, "e-1");
     }
 
     #[test]
@@ -501,5 +549,124 @@ mod tests {
         assert!(csv_header("external_id,email").is_err());
         assert!(csv_header("external_id,email,display_name,phone").is_err());
         assert!(csv_header("external_id,email,display_name,email").is_err());
+    }
+}
+
+/// Whole imports into a SQLite store.
+#[cfg(test)]
+mod import_tests {
+    use super::tests::TempFile;
+    use super::*;
+    use pidgr_store::{SetKind, testing};
+    use std::collections::BTreeMap;
+
+    const MEMBERS: [&str; 3] = [
+        r#"{"external_id": "e-1", "email": "ada@acme.test", "display_name": "Ada", "attributes": {"site": "Leeds"}, "fcm_token": "ada-phone", "teams": ["Operations", "Night shift"]}"#,
+        r#"{"external_id": "e-2", "email": "alan@acme.test", "display_name": "Alan, Turing", "attributes": {"site": "York"}, "apns_token": "alan-phone", "teams": ["Operations"]}"#,
+        r#"{"external_id": "e-3", "email": "grace@acme.test", "display_name": "Grace \"Amazing\" Hopper"}"#,
+    ];
+    const CSV: &str = "\u{feff}external_id,email,display_name,attributes,fcm_token,apns_token,teams
+e-1,ada@acme.test,Ada,\"{\"\"site\"\": \"\"Leeds\"\"}\",ada-phone,,Operations;Night shift
+e-2,alan@acme.test,\"Alan, Turing\",\"{\"\"site\"\": \"\"York\"\"}\",,alan-phone,Operations
+e-3,grace@acme.test,\"Grace \"\"Amazing\"\" Hopper\",,,,
+";
+
+    /// What an organisation's directory holds, without generated ids and times: each member's
+    /// profile, devices and teams, in the shape of an import line, by external id.
+    async fn directory(store: &Store, org: &str) -> BTreeMap<String, ImportedMember> {
+        let mut members = BTreeMap::new();
+        let mut external_ids = HashMap::new();
+        for member in store.list_members(org, "", 500).await.unwrap() {
+            let mut devices: Vec<(Platform, String)> = store
+                .member_devices(org, &member.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.platform, d.token))
+                .collect();
+            devices.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+            external_ids.insert(member.id, member.external_id.clone());
+            members.insert(
+                member.external_id.clone(),
+                ImportedMember {
+                    external_id: member.external_id,
+                    email: member.email,
+                    display_name: member.display_name,
+                    attributes: member.attributes,
+                    devices,
+                    teams: Vec::new(),
+                },
+            );
+        }
+        for team in store.list_sets(org, SetKind::Team, "", 500).await.unwrap() {
+            for member in store
+                .list_set_members(org, SetKind::Team, &team.id, "", 500)
+                .await
+                .unwrap()
+            {
+                let external_id = &external_ids[&member.id];
+                let teams = &mut members.get_mut(external_id).unwrap().teams;
+                teams.push(team.name.clone());
+                teams.sort();
+            }
+        }
+        members
+    }
+
+    #[tokio::test]
+    async fn a_file_with_one_bad_line_writes_nothing() {
+        let store = testing::sqlite().await.unwrap();
+        let org = store.create_organisation("Acme").await.unwrap().id;
+        let before = testing::row_counts(&store).await.unwrap();
+
+        let bad_email = CSV.replace("grace@acme.test", "grace");
+        let bad = TempFile::new("bad.csv", &bad_email);
+        let error = import_members(&store, &org, &bad.0, 1).await.unwrap_err();
+        let error = error.to_string();
+        assert!(
+            error.contains("line 4: email: must be an e-mail address"),
+            "{error}"
+        );
+        assert!(error.contains("nothing was imported"), "{error}");
+        assert_eq!(testing::row_counts(&store).await.unwrap(), before);
+
+        let twice = [MEMBERS[0], MEMBERS[1], &MEMBERS[2].replace("e-3", "e-1")].join("\n");
+        let twice = TempFile::new("twice.jsonl", &twice);
+        let error = import_members(&store, &org, &twice.0, 1).await.unwrap_err();
+        let error = error.to_string();
+        assert!(
+            error.contains(r#"line 3: external_id "e-1" already appears on line 1"#),
+            "{error}"
+        );
+        assert_eq!(testing::row_counts(&store).await.unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn csv_and_json_lines_with_the_same_members_give_the_same_rows() {
+        let csv = TempFile::new("same.csv", CSV);
+        let json = TempFile::new("same.jsonl", &MEMBERS.join("\n"));
+        let mut seen = Vec::new();
+        for path in [&csv.0, &json.0] {
+            let store = testing::sqlite().await.unwrap();
+            let org = store.create_organisation("Acme").await.unwrap().id;
+            let counts = import_members(&store, &org, path, 2).await.unwrap();
+            assert_eq!(
+                (counts.created, counts.devices, counts.memberships),
+                (3, 2, 3)
+            );
+            seen.push((
+                testing::row_counts(&store).await.unwrap(),
+                directory(&store, &org).await,
+            ));
+        }
+        assert_eq!(seen[0], seen[1]);
+        let (_, directory) = &seen[0];
+        assert_eq!(directory["e-2"].display_name, "Alan, Turing");
+        assert_eq!(directory["e-3"].display_name, "Grace \"Amazing\" Hopper");
+        assert_eq!(directory["e-1"].teams, ["Night shift", "Operations"]);
+        assert_eq!(
+            directory["e-2"].devices,
+            [(Platform::Apns, "alan-phone".to_owned())]
+        );
     }
 }

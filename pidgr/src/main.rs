@@ -65,7 +65,9 @@ enum OrgCommand {
 enum MembersCommand {
     /// Imports members, their push devices and team memberships from a CSV or JSON-lines file,
     /// in batches. Every line is checked first: a file with any bad line is refused whole.
-    /// Idempotent on external_id: importing again updates what changed and duplicates nothing.
+    /// Idempotent on external_id: importing again updates changed profiles and duplicates
+    /// nothing. Devices and team memberships are only ever added, never removed (a line that
+    /// leaves one out does not take it away): removals go through the API.
     ///
     /// Columns (CSV header) or fields (one JSON object a line): external_id, email,
     /// display_name (required); attributes (a JSON object of strings); fcm_token, apns_token;

@@ -249,9 +249,10 @@ impl Store {
     /// Writes one batch of a bulk import in one transaction: members created or updated by
     /// external id (a re-import changes what changed and leaves the rest alone, never
     /// duplicating), their devices registered (a token known in the organisation moves, as in
-    /// [`Store::register_device`]) and their team memberships added. `team_ids` maps every team
-    /// name the batch uses to its id (see [`Store::ensure_teams`]). External ids and device
-    /// tokens must be unique within the batch. Writes go in multi-row statements: this is the
+    /// [`Store::register_device`]) and their team memberships added (neither is ever removed
+    /// here: removals go through the API). `team_ids` maps every team name the batch uses to its
+    /// id (see [`Store::ensure_teams`]). External ids and device tokens must be unique within
+    /// the batch. Writes go in multi-row statements: this is the
     /// path for directories of a million members.
     pub async fn import_members(
         &self,
@@ -397,16 +398,5 @@ impl Store {
         counts.memberships = import_set_members(&mut tx, org_id, &memberships, now).await?;
         tx.commit().await?;
         Ok(counts)
-    }
-
-    /// Refreshes the planner's statistics of the directory's tables, so that queries over a
-    /// directory that just grew by a bulk import choose their indexes well.
-    pub async fn analyze_directory(&self) -> Result<()> {
-        for table in ["members", "devices", "member_sets", "member_set_members"] {
-            sqlx::query(AssertSqlSafe(format!("ANALYZE {table}")))
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(())
     }
 }

@@ -212,5 +212,4 @@ async fn an_import_reaches_only_its_own_organisation(store: Store) {
             .len(),
         2
     );
-    store.analyze_directory().await.unwrap();
 }
