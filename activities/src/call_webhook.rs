@@ -82,7 +82,7 @@ impl CampaignActivitiesImpl {
                     .map_err(retryable)?;
                 let total = counts.total();
                 if total <= part_size as u64 {
-                    return self.post_whole(&ctx, &input, attempt, part_size).await;
+                    return self.post_whole(ctx, &input, attempt, part_size).await;
                 }
                 PartsCheckpoint {
                     next_part: 0,

@@ -96,6 +96,32 @@ pub fn plain_text(markdown: &str, max_chars: usize) -> String {
     cut
 }
 
+/// The variables a message needs from each recipient's own values: the placeholders of its
+/// title and body that are not built in and that not every notifying step of `definition`
+/// defines.
+pub fn needed_from_recipients(
+    title: &str,
+    body: &str,
+    definition: &crate::definition::Definition,
+) -> BTreeSet<String> {
+    use crate::definition::StepKind;
+    let steps: Vec<&BTreeMap<String, String>> = definition
+        .steps
+        .iter()
+        .filter_map(|step| match &step.kind {
+            StepKind::SendNotification(c) | StepKind::SendReminder(c) => Some(&c.variables),
+            _ => None,
+        })
+        .collect();
+    let mut used = placeholders(title);
+    used.extend(placeholders(body));
+    used.retain(|name| {
+        let every_step_defines_it = !steps.is_empty() && steps.iter().all(|v| v.contains_key(name));
+        !BUILT_INS.contains(&name.as_str()) && !every_step_defines_it
+    });
+    used
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,30 +170,4 @@ mod tests {
         assert_eq!(long.chars().count(), 20);
         assert!(long.ends_with('…'));
     }
-}
-
-/// The variables a message needs from each recipient's own values: the placeholders of its
-/// title and body that are not built in and that not every notifying step of `definition`
-/// defines.
-pub fn needed_from_recipients(
-    title: &str,
-    body: &str,
-    definition: &crate::definition::Definition,
-) -> BTreeSet<String> {
-    use crate::definition::StepKind;
-    let steps: Vec<&BTreeMap<String, String>> = definition
-        .steps
-        .iter()
-        .filter_map(|step| match &step.kind {
-            StepKind::SendNotification(c) | StepKind::SendReminder(c) => Some(&c.variables),
-            _ => None,
-        })
-        .collect();
-    let mut used = placeholders(title);
-    used.extend(placeholders(body));
-    used.retain(|name| {
-        let every_step_defines_it = !steps.is_empty() && steps.iter().all(|v| v.contains_key(name));
-        !BUILT_INS.contains(&name.as_str()) && !every_step_defines_it
-    });
-    used
 }
