@@ -7,16 +7,19 @@
 //!   `--recipients` (100,000; `--million`), read from the campaign's counts: delivery rows may
 //!   be written after the start request answers.
 //! - P3 ACKs/s through the API from `--ack-clients` (64) clients with p50/p99, per campaign
-//!   size (`--ack-sizes`), ÷ raw signals/s to one workflow from as many senders.
+//!   size (`--ack-sizes`), ÷ raw signals/s to one workflow from as many senders (measured
+//!   first, so each ACK row is written with its ratio).
 //! - P4 history events and signals per run and runs per campaign, the ACKs arriving while the
 //!   fan-out runs.
 //! - P5 peak RSS of `pidgr api` and `pidgr worker` (separate processes) and database size per
-//!   100,000 deliveries.
+//!   100,000 deliveries: the growth of the SQLite files from just after the directory import
+//!   to just after the ACK phases, each measured with the WAL checkpointed.
 //! - P2 tiny campaigns (notify, MARK_MISSED) completed/s ÷ a one-activity workflow's rate.
 //!
 //! The directory is written with `pidgr members import`, the product's own bulk path. Every
 //! wait and phase is bounded; a phase that runs out of time reports what it measured. The run
-//! fails only when something does not work, never on a figure: CI runs `--smoke`.
+//! fails only when something does not work (a measurement that cannot be read included), never
+//! on a figure: CI runs `make bench-smoke` (`--smoke`, results in target/bench-smoke.json).
 
 mod system;
 mod trivial;
@@ -34,6 +37,7 @@ use pidgr_push::{
     ApnsCredentials, ApnsEnvironment, FcmCredentials, Notification, PushClient, PushEndpoints,
     PushSettings,
 };
+use pidgr_store::Store;
 use reqwest::Method;
 use serde_json::{Value, json};
 use temporalio_client::{
@@ -297,6 +301,17 @@ async fn bench(args: Args) -> Result<()> {
         None,
     );
 
+    // P5's baseline: the database with its directory, before any campaign.
+    let sqlite = match sqlite_size(&database_url) {
+        Some(_) => Some(
+            Store::connect(&database_url)
+                .await
+                .context("opening the database to measure it")?,
+        ),
+        None => None,
+    };
+    let size_after_import = database_size(sqlite.as_ref(), &database_url).await?;
+
     let mut api_process = spawn(&pidgr, &["api"], &env, &dir.join("api.log"))?;
     let mut worker_process = spawn(&pidgr, &["worker"], &env, &dir.join("worker.log"))?;
     let api = Api::new(
@@ -360,12 +375,13 @@ async fn bench(args: Args) -> Result<()> {
     p2_tiny(&mut bench, &mut results).await?;
     println!("==> P1/P6 fan-out of {} recipients", bench.args.recipients);
     p1_p6_fan_out(&mut bench, &mut results).await?;
+    println!("==> P3 baseline: signals to one workflow");
+    let signal_rate = p3_signal_baseline(&mut bench, &mut results).await?;
     for size in bench.args.ack_sizes.clone() {
         println!("==> P3/P4 ACKs into a campaign of {size}");
-        p3_p4_acks(&mut bench, &mut results, size).await?;
+        p3_p4_acks(&mut bench, &mut results, size, signal_rate).await?;
     }
-    println!("==> P3 baseline: signals to one workflow");
-    p3_signal_baseline(&mut bench, &mut results).await?;
+    let size_after_acks = database_size(sqlite.as_ref(), &database_url).await?;
 
     // P5: peaks over the whole run.
     let mb =
@@ -395,19 +411,21 @@ async fn bench(args: Args) -> Result<()> {
         .get("deliveries_written")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    match sqlite_size(&database_url) {
-        Some(bytes) if total_deliveries > 0 => {
-            let per = bytes as f64 * 100_000.0 / total_deliveries as f64;
+    match (size_after_import, size_after_acks) {
+        (Some(before), Some(after)) if total_deliveries > 0 => {
+            let grown = after.saturating_sub(before);
+            let per = grown as f64 * 100_000.0 / total_deliveries as f64;
             results.row(
                 "P5",
                 format!(
-                    "database size per 100,000 deliveries ({total_deliveries} written; SQLite files, directory included)"
+                    "database size per 100,000 deliveries ({total_deliveries} written; SQLite files' growth after the directory import, WAL checkpointed)"
                 ),
                 format!("{:.0} MB", per / 1e6),
                 String::new(),
                 None,
             );
-            results.raw("database_bytes", json!(bytes));
+            results.raw("database_bytes", json!(after));
+            results.raw("database_bytes_after_import", json!(before));
         }
         _ => results.raw("database_bytes", Value::Null),
     }
@@ -432,6 +450,22 @@ async fn bench(args: Args) -> Result<()> {
     drop(temporal);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The SQLite database's size on disk with its write-ahead log emptied first (a log's size
+/// says how long since the last checkpoint, not how much is stored); `None` when the database
+/// is not a SQLite file. A checkpoint the running API and worker keep postponing is retried
+/// for up to a minute, then fails the run rather than report a size that includes the log.
+async fn database_size(store: Option<&Store>, url: &str) -> Result<Option<u64>> {
+    let Some(store) = store else { return Ok(None) };
+    until(
+        "a checkpoint of the database's WAL",
+        Duration::from_secs(60),
+        POLL,
+        || async { Ok(store.checkpoint_wal().await?.then_some(())) },
+    )
+    .await?;
+    Ok(sqlite_size(url))
 }
 
 /// Members `b-0` … as JSON lines: three in four with an FCM token, the rest APNs; member `i`
@@ -590,6 +624,7 @@ async fn p2_tiny(bench: &mut Bench, results: &mut Results) -> Result<()> {
         .await?;
     }
     let tiny_rate = n as f64 / started.elapsed().as_secs_f64();
+    add_deliveries(results, n as u64);
 
     let started = Instant::now();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -768,7 +803,12 @@ async fn raw_push_rate(bench: &Bench, n: u64) -> Result<f64> {
 /// P3 and P4: a campaign of `size` started, and as soon as its deliveries exist, ACKs from
 /// `--ack-clients` clients (during the fan-out, as a real audience would) for at most
 /// `--ack-seconds`; then its workflow history.
-async fn p3_p4_acks(bench: &mut Bench, results: &mut Results, size: u64) -> Result<()> {
+async fn p3_p4_acks(
+    bench: &mut Bench,
+    results: &mut Results,
+    size: u64,
+    signal_rate: f64,
+) -> Result<()> {
     let campaign = bench.create_campaign(size, waiting_definition()).await?;
     bench.start(&campaign).await?;
     add_deliveries(results, size);
@@ -859,10 +899,6 @@ async fn p3_p4_acks(bench: &mut Bench, results: &mut Results, size: u64) -> Resu
     let rate = acked as f64 / elapsed;
     let view = bench.counts(&campaign).await?;
     let pending_at_end = view["counts"]["pending"].as_u64().unwrap_or(0);
-    let signal_rate = results
-        .raw
-        .get("signals_per_second")
-        .and_then(Value::as_f64);
     results.row(
         "P3",
         format!(
@@ -870,8 +906,8 @@ async fn p3_p4_acks(bench: &mut Bench, results: &mut Results, size: u64) -> Resu
             bench.args.ack_clients
         ),
         format!("{rate:.0}/s, p50 {p50:.0} ms, p99 {p99:.0} ms ({acked} ACKs in {elapsed:.0} s)"),
-        String::from("raw signals/s: see below"),
-        signal_rate.map(|s| rate / s),
+        format!("{signal_rate:.0}/s raw signals"),
+        Some(rate / signal_rate),
     );
     results.raw(
         &format!("p3_{size}"),
@@ -921,18 +957,28 @@ async fn history(bench: &Bench, workflow_id: &str) -> Result<Vec<(u64, u64)>> {
         &[],
     )
     .await?;
-    let listed: Value = serde_json::from_str(&listed).unwrap_or(Value::Null);
-    let mut runs: Vec<(String, String)> = listed
+    // Every step fails loudly: a listing not understood must not read as "0 run(s)".
+    let listed: Value = serde_json::from_str(&listed)
+        .with_context(|| format!("temporal workflow list --output json answered {listed:?}"))?;
+    let listed = listed
         .as_array()
-        .cloned()
-        .unwrap_or_default()
+        .with_context(|| format!("temporal workflow list: not a JSON array: {listed}"))?;
+    let mut runs = listed
         .iter()
-        .filter_map(|r| {
-            let run_id = r["execution"]["runId"].as_str()?.to_owned();
-            let start = r["startTime"].as_str().unwrap_or_default().to_owned();
-            Some((start, run_id))
+        .map(|r| {
+            let run_id = r["execution"]["runId"]
+                .as_str()
+                .with_context(|| format!("temporal workflow list: a run without runId: {r}"))?;
+            let start = r["startTime"]
+                .as_str()
+                .with_context(|| format!("temporal workflow list: a run without startTime: {r}"))?;
+            Ok((start.to_owned(), run_id.to_owned()))
         })
-        .collect();
+        .collect::<Result<Vec<(String, String)>>>()?;
+    ensure!(
+        !runs.is_empty(),
+        "temporal workflow list found no run of {workflow_id}"
+    );
     runs.sort();
     let mut out = Vec::new();
     for (_, run_id) in runs {
@@ -955,7 +1001,13 @@ async fn history(bench: &Bench, workflow_id: &str) -> Result<Vec<(u64, u64)>> {
         .await?;
         let shown: Value =
             serde_json::from_str(&shown).context("temporal workflow show --output json")?;
-        let events = shown["events"].as_array().cloned().unwrap_or_default();
+        let events = shown["events"].as_array().with_context(|| {
+            format!("temporal workflow show: no events array for run {run_id} of {workflow_id}")
+        })?;
+        ensure!(
+            !events.is_empty(),
+            "temporal workflow show: run {run_id} of {workflow_id} has no events"
+        );
         let signals = events
             .iter()
             .filter(|e| {
@@ -969,8 +1021,9 @@ async fn history(bench: &Bench, workflow_id: &str) -> Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
-/// P3's baseline: signals to one running workflow from `--ack-clients` senders at once.
-async fn p3_signal_baseline(bench: &mut Bench, results: &mut Results) -> Result<()> {
+/// P3's baseline: signals to one running workflow from `--ack-clients` senders at once;
+/// answers the rate, which the ACK rows are divided by.
+async fn p3_signal_baseline(bench: &mut Bench, results: &mut Results) -> Result<f64> {
     let n: u64 = if bench.args.smoke { 300 } else { 3_000 };
     let id = format!("bench-sink-{}", uuid::Uuid::new_v4().simple());
     let handle = bench
@@ -1013,22 +1066,7 @@ async fn p3_signal_baseline(bench: &mut Bench, results: &mut Results) -> Result<
         String::new(),
         None,
     );
-    // The ACK rows were measured before the baseline: fill in their ratios now.
-    for row in results
-        .rows
-        .iter_mut()
-        .filter(|r| r.id == "P3" && r.ratio.is_none() && r.baseline.starts_with("raw"))
-    {
-        let acks: f64 = row
-            .value
-            .split('/')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        row.ratio = Some(acks / rate);
-        row.baseline = format!("{rate:.0}/s raw signals");
-    }
-    Ok(())
+    Ok(rate)
 }
 
 /// The baselines' worker, on a thread of its own (the SDK's worker future is not `Send`);
