@@ -2,7 +2,8 @@
 //! completion, and the bits of workflow progress the API shows.
 
 use crate::{
-    Result, Store, StoreError, deliveries::DeliveryStatus, new_id, opt_time, time, to_millis,
+    Backend, Result, Store, StoreError, deliveries::DeliveryStatus, new_id, opt_time, time,
+    to_millis,
 };
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -229,7 +230,7 @@ impl Store {
             tx.rollback().await?;
             return self.already_started(org_id, campaign_id).await;
         }
-        Self::insert_deliveries_tx(&mut tx, org_id, campaign_id, 1, audience).await?;
+        Self::insert_deliveries_tx(&mut tx, self.backend, org_id, campaign_id, 1, audience).await?;
         tx.commit().await?;
         Ok(StartOutcome {
             campaign: self.get_campaign(org_id, campaign_id).await?,
@@ -312,14 +313,22 @@ impl Store {
         recipients: &[Recipient],
     ) -> Result<u64> {
         let mut tx = self.write_tx().await?;
-        let written =
-            Self::insert_deliveries_tx(&mut tx, org_id, campaign_id, first_seq, recipients).await?;
+        let written = Self::insert_deliveries_tx(
+            &mut tx,
+            self.backend,
+            org_id,
+            campaign_id,
+            first_seq,
+            recipients,
+        )
+        .await?;
         tx.commit().await?;
         Ok(written)
     }
 
     async fn insert_deliveries_tx(
         tx: &mut Transaction<'static, Any>,
+        backend: Backend,
         org_id: &str,
         campaign_id: &str,
         first_seq: i64,
@@ -332,15 +341,7 @@ impl Store {
                 "INSERT INTO deliveries (id, org_id, campaign_id, seq, member_id, user_id, email,
                                          display_name, variables, status, deeplink_code) VALUES ",
             );
-            for i in 0..batch.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                let placeholders: Vec<String> = (1..=COLUMNS)
-                    .map(|c| format!("${}", i * COLUMNS + c))
-                    .collect();
-                sql.push_str(&format!("({})", placeholders.join(",")));
-            }
+            sql.push_str(&crate::value_rows(backend, batch.len(), COLUMNS));
             sql.push_str(" ON CONFLICT DO NOTHING");
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (i, recipient) in batch.iter().enumerate() {
