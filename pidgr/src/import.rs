@@ -397,6 +397,7 @@ pub async fn import_members(
     let mut batch = Vec::with_capacity(batch_size);
     let mut last_report = Instant::now();
     let mut lines = Lines::open(path, format)?;
+    let mut analysed_at = 0usize;
     loop {
         let next = lines.next().transpose()?;
         let finished = next.is_none();
@@ -416,6 +417,13 @@ pub async fn import_members(
         counts += store.import_members(org_id, &team_ids, &batch).await?;
         done += batch.len();
         batch.clear();
+        // Statistics taken while the directory was small make the planner scan it whole for
+        // each batch's lookups (PostgreSQL slowed to a crawl past 100,000): refresh them each
+        // time it has doubled, which also re-plans the cached statements.
+        if done >= 2 * analysed_at.max(10_000) {
+            store.optimize().await?;
+            analysed_at = done;
+        }
         if last_report.elapsed().as_secs() >= 2 || done == checked.lines {
             last_report = Instant::now();
             let seconds = started.elapsed().as_secs_f64();
