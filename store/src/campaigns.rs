@@ -151,9 +151,17 @@ fn deeplink_code() -> String {
 }
 
 impl Store {
-    /// Stores a draft campaign.
+    /// Stores a draft campaign. An inline definition's webhook header values are sealed here
+    /// (one copied from a stored definition already holds references).
     pub async fn create_campaign(&self, new: NewCampaign) -> Result<Campaign> {
         let id = new_id();
+        let definition = match new.definition_ref {
+            Some(_) => new.definition.clone(),
+            None => {
+                self.seal_definition_headers(&new.org_id, &new.definition)
+                    .await?
+            }
+        };
         let (definition_id, definition_version) = new.definition_ref.unzip();
         sqlx::query(
             "INSERT INTO campaigns (id, org_id, name, title, template_id, template_version,
@@ -170,7 +178,7 @@ impl Store {
         .bind(&new.message_title)
         .bind(&new.body)
         .bind(new.audience.to_string())
-        .bind(&new.definition)
+        .bind(&definition)
         .bind(definition_id)
         .bind(definition_version)
         .bind(CampaignStatus::Created.as_str())

@@ -1,5 +1,7 @@
 //! Reusable workflow definitions: named per organisation, with append-only versions holding
-//! the validated canonical JSON, so a campaign can say exactly which version it runs.
+//! the validated canonical JSON, so a campaign can say exactly which version it runs. Header
+//! values of CALL_WEBHOOK steps are sealed as the version is stored (see `header_secrets`):
+//! the stored JSON holds references, never the values.
 
 use crate::versioned::{Head, Versioned};
 use crate::{Result, Store, StoreError, time};
@@ -57,15 +59,19 @@ fn definition_version(row: &AnyRow) -> Result<DefinitionVersion> {
     })
 }
 
-/// Refuses text that is not JSON before it is stored, so every stored version can be read back.
-fn checked(definition_json: &str) -> Result<Vec<String>> {
-    serde_json::from_str::<serde_json::Value>(definition_json).map_err(|e| {
-        StoreError::Conflict(format!("the workflow definition is not valid JSON: {e}"))
-    })?;
-    Ok(vec![definition_json.to_owned()])
-}
-
 impl Store {
+    /// The payload of a version: JSON (refused otherwise, so every stored version can be read
+    /// back) with its webhook header values sealed.
+    async fn checked(&self, org_id: &str, definition_json: &str) -> Result<Vec<String>> {
+        serde_json::from_str::<serde_json::Value>(definition_json).map_err(|e| {
+            StoreError::Conflict(format!("the workflow definition is not valid JSON: {e}"))
+        })?;
+        Ok(vec![
+            self.seal_definition_headers(org_id, definition_json)
+                .await?,
+        ])
+    }
+
     /// Creates a definition with its version 1 (`definition_json` is the validated canonical
     /// form). `Conflict` when the organisation already has a definition with this name.
     pub async fn create_definition(
@@ -74,7 +80,7 @@ impl Store {
         name: &str,
         definition_json: &str,
     ) -> Result<(StoredDefinition, DefinitionVersion)> {
-        let payload = checked(definition_json)?;
+        let payload = self.checked(org_id, definition_json).await?;
         let (head, row) = self
             .create_versioned(&DEFINITIONS, org_id, name, &payload)
             .await?;
@@ -88,7 +94,7 @@ impl Store {
         definition_id: &str,
         definition_json: &str,
     ) -> Result<DefinitionVersion> {
-        let payload = checked(definition_json)?;
+        let payload = self.checked(org_id, definition_json).await?;
         let row = self
             .append_versioned(&DEFINITIONS, org_id, definition_id, &payload)
             .await?;

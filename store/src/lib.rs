@@ -15,7 +15,9 @@ mod campaigns;
 mod definitions;
 mod deliveries;
 mod devices;
+mod header_secrets;
 mod idempotency;
+mod key_rotation;
 mod maintenance;
 mod member_sets;
 mod members;
@@ -38,14 +40,16 @@ pub use deliveries::{
     NotifyTarget,
 };
 pub use devices::{Device, Platform};
+pub use header_secrets::{HEADER_SECRET_PREFIX, header_secret_id, mask_webhook_headers};
 pub use idempotency::IdempotencyClaim;
+pub use key_rotation::RotatedTable;
 pub use member_sets::{MemberSet, SetKind};
 pub use members::{ImportCounts, ImportedMember, Member, MemberUpdate, NewMember};
 pub use organisations::{ApiKey, Authenticated, GeneratedKey, LAST_USED_GRANULARITY, Organisation};
 pub use push_credentials::PushCredentials;
 pub use push_log::{NewPush, PushRecord};
 pub use roles::{Permission, Role, SUPER_ADMIN, SYSTEM_ROLES, SystemRole};
-pub use secrets::SecretKey;
+pub use secrets::{Keyring, SecretKey};
 pub use templates::{Template, TemplateVersion};
 pub use webhook_channels::WebhookChannel;
 pub use webhook_events::{WebhookAttemptOutcome, WebhookEvent, WebhookEventProgress};
@@ -100,9 +104,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// The key that seals secrets at rest; without one, storing or reading such a secret is a
+    /// The keys that seal secrets at rest; without them, storing or reading such a secret is a
     /// configuration error (everything else works).
-    secrets: Option<std::sync::Arc<SecretKey>>,
+    secrets: Option<std::sync::Arc<Keyring>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");

@@ -2,6 +2,7 @@
 //! are needed back in clear to sign provider tokens, so each set is sealed with the server's key
 //! (see `secrets`); only the non-secret summary (project, key id, bundle id…) is ever shown.
 
+use crate::secrets::PUSH_CREDENTIALS_SECRET;
 use crate::versioned::now;
 use crate::{Platform, Result, Store, StoreError, found, from_json, time, to_json};
 use chrono::{DateTime, Utc};
@@ -54,7 +55,7 @@ impl Store {
         .bind(org_id)
         .bind(platform.as_str())
         .bind(to_json(summary)?)
-        .bind(self.seal(org_id, secret)?)
+        .bind(self.seal(org_id, PUSH_CREDENTIALS_SECRET, secret)?)
         .bind(millis)
         .fetch_one(&self.pool)
         .await?;
@@ -86,7 +87,9 @@ impl Store {
         .bind(platform.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        sealed.map(|sealed| self.open(org_id, &sealed)).transpose()
+        sealed
+            .map(|sealed| self.open(org_id, PUSH_CREDENTIALS_SECRET, &sealed))
+            .transpose()
     }
 
     /// `NotFound` when the organisation has no credentials for `platform`.

@@ -1,6 +1,6 @@
 //! Scratch databases for tests: each test gets a database of its own.
 
-use crate::{Backend, Result, Store, StoreError};
+use crate::{Backend, Result, SecretKey, Store, StoreError};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
 use std::collections::BTreeMap;
 
@@ -82,4 +82,10 @@ pub async fn row_counts(store: &Store) -> Result<BTreeMap<String, i64>> {
 /// is not stored in clear, that a tampered one is refused).
 pub fn pool(store: &Store) -> &AnyPool {
     &store.pool
+}
+
+/// `plaintext` sealed in the `v1` format older servers wrote (bound to the organisation only,
+/// no key id), so a test can store such a row and show it still opens and gets rotated.
+pub fn seal_v1(key: &SecretKey, org_id: &str, plaintext: &str) -> String {
+    key.seal_v1(org_id, plaintext)
 }

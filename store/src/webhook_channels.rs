@@ -3,6 +3,7 @@
 //! hashed. The secret leaves the store only when created or rotated (shown once) and to the
 //! sender that signs with it.
 
+use crate::secrets::WEBHOOK_CHANNEL_SECRET;
 use crate::versioned::now;
 use crate::{Result, Store, StoreError, found, time};
 use chrono::{DateTime, Utc};
@@ -80,7 +81,7 @@ impl Store {
             )
             .bind(org_id)
             .bind(url)
-            .bind(self.seal(org_id, &secret)?)
+            .bind(self.seal(org_id, WEBHOOK_CHANNEL_SECRET, &secret)?)
             .bind(timeout_ms)
             .bind(millis)
             .fetch_optional(&self.pool)
@@ -105,7 +106,7 @@ impl Store {
              WHERE org_id = $3
              RETURNING url, timeout_ms, created_at, updated_at, secret_rotated_at",
         )
-        .bind(self.seal(org_id, &secret)?)
+        .bind(self.seal(org_id, WEBHOOK_CHANNEL_SECRET, &secret)?)
         .bind(millis)
         .bind(org_id)
         .fetch_optional(&self.pool)
@@ -141,7 +142,10 @@ impl Store {
             return Ok(None);
         };
         let sealed: String = row.try_get("secret_ciphertext")?;
-        Ok(Some((channel(&row)?, self.open(org_id, &sealed)?)))
+        Ok(Some((
+            channel(&row)?,
+            self.open(org_id, WEBHOOK_CHANNEL_SECRET, &sealed)?,
+        )))
     }
 
     /// `NotFound` when the organisation has no webhook channel.

@@ -484,7 +484,7 @@ async fn a_webhook_secret_is_not_stored_in_clear(store: Store) {
         .unwrap();
     let secret = secret.unwrap();
     let raw = raw_sealed_secret(&store, &org.id).await;
-    assert!(raw.starts_with("v1:"), "{raw}");
+    assert!(raw.starts_with("v2:"), "{raw}");
     assert!(!raw.contains(&secret));
     assert!(!raw.contains(secret.strip_prefix("whsec_").unwrap()));
     // A fresh nonce per seal: the same secret sealed twice differs.
@@ -531,9 +531,9 @@ async fn a_tampered_webhook_secret_is_reported_as_corrupt(store: Store) {
         .await
         .unwrap();
     let raw = raw_sealed_secret(&store, &org.id).await;
-    // Flip one hex digit inside the ciphertext (after "v1:" and the 48-digit nonce).
+    // Flip one hex digit inside the ciphertext (after "v2:", the key id, ":" and the nonce).
     let mut bytes = raw.into_bytes();
-    let at = 3 + 48 + 10;
+    let at = 3 + 9 + 48 + 10;
     bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
     let tampered = String::from_utf8(bytes).unwrap();
     overwrite_sealed_secret(&store, &org.id, &tampered).await;
@@ -543,8 +543,8 @@ async fn a_tampered_webhook_secret_is_reported_as_corrupt(store: Store) {
     assert_corrupt(store.webhook_signing_secret(&org.id).await);
 }
 
-store_test!(a_webhook_secret_sealed_under_another_key_is_reported_as_corrupt);
-async fn a_webhook_secret_sealed_under_another_key_is_reported_as_corrupt(store: Store) {
+store_test!(a_webhook_secret_sealed_under_another_key_is_a_configuration_error);
+async fn a_webhook_secret_sealed_under_another_key_is_a_configuration_error(store: Store) {
     let key = SecretKey::generate();
     let sealing = store.clone().with_secret_key(key.clone());
     let org = sealing.create_organisation("Acme").await.unwrap();
@@ -552,8 +552,12 @@ async fn a_webhook_secret_sealed_under_another_key_is_reported_as_corrupt(store:
         .configure_webhook_channel(&org.id, "https://hooks.example.com", 5000)
         .await
         .unwrap();
+    // Its key id names a key this server does not hold: a setting to fix, not damaged data.
     let wrong = store.clone().with_secret_key(SecretKey::generate());
-    assert_corrupt(wrong.webhook_signing_secret(&org.id).await);
+    assert!(matches!(
+        wrong.webhook_signing_secret(&org.id).await,
+        Err(StoreError::Config(_))
+    ));
     // The same key read back from its hex form opens it.
     let same = store
         .clone()

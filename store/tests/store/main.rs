@@ -42,3 +42,4 @@ mod directory;
 mod import;
 mod organisations;
 mod scale;
+mod secrets;
