@@ -318,20 +318,18 @@ impl CampaignActivitiesImpl {
         };
         let mut reasons: Vec<String> = Vec::new();
         let mut reached = false;
+        // Rendered for every channel, bounded: a message too large for this recipient (long
+        // values in many placeholders) fails them with the reason, like a missing variable,
+        // rather than being cut or failing the whole step again and again.
+        let (title, body) = match render_for(message, target) {
+            Ok(rendered) => rendered,
+            Err(error) => {
+                notified.outcome = Err(error.to_string());
+                return notified;
+            }
+        };
         if let Some(credentials) = &message.push {
-            let campaign = message.campaign;
-            let name = target.display_name.as_deref().unwrap_or(&target.user_id);
-            let email = target.email.as_deref().unwrap_or("");
-            let values = template::recipient_values(
-                [("name", name), ("email", email), ("title", &campaign.title)],
-                message.variables,
-                &target.variables,
-            );
-            let title = template::render(&campaign.message_title, &values);
-            let body = template::plain_text(
-                &template::render(&campaign.body, &values),
-                PUSH_BODY_MAX_CHARS,
-            );
+            let body = template::plain_text(&body, PUSH_BODY_MAX_CHARS);
             let push = PushMessage {
                 org_id: &message.cref.org_id,
                 campaign_id: &message.cref.campaign_id,
@@ -466,4 +464,23 @@ fn started_message(input: &FanOutInput) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!("{verb} recipients via {via}")
+}
+
+/// The step's title and Markdown body as `target` sees them, or why they cannot be made.
+fn render_for(
+    message: &StepMessage<'_>,
+    target: &NotifyTarget,
+) -> Result<(String, String), template::RenderError> {
+    let campaign = message.campaign;
+    let name = target.display_name.as_deref().unwrap_or(&target.user_id);
+    let email = target.email.as_deref().unwrap_or("");
+    let values = template::recipient_values(
+        [("name", name), ("email", email), ("title", &campaign.title)],
+        message.variables,
+        &target.variables,
+    );
+    Ok((
+        template::render(&campaign.message_title, &values)?,
+        template::render(&campaign.body, &values)?,
+    ))
 }

@@ -347,6 +347,7 @@ pub async fn preview(
             &step_variables,
             reader,
         )
+        .map_err(message::too_large)
     };
     let (recipients, sample) = if campaign.status == CampaignStatus::Created {
         let reader = state
@@ -354,9 +355,12 @@ pub async fn preview(
             .audience_reader(&campaign.org_id, &stored_audience(&campaign)?)
             .await?;
         let first = state.store.audience_page(&reader, "", 1).await?;
-        let sample = first.first().map(|r| {
-            json!({ "member_id": r.member_id, "user_id": r.user_id, "message": render(&Reader::of_recipient(r)) })
-        });
+        let sample = first
+            .first()
+            .map(|r| -> Result<Value, ApiError> {
+                Ok(json!({ "member_id": r.member_id, "user_id": r.user_id, "message": render(&Reader::of_recipient(r))? }))
+            })
+            .transpose()?;
         (state.store.count_audience(&reader).await?, sample)
     } else {
         let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
@@ -364,9 +368,12 @@ pub async fn preview(
             .store
             .list_deliveries(&caller.org_id, &id, 0, 1)
             .await?;
-        let sample = first.first().map(|(_, d)| {
-            json!({ "member_id": d.member_id, "user_id": d.user_id, "message": render(&Reader::of_delivery(d)) })
-        });
+        let sample = first
+            .first()
+            .map(|(_, d)| -> Result<Value, ApiError> {
+                Ok(json!({ "member_id": d.member_id, "user_id": d.user_id, "message": render(&Reader::of_delivery(d))? }))
+            })
+            .transpose()?;
         (counts.total(), sample)
     };
     Ok(Json(json!({ "recipients": recipients, "sample": sample })))

@@ -61,6 +61,7 @@ pub async fn acknowledge(
 /// A delivery with its campaign's message rendered for the recipient.
 fn inbox_item(settings: &crate::ApiSettings, campaign: &Campaign, delivery: &Delivery) -> Value {
     let pending = campaign.status == CampaignStatus::Active && !delivery.status.is_resolved();
+    let rendered = message::for_delivery(campaign, delivery);
     json!({
         "delivery": delivery,
         "campaign": {
@@ -71,7 +72,9 @@ fn inbox_item(settings: &crate::ApiSettings, campaign: &Campaign, delivery: &Del
         },
         "pending": pending,
         "deeplink_url": format!("{}{}", settings.deeplink_base, delivery.deeplink_code),
-        "message": message::for_delivery(campaign, delivery),
+        // A message too large to render is named, not cut: the item stays in the inbox.
+        "message": rendered.as_ref().ok(),
+        "message_error": rendered.as_ref().err().map(ToString::to_string),
     })
 }
 

@@ -11,6 +11,9 @@ use std::marker::PhantomData;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
+use pidgr_workflows::template::{
+    MAX_VARIABLE_NAME_LEN, MAX_VARIABLE_VALUE_CHARS, MAX_VARIABLES, is_variable_name,
+};
 use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -125,7 +128,8 @@ pub type Name = Text<200>;
 pub type LongText = Text<65_536>;
 
 /// String-to-string variables or attributes: at most 100 entries, keys of 1 to 64 characters
-/// usable as `{{placeholders}}`, values of at most 2,000 characters.
+/// usable as `{{placeholders}}`, values of at most 2,000 characters (the limits of
+/// `pidgr_workflows::template`, which a definition's step variables share).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Variables(pub std::collections::BTreeMap<String, String>);
@@ -133,23 +137,20 @@ pub struct Variables(pub std::collections::BTreeMap<String, String>);
 impl<'de> Deserialize<'de> for Variables {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let map = std::collections::BTreeMap::<String, String>::deserialize(deserializer)?;
-        if map.len() > 100 {
-            return Err(de::Error::custom("at most 100 variables are allowed"));
+        if map.len() > MAX_VARIABLES {
+            return Err(de::Error::custom(format!(
+                "at most {MAX_VARIABLES} variables are allowed"
+            )));
         }
         for (key, value) in &map {
-            let usable = !key.is_empty()
-                && key.len() <= 64
-                && key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'));
-            if !usable {
+            if !is_variable_name(key) {
                 return Err(de::Error::custom(format!(
-                    "the name {key:?} must be 1 to 64 letters, digits, '_' or '.'"
+                    "the name {key:?} must be 1 to {MAX_VARIABLE_NAME_LEN} letters, digits, '_' or '.'"
                 )));
             }
-            if value.chars().count() > 2000 {
+            if value.chars().count() > MAX_VARIABLE_VALUE_CHARS {
                 return Err(de::Error::custom(format!(
-                    "the value of {key:?} must be at most 2000 characters long"
+                    "the value of {key:?} must be at most {MAX_VARIABLE_VALUE_CHARS} characters long"
                 )));
             }
         }

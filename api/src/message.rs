@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use pidgr_store::{Campaign, Delivery, Recipient};
 use pidgr_workflows::definition::{Definition, StepKind};
-use pidgr_workflows::template;
+use pidgr_workflows::template::{self, RenderError};
 use serde::Serialize;
 
+use crate::ApiError;
 use crate::markdown::to_safe_html;
 
 #[derive(Debug, Serialize)]
@@ -49,14 +50,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Renders a title and Markdown body for `reader`.
+/// Renders a title and Markdown body for `reader`; a message whose variables would make it
+/// larger than [`template::MAX_RENDERED_BYTES`] is refused, after at most that much work.
 pub fn render(
     title: &str,
     body: &str,
     campaign_title: &str,
     step_variables: &BTreeMap<String, String>,
     reader: &Reader,
-) -> Rendered {
+) -> Result<Rendered, RenderError> {
     let values = template::recipient_values(
         [
             ("name", reader.name),
@@ -66,17 +68,23 @@ pub fn render(
         step_variables,
         reader.variables,
     );
-    let body_markdown = template::render(body, &values);
-    Rendered {
-        title: template::render(title, &values),
+    let body_markdown = template::render(body, &values)?;
+    Ok(Rendered {
+        title: template::render(title, &values)?,
         body_html: to_safe_html(&body_markdown),
         body_markdown,
-    }
+    })
+}
+
+/// The problem answered when a preview's message is too large: the template is at fault, and
+/// the request cannot change that.
+pub fn too_large(error: RenderError) -> ApiError {
+    ApiError::invalid("", format!("the message cannot be shown: {error}"))
 }
 
 /// A started campaign's message for one of its deliveries, as the inbox shows it (with the
 /// variables of the campaign's first notification step).
-pub fn for_delivery(campaign: &Campaign, delivery: &Delivery) -> Rendered {
+pub fn for_delivery(campaign: &Campaign, delivery: &Delivery) -> Result<Rendered, RenderError> {
     let definition: Option<Definition> = serde_json::from_str(&campaign.definition).ok();
     render(
         &campaign.message_title,

@@ -215,7 +215,8 @@ pub async fn preview(
             email,
             variables: &own,
         },
-    );
+    )
+    .map_err(message::too_large)?;
     Ok(Json(json!({
         "template_id": version.template_id,
         "version": version.version,

@@ -216,6 +216,94 @@ fn webhook_headers_are_checked_without_echoing_values() {
 }
 
 #[test]
+fn hop_by_hop_and_proxy_headers_are_reserved() {
+    for name in [
+        "Connection",
+        "Keep-Alive",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Proxy-Authorization",
+        "Proxy-Authenticate",
+        "Proxy-Connection",
+        "Expect",
+        "Content-Encoding",
+        "Content-Length",
+        "Content-Type",
+        "Host",
+    ] {
+        let value = json!({"version": 1, "steps": [
+            { "id": "h", "type": "CALL_WEBHOOK",
+              "config": { "name": "n", "url": "https://hooks.example.com/x",
+                          "headers": { name: "v", "Authorization": "Bearer t" } } }
+        ]});
+        let found = problems(value);
+        assert_eq!(
+            found.len(),
+            1,
+            "{name} should be the only problem: {found:?}"
+        );
+        assert_eq!(found[0].0, format!("/steps/0/config/headers/{name}"));
+        assert!(found[0].1.contains("set by Pidgr"), "{found:?}");
+    }
+}
+
+#[test]
+fn step_variables_are_capped_like_audience_variables() {
+    use crate::template::{MAX_VARIABLE_NAME_LEN, MAX_VARIABLE_VALUE_CHARS, MAX_VARIABLES};
+    let notify = |variables: Value| {
+        json!({"version": 1, "steps": [
+            { "id": "n", "type": "SEND_NOTIFICATION", "transitions": { "next": "r" } },
+            { "id": "r", "type": "SEND_REMINDER", "config": { "variables": variables } }
+        ]})
+    };
+    // At the limits: accepted.
+    let longest_name = "a".repeat(MAX_VARIABLE_NAME_LEN);
+    let at_limits: serde_json::Map<String, Value> = (0..MAX_VARIABLES - 1)
+        .map(|i| (format!("v{i}"), json!("x")))
+        .chain([(
+            longest_name.clone(),
+            json!("é".repeat(MAX_VARIABLE_VALUE_CHARS)),
+        )])
+        .collect();
+    assert!(parse_value(&notify(Value::Object(at_limits)), &STRICT).is_ok());
+
+    // The attack: one value of 250 KB. The pointer names the variable; the value is not quoted.
+    let found = problems(notify(json!({ "a": "A".repeat(250_000) })));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "/steps/1/config/variables/a");
+    assert!(found[0].1.contains("at most 2000 characters"), "{found:?}");
+    assert!(found[0].1.len() < 200, "{}", found[0].1);
+
+    // One character too many, a name too long, too many variables.
+    let found = pointers(notify(json!({
+        "ok": "x",
+        "long": "x".repeat(MAX_VARIABLE_VALUE_CHARS + 1),
+        "a/b": "x",
+    })));
+    assert_eq!(
+        found,
+        vec![
+            "/steps/1/config/variables/a~1b",
+            "/steps/1/config/variables/long"
+        ]
+    );
+    let too_long_name = "a".repeat(MAX_VARIABLE_NAME_LEN + 1);
+    assert_eq!(
+        pointers(notify(json!({ too_long_name.clone(): "x" }))),
+        vec![format!("/steps/1/config/variables/{too_long_name}")]
+    );
+    let too_many: serde_json::Map<String, Value> = (0..=MAX_VARIABLES)
+        .map(|i| (format!("v{i}"), json!("x")))
+        .collect();
+    assert_eq!(
+        pointers(notify(Value::Object(too_many))),
+        vec!["/steps/1/config/variables"]
+    );
+}
+
+#[test]
 fn webhook_urls_follow_the_ssrf_rules() {
     for url in [
         "http://hooks.example.com/x",

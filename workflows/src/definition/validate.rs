@@ -10,6 +10,10 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::template::{
+    MAX_VARIABLE_NAME_LEN, MAX_VARIABLE_VALUE_CHARS, MAX_VARIABLES, is_variable_name,
+};
+
 use super::{
     Channel, DeadlineConfig, Definition, MAX_URL_LEN, NotifyConfig, Outcome, STEP_TYPES, Step,
     StepKind, UrlPolicy, WebhookConfig, check_url, quoted,
@@ -25,14 +29,25 @@ pub const MAX_WEBHOOK_NAME_LEN: usize = 200;
 pub const MAX_HEADERS: usize = 20;
 /// A header value is at most this many bytes.
 pub const MAX_HEADER_VALUE_LEN: usize = 4096;
-/// Headers the HTTP client sets itself; a definition may not override them.
-pub const RESERVED_HEADERS: [&str; 6] = [
+/// Headers a definition may not set: those the HTTP client sets itself (framing, body type,
+/// encoding), hop-by-hop headers (RFC 9110 §7.6.1), which could change how the connection
+/// or a proxy on the way treats the request, and proxy credentials, which would go to
+/// whatever proxy sits between Pidgr and the receiver.
+pub const RESERVED_HEADERS: [&str; 14] = [
     "host",
     "content-length",
     "content-type",
+    "content-encoding",
     "transfer-encoding",
     "connection",
+    "keep-alive",
+    "te",
+    "trailer",
     "upgrade",
+    "expect",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "proxy-connection",
 ];
 
 /// One thing wrong with a definition (or, among warnings, one thing worth knowing).
@@ -546,18 +561,38 @@ impl Checker<'_> {
         if let Some(value) = map.get("variables") {
             let at = format!("{pointer}/variables");
             if let Some(vars) = self.object(value, &at, "variables") {
+                // The same limits as members' attributes and audience variables: a step's
+                // values are copied into every recipient's message.
+                if vars.len() > MAX_VARIABLES {
+                    self.problem(
+                        at.clone(),
+                        format!(
+                            "a step can have at most {MAX_VARIABLES} variables, but this one has {}",
+                            vars.len()
+                        ),
+                    );
+                }
                 for (name, value) in vars {
                     let var_at = format!("{at}/{}", escape(name));
-                    if !valid_variable_name(name) {
+                    if !is_variable_name(name) {
                         self.problem(
                             var_at.clone(),
                             format!(
-                                "{} is not a valid variable name: use letters, digits, '_' or '.'",
+                                "{} is not a valid variable name: use 1 to {MAX_VARIABLE_NAME_LEN} letters, digits, '_' or '.'",
                                 quoted(name)
                             ),
                         );
                     }
                     match value {
+                        Value::String(text) if text.chars().count() > MAX_VARIABLE_VALUE_CHARS => {
+                            self.problem(
+                                var_at,
+                                format!(
+                                    "the value of {} can be at most {MAX_VARIABLE_VALUE_CHARS} characters long",
+                                    quoted(name)
+                                ),
+                            )
+                        }
                         Value::String(text) => {
                             config.variables.insert(name.clone(), text.clone());
                         }
@@ -793,14 +828,6 @@ fn valid_step_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-fn valid_variable_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
 }
 
 /// An RFC 9110 token.
