@@ -15,7 +15,11 @@ pub enum OutboundError {
     /// The host name resolved to an address that may not be contacted. One forbidden address is
     /// enough: the client refuses rather than picking a permitted one, because an answer mixing
     /// public and private addresses is the signature of a DNS rebinding attempt.
-    #[error("the host {host} is not allowed: it resolves to {ip}, and {reason}")]
+    ///
+    /// The text names neither the address nor the kind of range: it reaches API clients and the
+    /// activity log, and naming what an internal name resolves to would map the internal network
+    /// for whoever can save a URL. [`OutboundError::blocked_detail`] gives the detail for logs.
+    #[error("the host {host} is not allowed: it resolves to a private or reserved address")]
     BlockedAddress {
         host: String,
         ip: IpAddr,
@@ -40,6 +44,15 @@ pub enum OutboundError {
 }
 
 impl OutboundError {
+    /// For logs only (never for answers): the address a blocked host name resolved to and why
+    /// that address may not be contacted.
+    pub fn blocked_detail(&self) -> Option<String> {
+        match self {
+            OutboundError::BlockedAddress { ip, reason, .. } => Some(format!("{ip}: {reason}")),
+            _ => None,
+        }
+    }
+
     /// The receiver's HTTP status, when it answered with one.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -125,8 +138,15 @@ mod tests {
                 reason: BlockedReason::Private,
             }
             .to_string(),
-            "the host hooks.test is not allowed: it resolves to 10.0.0.1, and it is a private \
-             network address (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or fc00::/7)"
+            "the host hooks.test is not allowed: it resolves to a private or reserved address"
         );
+        // The address is for logs only.
+        let blocked = OutboundError::BlockedAddress {
+            host: "hooks.test".into(),
+            ip: "10.0.0.1".parse().unwrap(),
+            reason: BlockedReason::Private,
+        };
+        assert!(!blocked.to_string().contains("10.0.0.1"));
+        assert!(blocked.blocked_detail().unwrap().starts_with("10.0.0.1: "));
     }
 }

@@ -195,6 +195,7 @@ impl OutboundClient {
                 host = %checked.host,
                 port = checked.port,
                 reason = %error,
+                detail = error.blocked_detail().unwrap_or_default(),
                 "outbound POST blocked"
             ),
             Err(error) => tracing::debug!(
@@ -229,7 +230,12 @@ impl OutboundClient {
                     })
                 });
             if let Err(error @ OutboundError::BlockedAddress { .. }) = &resolved {
-                tracing::warn!(host = %name, reason = %error, "URL refused when saved");
+                tracing::warn!(
+                    host = %name,
+                    reason = %error,
+                    detail = error.blocked_detail().unwrap_or_default(),
+                    "URL refused when saved"
+                );
             }
             resolved?;
         }

@@ -133,7 +133,7 @@ async fn post(client: &OutboundClient, url: &str) -> Result<u16, OutboundError> 
 async fn sends_to_one_checked_destination_share_a_connection_and_still_resolve_each_time() {
     let receiver = KeepAlive::start("127.0.0.1", 0).await;
     let (client, lookups) = client(&[&["127.0.0.1"]]);
-    let url = format!("http://receiver.test:{}/hook", receiver.port);
+    let url = format!("http://receiver.localhost:{}/hook", receiver.port);
 
     for _ in 0..5 {
         assert_eq!(post(&client, &url).await.unwrap(), 200);
@@ -148,7 +148,7 @@ async fn sends_to_one_checked_destination_share_a_connection_and_still_resolve_e
 async fn concurrent_sends_all_arrive_over_the_pool() {
     let receiver = KeepAlive::start("127.0.0.1", 0).await;
     let (client, _) = client(&[&["127.0.0.1"]]);
-    let url = format!("http://receiver.test:{}/hook", receiver.port);
+    let url = format!("http://receiver.localhost:{}/hook", receiver.port);
 
     let mut sends = tokio::task::JoinSet::new();
     for _ in 0..32 {
@@ -179,7 +179,7 @@ async fn a_name_pointed_elsewhere_never_reuses_the_old_connection() {
         &["127.0.0.2"],
         &["10.0.0.1"],
     ]);
-    let url = format!("http://receiver.test:{}/hook", first.port);
+    let url = format!("http://receiver.localhost:{}/hook", first.port);
 
     post(&client, &url).await.unwrap();
     post(&client, &url).await.unwrap();

@@ -1,10 +1,11 @@
 //! The static half of the SSRF rules (the README's "SSRF rules"): which URLs Pidgr may POST to.
 //!
 //! [`check_url`] is a small, strict URL splitter. It accepts only plain-ASCII absolute
-//! `https://` URLs (plain `http://` only with the development allowance) without user names,
-//! fragments, backslashes or percent-encoded hosts, and it decodes every literal IPv4 form the
-//! way a WHATWG URL parser or `inet_aton` does (`2130706433`, `0177.0.0.1`, `0x7f.1`, `127.1`),
-//! so that the address checked is the address a HTTP client would connect to.
+//! `https://` URLs (plain `http://` only to loopback, with the development allowance) without
+//! user names, fragments, backslashes or percent-encoded hosts, and it decodes every literal
+//! IPv4 form the way a WHATWG URL parser or `inet_aton` does (`2130706433`, `0177.0.0.1`,
+//! `0x7f.1`, `127.1`), so that the address checked is the address a HTTP client would connect
+//! to.
 //! [`classify_ip`] decides whether an address may be contacted; the outbound client applies it
 //! again to every address a host name resolves to, at every send.
 
@@ -29,8 +30,9 @@ const LOCAL_NAMES: [&str; 4] = [
 /// How strict the SSRF rules are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UrlPolicy {
-    /// Development setting: allows plain `http://` and loopback destinations (`127.0.0.0/8`,
-    /// `::1`, `localhost`) so local receivers can be used. Private ranges stay blocked.
+    /// Development setting: allows loopback destinations (`127.0.0.0/8`, `::1`, `localhost`)
+    /// so local receivers can be used, and plain `http://` to them only. Every other host
+    /// still needs `https://`, and private ranges stay blocked.
     pub allow_insecure_loopback: bool,
 }
 
@@ -164,7 +166,10 @@ pub enum UrlRejection {
     Malformed(&'static str),
     #[error("the address must start with https://, not {}://", quoted(.0))]
     UnsupportedScheme(String),
-    #[error("the address must use https://; plain http:// is only allowed in development")]
+    #[error(
+        "the address must use https://; plain http:// is only allowed in development, to a \
+         receiver on this machine (127.0.0.1, ::1 or localhost)"
+    )]
     InsecureScheme,
     #[error("the address must not contain a user name or password (the part before @)")]
     Userinfo,
@@ -337,6 +342,11 @@ pub fn check_url(url: &str, policy: &UrlPolicy) -> Result<CheckedUrl, UrlRejecti
         Some(text) => parse_port(text)?,
     };
     let host = parse_host(host)?;
+    if scheme == "http" && !is_loopback_host(&host) {
+        // Plain HTTP is a development convenience for receivers on this machine; anywhere
+        // else it would send signed events in the clear.
+        return Err(UrlRejection::InsecureScheme);
+    }
     match &host {
         Host::Ip(ip) => {
             classify_ip(*ip, policy)
@@ -361,6 +371,14 @@ pub fn check_url(url: &str, policy: &UrlPolicy) -> Result<CheckedUrl, UrlRejecti
         path_and_query,
         original: url.to_string(),
     })
+}
+
+/// Whether the host is this machine: a loopback address or a name that always means it.
+fn is_loopback_host(host: &Host) -> bool {
+    match host {
+        Host::Ip(ip) => ip.to_canonical().is_loopback(),
+        Host::Domain(name) => is_local_name(name),
+    }
 }
 
 /// Whether a lower-cased host name (without trailing dot) always means this machine.
@@ -952,16 +970,32 @@ mod tests {
     }
 
     #[test]
-    fn development_allowance_permits_only_loopback_and_http() {
+    fn development_allowance_permits_loopback_and_plain_http_only_to_loopback() {
         for url in [
             "http://127.0.0.1:8080/hook",
             "http://localhost:3000/",
             "http://api.localhost/",
             "http://[::1]:9000/",
+            "http://0x7f.1/",
             "https://0x7f.1/",
-            "http://hooks.example.com/",
+            "https://hooks.example.com/",
         ] {
             assert!(check_url(url, &DEV).is_ok(), "{url}");
+        }
+        // Plain HTTP only to this machine: a public name or a private address stays refused.
+        for url in [
+            "http://hooks.example.com/",
+            "http://example.com/",
+            "http://10.1.2.3/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[2606:4700::1111]/",
+            "http://localhost.example.com/",
+        ] {
+            assert_eq!(
+                check_url(url, &DEV).map(|_| ()),
+                Err(UrlRejection::InsecureScheme),
+                "{url}"
+            );
         }
         for url in [
             "http://10.0.0.1/",
