@@ -8,12 +8,15 @@
 //! and carrying the same campaign fields and summary plus `part: {index, count}`. Progress is
 //! kept in heartbeat details, which Temporal hands to the next attempt: a retry resumes at the
 //! part that failed instead of sending the delivered ones again.
+//!
+//! Header values arrive as references to sealed secrets and are opened just before the POST;
+//! the activity log shows the URL's scheme and host only.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use pidgr_outbound::{OutboundError, OutboundResponse};
+use pidgr_outbound::{OutboundError, OutboundResponse, redacted_url};
 use pidgr_store::{ActivityKind, DeliveryReport};
 use pidgr_workflows::contract::{CampaignRef, WebhookDelivered, WebhookInput};
 use serde::{Deserialize, Serialize};
@@ -70,6 +73,14 @@ impl CampaignActivitiesImpl {
             )
             .await?;
         }
+        // Header values are stored sealed and reach the activity as references: each attempt
+        // opens them just before the POST, for the campaign's organisation only.
+        let mut input = input;
+        input.config.headers = self
+            .store
+            .resolve_webhook_headers(&input.campaign.org_id, &input.config.headers)
+            .await
+            .map_err(retryable)?;
         let part_size = self.settings.webhook_part_size.max(1);
         let resumed: Option<PartsCheckpoint> = ctx.heartbeat_details().deserialize().ok().flatten();
         let checkpoint = match resumed {
@@ -240,12 +251,13 @@ impl CampaignActivitiesImpl {
             "attempt": attempt,
             "max_attempts": max_attempts,
             "status": status,
-            "url": config.url,
+            "url": redacted_url(&config.url),
         });
         if let Some(part) = part {
             details["part"] = json!({ "index": part.index, "count": part.count });
         }
-        // Header values are secrets and never logged; the URL is configuration, not a secret.
+        // Header values are secrets and never logged; nor is the URL's path or query, which
+        // can be a credential itself (a Slack-style URL).
         let logged = self
             .log(
                 &input.campaign,

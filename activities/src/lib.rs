@@ -371,15 +371,34 @@ fn contract_counts(c: pidgr_store::DeliveryCounts) -> DeliveryCounts {
     }
 }
 
-/// A failure Temporal should retry with the activity's policy.
+/// A failure Temporal should retry with the activity's policy — unless it is a permanent
+/// store fault, which no retry can fix: a configuration error (no secret key, or not the key
+/// that sealed a secret), corrupt data (a secret that does not open) or a row that is gone.
+/// Retrying those would go on for ever out of sight; they fail the activity at once, with a
+/// log line here and, through the workflow, in the campaign's activity log.
 fn retryable(error: impl std::error::Error + Send + Sync + 'static) -> ActivityError {
     ActivityError::from(error)
 }
 
 /// How often a long-running call heartbeats; well inside the activities' 60 s heartbeat timeout.
+    let permanent = (&error as &dyn std::any::Any)
+        .downcast_ref::<StoreError>()
+        .is_some_and(is_permanent);
+    if permanent {
+        tracing::error!(%error, "an activity failed for good: a retry could not fix this");
+        return ActivityError::from(ApplicationFailure::non_retryable(error));
+    }
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs `work`, recording `details` as a heartbeat every [`HEARTBEAT_EVERY`] until it is done.
+/// Whether a store error would come back identical on every retry.
+fn is_permanent(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Config(_) | StoreError::Corrupt(_) | StoreError::NotFound
+    )
+}
+
 async fn heartbeat_while<T>(
     ctx: &ActivityContext,
     details: impl serde::Serialize + Copy + Send + Sync + 'static,
@@ -411,5 +430,37 @@ fn retry_after(
                 .build(),
         ),
         None => retryable(error),
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    fn non_retryable(error: ActivityError) -> bool {
+        match error {
+            ActivityError::Application(failure) => failure.is_non_retryable(),
+            _ => panic!("an application failure was expected"),
+        }
+    }
+
+    #[test]
+    fn configuration_corruption_and_missing_rows_are_not_retried() {
+        for error in [
+            StoreError::Config("no secret key is configured".into()),
+            StoreError::Corrupt("a stored secret could not be decrypted".into()),
+            StoreError::NotFound,
+        ] {
+            let shown = error.to_string();
+            assert!(non_retryable(retryable(error)), "{shown}");
+        }
+    }
+
+    #[test]
+    fn passing_faults_are_retried() {
+        assert!(!non_retryable(retryable(StoreError::Conflict(
+            "busy".into()
+        ))));
+        assert!(!non_retryable(retryable(std::io::Error::other("reset"))));
     }
 }

@@ -42,9 +42,11 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 pub mod channel_event;
 mod error;
+mod redact;
 mod resolver;
 
 pub use error::OutboundError;
+pub use redact::redacted_url;
 pub use resolver::{NameResolver, ResolveFuture, StaticResolver, SystemResolver};
 
 /// The default limit on how much of an answer is read: 64 KiB.
