@@ -1,11 +1,24 @@
 //! Idempotency-Key support for creating endpoints: the first request with a key claims it, its
 //! response is kept, and a retry with the same key and the same request gets that response
 //! again instead of creating a second thing.
+//!
+//! Nothing is kept for ever: a claim whose request never answered (the process died between
+//! claim and answer) may be taken over after [`IDEMPOTENCY_CLAIM_TIMEOUT`], a kept answer
+//! expires after [`IDEMPOTENCY_KEY_LIFETIME`] (a retry after that is a new request, as with
+//! Stripe), and [`Store::purge_idempotency_keys`] deletes what has expired, response bodies
+//! with their member data included.
 
-use crate::versioned::now;
-use crate::{Result, Store, StoreError, found};
+use crate::{Result, Store, StoreError, found, to_millis};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use std::fmt;
+
+/// How long a claim without an answer holds its key. Far longer than any request may run (the
+/// API abandons requests long before), so a claim this old belongs to a request that died.
+pub const IDEMPOTENCY_CLAIM_TIMEOUT: TimeDelta = TimeDelta::minutes(5);
+
+/// How long a key and its kept answer live, counted from the claim.
+pub const IDEMPOTENCY_KEY_LIFETIME: TimeDelta = TimeDelta::hours(24);
 
 /// What [`Store::claim_idempotency_key`] found.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,10 +59,25 @@ impl Store {
         key: &str,
         fingerprint: &str,
     ) -> Result<IdempotencyClaim> {
+        self.claim_idempotency_key_at(org_id, key, fingerprint, Utc::now())
+            .await
+    }
+
+    /// [`Store::claim_idempotency_key`] as of `now`, for tests that move the clock rather than
+    /// wait.
+    pub async fn claim_idempotency_key_at(
+        &self,
+        org_id: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IdempotencyClaim> {
+        let millis = to_millis(now);
+        let abandoned_before = to_millis(now - IDEMPOTENCY_CLAIM_TIMEOUT);
+        let expired_before = to_millis(now - IDEMPOTENCY_KEY_LIFETIME);
         // Two tries: an earlier claim released between our insert and our read leaves nothing
         // to read, and the second insert then wins.
         for _ in 0..2 {
-            let (millis, _) = now();
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (org_id, idem_key, fingerprint, created_at)
                  VALUES ($1, $2, $3, $4)
@@ -63,6 +91,26 @@ impl Store {
             .await?
             .rows_affected();
             if inserted == 1 {
+                return Ok(IdempotencyClaim::New);
+            }
+            // A dead request's claim, or an expired answer: the key starts afresh. One UPDATE,
+            // so of concurrent retries exactly one takes it over (the row is then current).
+            let taken_over = sqlx::query(
+                "UPDATE idempotency_keys
+                 SET fingerprint = $1, created_at = $2, status = NULL, response = NULL
+                 WHERE org_id = $3 AND idem_key = $4
+                   AND ((status IS NULL AND created_at < $5) OR created_at < $6)",
+            )
+            .bind(fingerprint)
+            .bind(millis)
+            .bind(org_id)
+            .bind(key)
+            .bind(abandoned_before)
+            .bind(expired_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if taken_over == 1 {
                 return Ok(IdempotencyClaim::New);
             }
             let Some(row) = sqlx::query(
@@ -128,5 +176,20 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Deletes every key claimed more than [`IDEMPOTENCY_KEY_LIFETIME`] ago (kept answers and
+    /// dead claims alike) and says how many. The API and the worker run it periodically.
+    pub async fn purge_idempotency_keys(&self) -> Result<u64> {
+        self.purge_idempotency_keys_at(Utc::now()).await
+    }
+
+    /// [`Store::purge_idempotency_keys`] as of `now`.
+    pub async fn purge_idempotency_keys_at(&self, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(to_millis(now - IDEMPOTENCY_KEY_LIFETIME))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }

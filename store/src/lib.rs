@@ -41,7 +41,7 @@ pub use deliveries::{
 };
 pub use devices::{Device, Platform};
 pub use header_secrets::{HEADER_SECRET_PREFIX, header_secret_id, mask_webhook_headers};
-pub use idempotency::IdempotencyClaim;
+pub use idempotency::{IDEMPOTENCY_CLAIM_TIMEOUT, IDEMPOTENCY_KEY_LIFETIME, IdempotencyClaim};
 pub use key_rotation::RotatedTable;
 pub use member_sets::{MemberSet, SetKind};
 pub use members::{ImportCounts, ImportedMember, Member, MemberUpdate, NewMember};

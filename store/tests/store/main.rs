@@ -39,6 +39,7 @@ mod campaigns;
 mod channels;
 mod content;
 mod directory;
+mod idempotency;
 mod import;
 mod organisations;
 mod scale;
