@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use pidgr_store::{Device, Member, MemberUpdate, NewMember, Platform};
+use pidgr_store::{Device, Member, MemberUpdate, NewMember, Permission, Platform};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -188,12 +188,36 @@ pub async fn list_devices(
     Path(member_id): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let devices = state
+    let mut devices = state
         .store
         .list_devices(&caller.org_id, &member_id, page.after(), page.limit())
         .await
         .or_not_found("member")?;
+    // A token is what it takes to push to someone's phone: shown whole only to the mobile
+    // backend that registers them (`deliveries:write`), masked for everyone who merely reads
+    // the directory.
+    if !caller.permissions.contains(&Permission::DeliveriesWrite) {
+        for device in &mut devices {
+            device.token = masked_token(&device.token);
+        }
+    }
     Ok(page.respond(devices, |d| d.id.clone()))
+}
+
+/// Tokens shorter than this are masked whole: their first and last 4 characters would be most
+/// of them.
+const MIN_PARTLY_SHOWN_TOKEN: usize = 16;
+
+/// `token` with all but its first and last 4 characters replaced by `…`, enough to tell devices
+/// apart; a short token is `…` alone.
+pub fn masked_token(token: &str) -> String {
+    let chars: Vec<char> = token.chars().collect();
+    if chars.len() < MIN_PARTLY_SHOWN_TOKEN {
+        return "…".to_owned();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}…{tail}")
 }
 
 #[derive(Deserialize)]
@@ -240,4 +264,18 @@ pub async fn remove_device(
         .await
         .or_not_found("device")?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked_token;
+
+    #[test]
+    fn tokens_show_only_their_ends() {
+        let fcm = "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx";
+        assert_eq!(masked_token(fcm), "dQw4…RYqx");
+        assert_eq!(masked_token("ada-phone"), "…");
+        assert_eq!(masked_token(&"ü".repeat(16)), "üüüü…üüüü");
+        assert!(!masked_token(fcm).contains("APA91b"));
+    }
 }

@@ -20,6 +20,7 @@ use temporalio_client::Client;
 mod api_keys;
 mod auth;
 mod campaigns;
+mod codec;
 mod deliveries;
 mod directory;
 mod error;

@@ -1,16 +1,30 @@
 //! Markdown to HTML for the inbox, sanitised: whatever a template author writes, no script,
 //! event handler, `javascript:` link or raw HTML reaches the app's web view.
+//!
+//! Nor does any image: an image loaded from elsewhere tells its server who opened the message
+//! and when (a read receipt for a third party). A Markdown image shows as its alt text; an
+//! `<img>` tag is removed.
 
-use pulldown_cmark::{Options, Parser, html};
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd, html};
 
 pub fn to_safe_html(markdown: &str) -> String {
     let parser = Parser::new_ext(
         markdown,
         Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH,
-    );
+    )
+    // The events between an image's start and end are its alt text: they stay, as text.
+    .filter(|event| {
+        !matches!(
+            event,
+            Event::Start(Tag::Image { .. }) | Event::End(TagEnd::Image)
+        )
+    });
     let mut unsafe_html = String::with_capacity(markdown.len() * 3 / 2);
     html::push_html(&mut unsafe_html, parser);
-    ammonia::clean(&unsafe_html)
+    ammonia::Builder::default()
+        .rm_tags(["img"])
+        .clean(&unsafe_html)
+        .to_string()
 }
 
 #[cfg(test)]
@@ -23,6 +37,40 @@ mod tests {
         assert!(html.contains("<h1>Hello</h1>"));
         assert!(html.contains("<strong>read</strong>"));
         assert!(html.contains(r#"href="https://example.com/p""#));
+    }
+
+    #[test]
+    fn images_are_dropped_and_their_alt_text_kept() {
+        for (markdown, alt) in [
+            (
+                "Hello ![the logo](https://tracker.example/px.gif?u=ada)",
+                "the logo",
+            ),
+            ("![](https://tracker.example/px.gif)", ""),
+            (
+                "[![badge](https://tracker.example/b.svg)](https://example.com/p)",
+                "badge",
+            ),
+            ("<img src=\"https://tracker.example/px.gif\" alt=\"x\">", ""),
+            ("![a][ref]\n\n[ref]: https://tracker.example/r.png", "a"),
+            ("<p><img src=\"data:image/png;base64,AAAA\"></p>", ""),
+        ] {
+            let html = to_safe_html(markdown);
+            assert!(!html.contains("<img"), "{markdown:?} rendered as {html:?}");
+            assert!(
+                !html.contains("tracker.example"),
+                "{markdown:?} rendered as {html:?}"
+            );
+            assert!(
+                html.contains(alt),
+                "{markdown:?} lost its alt text: {html:?}"
+            );
+        }
+        // Links are not images: they stay.
+        assert!(
+            to_safe_html("[![badge](https://t.example/b.svg)](https://example.com/p)")
+                .contains(r#"href="https://example.com/p""#)
+        );
     }
 
     #[test]

@@ -439,7 +439,8 @@ fn table() -> Vec<Entry> {
 
 /// Every route, for documentation and tests.
 pub fn specs() -> Vec<RouteSpec> {
-    table().into_iter().map(|entry| entry.spec).collect()
+    let table = table().into_iter().map(|entry| entry.spec);
+    table.chain(crate::codec::specs()).collect()
 }
 
 /// The whole API: each route behind its access check (and idempotency, for creating routes),
@@ -460,6 +461,7 @@ pub fn router(state: AppState) -> Router {
         router = router.route(spec.path, handler);
     }
     router
+        .merge(crate::codec::router(state.clone()))
         .fallback(|| async { crate::ApiError::NotFound("route") })
         .layer(axum::middleware::map_response(
             crate::error::plain_errors_as_problems,

@@ -16,6 +16,9 @@ use pidgr_workflows::definition::UrlPolicy;
 use pidgr_workflows::{CampaignWorkflow, EngineSettings};
 use temporalio_client::envconfig::LoadClientConfigProfileOptions;
 use temporalio_client::{Client, ClientOptions, Connection};
+use temporalio_common::data_converters::{
+    DataConverter, DefaultFailureConverter, PayloadConverter,
+};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 
@@ -249,11 +252,13 @@ fn redact(url: &str) -> String {
 }
 
 /// Connects to Temporal as configured by the standard `TEMPORAL_*` environment variables and
-/// config file (address `localhost:7233`, namespace `default` unless set).
-pub async fn temporal_client() -> anyhow::Result<Client> {
-    let (connection_options, client_options) =
+/// config file (address `localhost:7233`, namespace `default` unless set), with every payload
+/// encrypted by [`data_converter`]. The worker built on this client uses the same converter.
+pub async fn temporal_client(config: &Config) -> anyhow::Result<Client> {
+    let (connection_options, mut client_options) =
         ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
             .map_err(|e| anyhow::anyhow!("reading the Temporal client configuration: {e}"))?;
+    client_options.data_converter = data_converter(config)?;
     let target = connection_options.target.to_string();
     let connection = Connection::connect(connection_options)
         .await
@@ -263,6 +268,41 @@ pub async fn temporal_client() -> anyhow::Result<Client> {
             )
         })?;
     Ok(Client::new(connection, client_options)?)
+}
+
+/// The SDK's JSON payloads, each encrypted by the payload codec before it reaches Temporal
+/// (and decrypted when read back): workflow and activity inputs carry campaign data.
+pub fn data_converter(config: &Config) -> anyhow::Result<DataConverter> {
+    Ok(encrypting_data_converter(payload_cipher(config)?))
+}
+
+/// The SDK's default converters with `cipher` as the payload codec.
+pub fn encrypting_data_converter(cipher: pidgr_codec::PayloadCipher) -> DataConverter {
+    DataConverter::new(
+        PayloadConverter::default(),
+        DefaultFailureConverter::default(),
+        cipher,
+    )
+}
+
+/// The payload codec, keyed from the server's secret key. Every process needs the key: the
+/// API encrypts workflow inputs, the worker decrypts them, so there is no keyless mode.
+pub fn payload_cipher(config: &Config) -> anyhow::Result<pidgr_codec::PayloadCipher> {
+    let hex = config.secret_key.as_deref().context(
+        "PIDGR_SECRET_KEY is required: Temporal payloads are encrypted with a key derived from it \
+         (64 hex characters; e.g. `openssl rand -hex 32`; `make dev` generates one)",
+    )?;
+    let key = SecretKey::from_hex(hex.trim())?;
+    Ok(cipher_for(&key, &[]))
+}
+
+/// The payload codec of these server keys: each one's payload key is derived for the codec
+/// alone and named by the server key's id; `current` encrypts, `previous` keys only decrypt.
+pub fn cipher_for(current: &SecretKey, previous: &[SecretKey]) -> pidgr_codec::PayloadCipher {
+    let codec_key = |key: &SecretKey| {
+        pidgr_codec::CodecKey::new(key.key_id(), key.derive(pidgr_codec::KEY_PURPOSE))
+    };
+    pidgr_codec::PayloadCipher::new(codec_key(current), previous.iter().map(codec_key))
 }
 
 /// How often a running API or worker refreshes the planner's statistics and empties SQLite's

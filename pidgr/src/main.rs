@@ -214,7 +214,7 @@ async fn run_services(config: Config, api: bool, worker: bool) -> anyhow::Result
     config.outbound()?;
     let store = config.store().await?;
     store.migrate().await?;
-    let temporal = temporal_client().await?;
+    let temporal = temporal_client(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = std::sync::Arc::new(stop_tx);
     let stop_on_signal = stop_tx.clone();
