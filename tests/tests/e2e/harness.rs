@@ -197,7 +197,6 @@ impl System {
         let env = WorkflowEnvironment::start_local(server_options)
             .await
             .context("starting the Temporal dev server")?;
-        let client = env.client().clone();
         let listen = StdListener::bind("127.0.0.1:0")?;
         let api_addr = listen.local_addr()?;
         let push_urls = options.push_urls.as_ref();
@@ -248,6 +247,10 @@ impl System {
                 )))
             })),
         };
+        // Every payload encrypted, as in production: the API, the worker and the tests' own
+        // Temporal calls share this client and so its codec.
+        let mut client = env.client().clone();
+        client.options_mut().data_converter = pidgr::data_converter(&config)?;
         let store = config.store().await?;
         store.migrate().await?;
         let org = store.create_organisation("E2E").await?;

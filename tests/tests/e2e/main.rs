@@ -3,6 +3,7 @@
 
 mod api;
 mod channels;
+mod codec;
 mod fan_out;
 mod harness;
 mod webhook_parts;
@@ -17,6 +18,7 @@ use harness::{Options, Receiver, System, example_definition, until};
 use pidgr_workflows::{CampaignWorkflow, Progress, workflow_id};
 use serde_json::{Value, json};
 use temporalio_client::{WorkflowGetResultOptions, WorkflowQueryOptions};
+use temporalio_common::data_converters::DataConverter;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// Recorded with `PIDGR_RECORD_HISTORY=1 cargo test -p pidgr-tests --test e2e some_recipients_ack`.
@@ -237,10 +239,14 @@ async fn some_recipients_ack_so_only_the_others_are_reminded_and_missed() -> Res
         );
     }
 
-    // The history of this run replays against the current workflow code.
+    // The history of this run (its payloads encrypted) replays against the current workflow
+    // code, with the system's data converter.
     let history = handle.fetch_history(Default::default()).to_json().await?;
-    replay(&history).await?;
+    replay(&history, pidgr::data_converter(&system.config)?).await?;
     if std::env::var_os("PIDGR_RECORD_HISTORY").is_some() {
+        // Recorded decrypted: this run's key dies with it, and plain payloads replay under any
+        // key (the codec passes through what it did not encode).
+        let history = codec::decrypt_history(&history, &pidgr::payload_cipher(&system.config)?)?;
         std::fs::create_dir_all(std::path::Path::new(RECORDED_HISTORY).parent().unwrap())?;
         std::fs::write(RECORDED_HISTORY, &history)?;
     }
@@ -248,10 +254,11 @@ async fn some_recipients_ack_so_only_the_others_are_reminded_and_missed() -> Res
     Ok(())
 }
 
-async fn replay(history: &[u8]) -> Result<()> {
+async fn replay(history: &[u8], data_converter: DataConverter) -> Result<()> {
     let replayer = WorkflowReplayer::new(
         WorkflowReplayerOptions::new()
             .register_workflow::<CampaignWorkflow>()?
+            .data_converter(data_converter)
             .build(),
     )?;
     let history = temporalio_client::WorkflowHistory::from_json(history)?;
@@ -266,7 +273,11 @@ async fn replay(history: &[u8]) -> Result<()> {
 async fn a_recorded_history_of_the_example_campaign_replays() -> Result<()> {
     let history =
         std::fs::read(RECORDED_HISTORY).with_context(|| format!("reading {RECORDED_HISTORY}"))?;
-    replay(&history).await
+    // The fixture's payloads are plain (recorded before the payload codec, or decrypted when
+    // recorded); it replays with the codec every process now runs, which passes through
+    // payloads it did not encode.
+    let cipher = pidgr::cipher_for(&pidgr_store::SecretKey::generate(), &[]);
+    replay(&history, pidgr::encrypting_data_converter(cipher)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
