@@ -28,6 +28,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+echo "==> migrating $DATABASE_URL"
+"$pidgr" migrate
+key="$("$pidgr" dev-key)"
+# Temporal sees only encrypted payloads; the Web UI reads them in clear through the API's codec
+# server, with this key in the path (the UI sends no header of ours). Development only: the UI
+# hands its configured endpoint to whoever opens it.
+export TEMPORAL_UI_CODEC_ENDPOINT="http://$PIDGR_LISTEN/codec/key/$key"
+
 echo "==> starting the Temporal dev server (log: .data/temporal.log)"
 ./temporal-dev/start-server.sh > .data/temporal.log 2>&1 &
 children+=($!)
@@ -40,16 +48,15 @@ for _ in $(seq 1 120); do
 done
 "$cli" operator cluster health --address "$TEMPORAL_ADDRESS" >/dev/null
 
-echo "==> migrating $DATABASE_URL"
-"$pidgr" migrate
-key="$("$pidgr" dev-key)"
-
 cat <<INFO
 
   API         http://$PIDGR_LISTEN
   Web UI      http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}
   API key     $key
               export PIDGR_KEY=$key
+  Temporal    payloads are encrypted; the Web UI decodes them through http://$PIDGR_LISTEN/codec,
+              and so does the temporal CLI with:
+              export TEMPORAL_CODEC_ENDPOINT=http://$PIDGR_LISTEN/codec TEMPORAL_CODEC_AUTH="Bearer $key"
 
   Ctrl-C stops the API, the worker and the dev server.
 
