@@ -216,6 +216,14 @@ async fn the_codec_server_encodes_passes_through_and_refuses_tampered_payloads()
     );
     assert_eq!(cipher.decrypt(encoded[0].clone())?, json_payload("hello"));
 
+    // A history's payloads come in larger bodies than the rest of the API takes (256 KiB).
+    let big = json_payload(&"x".repeat(1024 * 1024));
+    let (status, answer) = system
+        .post("/codec/encode", body_of(std::slice::from_ref(&big)))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "a 1 MiB payload");
+    assert_eq!(cipher.decrypt(payloads_of(&answer)?.remove(0))?, big);
+
     // Plain payloads, and payloads of a key this server does not hold, come back unchanged.
     let foreign = pidgr::cipher_for(&pidgr_store::SecretKey::generate(), &[])
         .encrypt(&json_payload("not ours"))?;
