@@ -260,3 +260,6 @@ mod tests {
         assert_eq!(member.name.as_str(), "Zoë");
     }
 }
+
+#[cfg(test)]
+mod properties;
