@@ -1,10 +1,13 @@
 //! Stored workflow definitions: reusable, validated, append-only versions. A campaign copies
 //! the exact definition it runs, so a later version never changes a running campaign.
+//!
+//! CALL_WEBHOOK header values are secrets: the store seals them, and every answer that shows a
+//! definition shows header names with [`MASKED_HEADER_VALUE`] in place of each value.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use pidgr_store::DefinitionVersion;
+use pidgr_store::{DefinitionVersion, mask_webhook_headers};
 use pidgr_workflows::definition::{Problem, Validated, parse_value};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,6 +16,9 @@ use crate::error::OrNotFound;
 use crate::input::{Body, Name, Page};
 use crate::{ApiError, AppState, Caller};
 
+/// What answers show in place of each CALL_WEBHOOK header value.
+pub const MASKED_HEADER_VALUE: &str = "••••••";
+
 /// Validates a definition given at `pointer` of a request: every problem, each pointing into
 /// the request body.
 pub(crate) fn validate_at(
@@ -20,7 +26,13 @@ pub(crate) fn validate_at(
     pointer: &str,
     definition: &Value,
 ) -> Result<Validated, Vec<Problem>> {
-    parse_value(definition, &state.settings.url_policy).map_err(|problems| {
+    let masked = masked_values_sent_back(definition);
+    match parse_value(definition, &state.settings.url_policy) {
+        Ok(validated) if masked.is_empty() => Ok(validated),
+        Ok(_) => Err(masked),
+        Err(problems) => Err(problems.into_iter().chain(masked).collect()),
+    }
+    .map_err(|problems| {
         problems
             .into_iter()
             .map(|p| Problem {
@@ -29,6 +41,46 @@ pub(crate) fn validate_at(
             })
             .collect()
     })
+}
+
+/// A header value sent back as the mask an answer showed. It is refused rather than taken to
+/// mean "keep the stored value": keeping it would let anyone who may edit a definition send
+/// a secret they never saw to an address of their choosing.
+fn masked_values_sent_back(definition: &Value) -> Vec<Problem> {
+    let Some(steps) = definition.get("steps").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    for (index, step) in steps.iter().enumerate() {
+        let Some(headers) = step.pointer("/config/headers").and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, value) in headers {
+            if value.as_str() == Some(MASKED_HEADER_VALUE) {
+                problems.push(Problem {
+                    pointer: format!(
+                        "/steps/{index}/config/headers/{}",
+                        name.replace('~', "~0").replace('/', "~1")
+                    ),
+                    message: "header values are shown masked and are never kept from an \
+                              earlier version: send the value itself"
+                        .to_owned(),
+                });
+            }
+        }
+    }
+    problems
+}
+
+/// A definition as answers show it: header values masked.
+pub(crate) fn masked(mut definition: Value) -> Value {
+    mask_webhook_headers(&mut definition, MASKED_HEADER_VALUE);
+    definition
+}
+
+fn masked_version(mut version: DefinitionVersion) -> DefinitionVersion {
+    version.definition = masked(version.definition);
+    version
 }
 
 pub async fn list(
@@ -66,7 +118,7 @@ pub async fn create(
         )
         .await?;
     let mut body = json!(stored);
-    body["latest"] = json!(version);
+    body["latest"] = json!(masked_version(version));
     body["warnings"] = json!(validated.warnings);
     Ok((StatusCode::CREATED, Json(body)))
 }
@@ -88,7 +140,9 @@ pub async fn validate(
             "valid": true,
             "problems": [],
             "warnings": validated.warnings,
-            "definition": serde_json::from_str::<Value>(&validated.definition.to_json()).ok(),
+            "definition": serde_json::from_str::<Value>(&validated.definition.to_json())
+                .ok()
+                .map(masked),
         }),
         Err(problems) => json!({ "valid": false, "problems": problems, "warnings": [] }),
     })
@@ -109,7 +163,7 @@ pub async fn read(
         .get_definition_version(&caller.org_id, &definition_id, stored.latest_version)
         .await?;
     let mut body = json!(stored);
-    body["latest"] = json!(latest);
+    body["latest"] = json!(masked_version(latest));
     Ok(Json(body))
 }
 
@@ -129,6 +183,7 @@ pub async fn list_versions(
         )
         .await
         .or_not_found("workflow definition")?;
+    let versions: Vec<DefinitionVersion> = versions.into_iter().map(masked_version).collect();
     Ok(page.respond(versions, |v| v.version.to_string()))
 }
 
@@ -149,7 +204,7 @@ pub async fn append_version(
         )
         .await
         .or_not_found("workflow definition")?;
-    Ok((StatusCode::CREATED, Json(version)))
+    Ok((StatusCode::CREATED, Json(masked_version(version))))
 }
 
 pub async fn read_version(
@@ -162,6 +217,7 @@ pub async fn read_version(
             .store
             .get_definition_version(&caller.org_id, &definition_id, version)
             .await
-            .or_not_found("workflow definition version")?,
+            .or_not_found("workflow definition version")
+            .map(masked_version)?,
     ))
 }

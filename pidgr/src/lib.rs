@@ -11,7 +11,7 @@ use pidgr_activities::{ActivitySettings, CampaignActivitiesImpl, PushSender};
 use pidgr_api::{ApiSettings, AppState};
 use pidgr_outbound::{NameResolver, OutboundClient, OutboundConfig};
 use pidgr_push::{PushClient, PushEndpoints, PushSettings};
-use pidgr_store::{SecretKey, Store};
+use pidgr_store::{Keyring, SecretKey, Store};
 use pidgr_workflows::definition::UrlPolicy;
 use pidgr_workflows::{CampaignWorkflow, EngineSettings};
 use temporalio_client::envconfig::LoadClientConfigProfileOptions;
@@ -62,6 +62,16 @@ pub struct Config {
     /// secrets) at rest. Required in production; `make dev` generates one into .data/.
     #[arg(long, env = "PIDGR_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// Earlier secret keys, comma-separated (64 hex characters each): they still open what they
+    /// sealed, never seal anything, while `pidgr secrets rotate-key` re-seals it all with
+    /// PIDGR_SECRET_KEY; then they can be removed.
+    #[arg(
+        long,
+        env = "PIDGR_PREVIOUS_SECRET_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub previous_secret_keys: Vec<String>,
     /// Recipients per fan-out page (progress is checkpointed per page).
     #[arg(long, env = "PIDGR_FANOUT_PAGE_SIZE", default_value_t = 1000)]
     pub fanout_page_size: i64,
@@ -231,8 +241,21 @@ impl Config {
         let store = Store::connect(&self.database_url)
             .await
             .with_context(|| format!("opening the database at {}", redact(&self.database_url)))?;
+        let previous = self
+            .previous_secret_keys
+            .iter()
+            .filter(|hex| !hex.trim().is_empty())
+            .map(|hex| SecretKey::from_hex(hex))
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading PIDGR_PREVIOUS_SECRET_KEYS")?;
         match &self.secret_key {
-            Some(hex) => Ok(store.with_secret_key(SecretKey::from_hex(hex.trim())?)),
+            Some(hex) => Ok(store.with_keyring(Keyring::new(
+                SecretKey::from_hex(hex.trim()).context("reading PIDGR_SECRET_KEY")?,
+                previous,
+            ))),
+            None if !previous.is_empty() => bail!(
+                "PIDGR_PREVIOUS_SECRET_KEYS is set but PIDGR_SECRET_KEY is not: previous keys only open secrets, the current key seals them"
+            ),
             None if self.environment == "production" => bail!(
                 "PIDGR_SECRET_KEY is required in production (64 hex characters; e.g. `openssl rand -hex 32`)"
             ),

@@ -45,9 +45,28 @@ enum Command {
     /// An organisation's directory.
     #[command(subcommand)]
     Members(MembersCommand),
+    /// Secrets sealed at rest with PIDGR_SECRET_KEY.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Creates a Super Admin API key for the "Development" organisation (created if missing)
     /// and prints it.
     DevKey(#[command(flatten)] Config),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-seals every stored secret (webhook channel secrets, push credentials, CALL_WEBHOOK
+    /// header values) with PIDGR_SECRET_KEY, opening each with that key or one of
+    /// PIDGR_PREVIOUS_SECRET_KEYS, and prints how many were re-sealed per table. Values
+    /// already sealed with the current key are left alone, so it is safe to run again (after a
+    /// crash, say); once it reports nothing re-sealed, the previous keys can be removed.
+    RotateKey {
+        /// Rows read at a time.
+        #[arg(long, default_value_t = 500)]
+        batch_size: i64,
+        #[command(flatten)]
+        config: Config,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +205,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 counts.devices,
                 counts.memberships
             );
+        }
+        Command::Secrets(SecretsCommand::RotateKey { batch_size, config }) => {
+            let store = config.store().await?;
+            store.migrate().await?;
+            let report = store.rotate_secret_key(batch_size).await.context(
+                "re-sealing stopped (what was re-sealed before stays so; run again once fixed)",
+            )?;
+            for table in &report {
+                println!(
+                    "{}.{}: {} re-sealed, {} already current{}",
+                    table.table,
+                    table.column,
+                    table.resealed,
+                    table.already_current,
+                    match table.changed_meanwhile {
+                        0 => String::new(),
+                        n => format!(", {n} changed meanwhile (already current)"),
+                    }
+                );
+            }
+            println!("every stored secret is sealed with the current key");
         }
         Command::DevKey(config) => {
             let store = config.store().await?;

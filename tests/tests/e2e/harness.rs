@@ -257,6 +257,7 @@ impl System {
         let key = store
             .create_api_key(&org.id, "e2e", pidgr_store::SUPER_ADMIN)
             .await?
+            previous_secret_keys: Vec::new(),
             .secret;
 
         let (stop, stop_rx) = watch::channel(false);
