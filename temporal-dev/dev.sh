@@ -5,6 +5,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 cli="${PIDGR_TEMPORAL_CLI:-$root/.tools/py/bin/temporal}"
 pidgr="$root/target/debug/pidgr"
+# Every pidgr process needs an explicit environment; this script is the development one.
+export PIDGR_ENVIRONMENT=development
 export DATABASE_URL="${DATABASE_URL:-sqlite://$root/.data/pidgr.db}"
 export PIDGR_LISTEN="${PIDGR_LISTEN:-127.0.0.1:8080}"
 export PIDGR_ALLOW_INSECURE_WEBHOOKS="${PIDGR_ALLOW_INSECURE_WEBHOOKS:-true}"

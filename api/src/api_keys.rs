@@ -1,5 +1,5 @@
 //! API keys: created with a role (never one granting more than the creator holds), shown once,
-//! stored hashed, revocable.
+//! stored hashed, revocable by whoever could have created them.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -63,11 +63,24 @@ pub async fn create(
 }
 
 /// DELETE /v1/api-keys/{id}: revokes the key; requests made with it are refused from now on.
+/// Only a caller who could have created the key may revoke it (its role's permissions are all
+/// the caller's too): otherwise a role that only manages keys could lock out every Super Admin.
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let key = state
+        .store
+        .get_api_key(&caller.org_id, &key_id)
+        .await
+        .or_not_found("API key")?;
+    match state.store.get_role(&caller.org_id, &key.role).await {
+        Ok(role) => caller.may_grant(&role.permissions)?,
+        // A key whose role never became a role (older than roles) may do nothing at all.
+        Err(pidgr_store::StoreError::NotFound) => {}
+        Err(error) => return Err(error.into()),
+    }
     state
         .store
         .revoke_api_key(&caller.org_id, &key_id)

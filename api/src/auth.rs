@@ -1,11 +1,15 @@
 //! Authentication and permissions. Every route declares its [`Access`] in the route table
 //! (`routes.rs`); [`authorize`] enforces it before the handler runs: no or unknown or revoked
-//! key → 401, a role without the permission → 403. The key decides the organisation every
-//! query is scoped to, so another organisation's resource is simply not found (404).
+//! key → 401, a role without the permission → 403. Authenticated requests count against
+//! their key's rate limit, the others (public routes, failed authentication) against their
+//! client address's ([`crate::limits`]), answering 429 past it. The key decides the
+//! organisation every query is scoped to, so another organisation's resource is simply not
+//! found (404).
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{header, request::Parts};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -60,18 +64,27 @@ pub async fn authorize(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if access != Access::Public {
+    let address = request.extensions().get::<ConnectInfo<SocketAddr>>();
+    if access == Access::Public {
+        state.limiters.charge_address(address)?;
+    } else {
         let secret = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        let found = state
-            .store
-            .authenticate(secret.trim())
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let found = match secret {
+            // A read; `last_used_at` is written at most once a minute per key, and never for
+            // a secret that matches no live key.
+            Some(secret) => state.store.authenticate(secret.trim()).await?,
+            None => None,
+        };
+        let Some(found) = found else {
+            // Too many failures from one address: 429 rather than 401.
+            state.limiters.charge_address(address)?;
+            return Err(ApiError::Unauthorized);
+        };
+        state.limiters.charge_key(&found.key.id)?;
         if let Access::Requires(permission) = access
             && !found.permissions.contains(&permission)
         {

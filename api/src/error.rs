@@ -1,7 +1,7 @@
 //! The one error type at the HTTP edge: every failure becomes `application/problem+json`
 //! (RFC 9457) with a stable `type`. Internal failures are logged once, here, and never leak.
 
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pidgr_store::StoreError;
 use pidgr_workflows::definition::Problem;
@@ -26,8 +26,24 @@ pub enum ApiError {
     /// Input that parsed but broke the rules: every problem, each with its JSON pointer.
     #[error("the request has {} problem(s)", .0.len())]
     Invalid(Vec<Problem>),
+    /// The workflow engine failed; the text is for the log only (it can carry addresses and
+    /// internals of Temporal), the answer says only what the client should do.
     #[error("the workflow engine is unavailable: {0}")]
     Unavailable(String),
+    /// A rate limit was reached; `scope` says whose ("API key", "client address").
+    #[error("too many requests from this {scope}; retry in {retry_after_secs} s")]
+    TooManyRequests {
+        scope: &'static str,
+        retry_after_secs: u64,
+    },
+    /// Every slot for concurrent requests is taken.
+    #[error(
+        "the server is handling as many requests as it is configured to; retry in {retry_after_secs} s"
+    )]
+    Overloaded { retry_after_secs: u64 },
+    /// The request ran longer than the configured limit and was abandoned.
+    #[error("the request took longer than {0} ms and was abandoned")]
+    TimedOut(u128),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -59,6 +75,19 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
+            ),
+            ApiError::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            ApiError::Overloaded { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded")
+            }
+            ApiError::TimedOut(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Request timed out",
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,15 +136,26 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind, title) = self.parts();
         let detail = match &self {
-            ApiError::Internal(message) | ApiError::Unavailable(message) => {
+            ApiError::Internal(message) => {
                 tracing::error!(error = %message, "request failed");
-                if matches!(self, ApiError::Internal(_)) {
-                    "something went wrong on our side; it has been logged".to_owned()
-                } else {
-                    self.to_string()
-                }
+                "something went wrong on our side; it has been logged".to_owned()
+            }
+            ApiError::Unavailable(message) => {
+                tracing::error!(error = %message, "the workflow engine failed a request");
+                // What was written stays written and every Temporal call is idempotent, so the
+                // same request again converges.
+                "the workflow engine is unavailable; what could be saved is saved, retry the same \
+                 request shortly"
+                    .to_owned()
             }
             other => other.to_string(),
+        };
+        let retry_after = match &self {
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | ApiError::Overloaded { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
         };
         let mut body = json!({
             "type": format!("https://pidgr.dev/problems/{kind}"),
@@ -126,12 +166,18 @@ impl IntoResponse for ApiError {
         if let ApiError::Invalid(problems) = &self {
             body["errors"] = json!(problems);
         }
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -170,4 +216,56 @@ pub(crate) async fn plain_errors_as_problems(
         _ => ApiError::BadRequest(detail),
     };
     error.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_workflow_engine_failure_answers_without_its_details() {
+        let error = ApiError::Unavailable(
+            "could not start the campaign's workflow (status: Unavailable, message: \"tcp \
+             connect error: 10.20.30.40:7233\"); retry the start"
+                .into(),
+        );
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body_of(response).await;
+        assert!(!body.contains("10.20.30.40"), "{body}");
+        assert!(!body.contains("tcp connect"), "{body}");
+        assert!(body.contains("retry the same request"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn limits_answer_problems_with_retry_after() {
+        let response = ApiError::TooManyRequests {
+            scope: "API key",
+            retry_after_secs: 3,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body: serde_json::Value = serde_json::from_str(&body_of(response).await).unwrap();
+        assert_eq!(body["type"], "https://pidgr.dev/problems/rate-limited");
+        assert_eq!(body["status"], 429);
+
+        let response = ApiError::Overloaded {
+            retry_after_secs: 1,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
 }

@@ -10,6 +10,7 @@
 //! Temporal client. Never `activities`. Reads no environment variables: the binary passes
 //! [`ApiSettings`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pidgr_store::Store;
@@ -27,18 +28,22 @@ mod error;
 mod idempotency;
 mod input;
 mod integrations;
+mod limits;
 mod markdown;
 mod member_sets;
 mod message;
 mod roles;
 mod routes;
+mod server;
 mod templates;
 mod webhook_channel;
 mod workflow_definitions;
 
 pub use auth::{Access, Caller};
 pub use error::ApiError;
+pub use limits::{Limiters, Rate, ServerLimits};
 pub use routes::{OPENAPI_JSON, RouteSpec, router, specs};
+pub use server::serve;
 
 /// The API's field rules (bounded trimmed text, names, variables, e-mail addresses), for other
 /// ways into the directory (`pidgr members import`) that must accept exactly what the API does.
@@ -64,6 +69,8 @@ pub struct ApiSettings {
     pub deeplink_base: String,
     /// The most recipients one campaign may have, checked at creation and again at start.
     pub max_recipients: u64,
+    /// Rate limits, concurrency, timeouts.
+    pub limits: ServerLimits,
 }
 
 impl Default for ApiSettings {
@@ -75,6 +82,7 @@ impl Default for ApiSettings {
             signal_interval: Duration::from_secs(1),
             deeplink_base: "https://app.pidgr.dev/c/".to_owned(),
             max_recipients: DEFAULT_MAX_RECIPIENTS,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -86,6 +94,41 @@ pub struct AppState {
     pub settings: ApiSettings,
     /// The SSRF-safe client: checks webhook channel URLs when saved, sends test events.
     pub outbound: pidgr_outbound::OutboundClient,
+    /// The rate limiters and request slots of `settings.limits`, shared by every request.
+    pub limiters: Arc<Limiters>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        temporal: Client,
+        settings: ApiSettings,
+        outbound: pidgr_outbound::OutboundClient,
+    ) -> Self {
+        let limiters = Arc::new(Limiters::new(&settings.limits));
+        AppState {
+            store,
+            temporal,
+            settings,
+            outbound,
+            limiters,
+        }
+    }
+}
+
+/// The whole API: the [`router`] inside the server-wide bounds, a time limit per request and,
+/// outermost, the cap on requests in progress (so a refused request costs nothing more).
+pub fn app(state: AppState) -> axum::Router {
+    let limiters = state.limiters.clone();
+    router(state)
+        .layer(axum::middleware::from_fn_with_state(
+            limiters.clone(),
+            limits::limit_duration,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limiters,
+            limits::limit_concurrency,
+        ))
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

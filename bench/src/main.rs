@@ -235,6 +235,7 @@ async fn bench(args: Args) -> Result<()> {
         .max()
         .unwrap_or(1);
     let env: Vec<(String, String)> = [
+        ("PIDGR_ENVIRONMENT", "development".into()),
         ("DATABASE_URL", database_url.clone()),
         ("PIDGR_LISTEN", format!("127.0.0.1:{api_port}")),
         ("TEMPORAL_ADDRESS", temporal.address.clone()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use pidgr_activities::{ActivitySettings, CampaignActivitiesImpl, PushSender};
-use pidgr_api::{ApiSettings, AppState};
+use pidgr_api::{ApiSettings, AppState, Rate, ServerLimits};
 use pidgr_outbound::{NameResolver, OutboundClient, OutboundConfig};
 use pidgr_push::{PushClient, PushEndpoints, PushSettings};
 use pidgr_store::{Keyring, SecretKey, Store};
@@ -31,10 +31,18 @@ pub struct Config {
     /// Database URL: `sqlite://path` (embedded, the default) or `postgres://...`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
-    /// `development` or `production`. Production refuses development-only settings.
-    #[arg(long, env = "PIDGR_ENVIRONMENT", default_value = "development")]
+    /// `development` or `production`; required, so that a forgotten setting never runs a
+    /// server with development allowances. Production refuses development-only settings.
+    #[arg(
+        long,
+        env = "PIDGR_ENVIRONMENT",
+        value_name = "development|production",
+        value_parser = ["development", "production"]
+    )]
     pub environment: String,
-    /// Development only: allow plain-HTTP and loopback webhook URLs, for local receivers.
+    /// Development only: allow plain-HTTP webhook URLs to loopback receivers (`127.0.0.0/8`,
+    /// `::1`, `localhost`), for local receivers. Every other host still needs `https://` and a
+    /// public address.
     #[arg(long, env = "PIDGR_ALLOW_INSECURE_WEBHOOKS", default_value_t = false)]
     pub allow_insecure_webhooks: bool,
     /// Task queue of campaign workflows and activities.
@@ -120,6 +128,34 @@ pub struct Config {
     /// the `log` provider (database and log) instead of failing. Refused in production.
     #[arg(long, env = "PIDGR_PUSH_LOG", default_value_t = false)]
     pub push_log: bool,
+    /// Requests one API key may make per second, sustained (a token bucket refilled at this
+    /// rate).
+    #[arg(long, env = "PIDGR_RATE_LIMIT_PER_KEY", default_value_t = 5_000)]
+    pub rate_limit_per_key: u32,
+    /// Requests one API key may make at once above the sustained rate (the bucket's size).
+    #[arg(long, env = "PIDGR_RATE_LIMIT_PER_KEY_BURST", default_value_t = 10_000)]
+    pub rate_limit_per_key_burst: u32,
+    /// Requests without a valid key (public routes, missing or unknown keys) one client address
+    /// may make per second, sustained.
+    #[arg(long, env = "PIDGR_RATE_LIMIT_PER_ADDRESS", default_value_t = 20)]
+    pub rate_limit_per_address: u32,
+    /// Requests without a valid key one client address may make at once above that rate.
+    #[arg(
+        long,
+        env = "PIDGR_RATE_LIMIT_PER_ADDRESS_BURST",
+        default_value_t = 100
+    )]
+    pub rate_limit_per_address_burst: u32,
+    /// Requests the API handles at once; more are answered 503 with `Retry-After` at once.
+    #[arg(long, env = "PIDGR_MAX_CONCURRENT_REQUESTS", default_value_t = 1_024)]
+    pub max_concurrent_requests: usize,
+    /// A request still running after this many milliseconds is abandoned with a 503.
+    #[arg(long, env = "PIDGR_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// A connection that has not sent a complete request head (request line and headers) this
+    /// many milliseconds after it opened or after its previous answer is closed.
+    #[arg(long, env = "PIDGR_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
     /// Name resolution for outbound webhook calls; the system resolver when `None`. Not a
     /// setting: embedders (the end-to-end tests) inject one to play DNS.
     #[arg(skip)]
@@ -204,7 +240,24 @@ impl Config {
             signal_interval: Duration::from_millis(self.signal_interval_ms),
             deeplink_base: self.deeplink_base(),
             max_recipients: self.max_recipients,
+            limits: self.server_limits(),
         })
+    }
+
+    pub fn server_limits(&self) -> ServerLimits {
+        ServerLimits {
+            per_key: Rate {
+                per_second: self.rate_limit_per_key,
+                burst: self.rate_limit_per_key_burst,
+            },
+            per_address: Rate {
+                per_second: self.rate_limit_per_address,
+                burst: self.rate_limit_per_address_burst,
+            },
+            max_concurrent_requests: self.max_concurrent_requests.max(1),
+            request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
+        }
     }
 
     /// Recipients' deeplinks are `<public URL>/c/<code>`, resolved by the API's `/c/{code}`.
@@ -339,9 +392,10 @@ pub struct DbMaintenance {
 }
 
 /// Keeps query cost flat while the process runs: every `every`, fresh planner statistics (a
-/// campaign's deliveries written since make a table many times larger) and a checkpoint that
-/// empties SQLite's log (steady ACK traffic can keep the automatic checkpoints from ever
-/// resetting it). Both are cheap when there is nothing to do, and failures are only logged:
+/// campaign's deliveries written since make a table many times larger), a purge of expired
+/// idempotency keys, and a checkpoint that empties SQLite's log (steady ACK traffic can keep
+/// the automatic checkpoints from ever resetting it). All are cheap when there is nothing to
+/// do, and failures are only logged:
 /// they cost speed, never correctness. The API and the worker each run one, so `serve` runs two.
 pub fn spawn_db_maintenance(store: Store, every: Duration) -> DbMaintenance {
     let (stop_tx, mut stop) = tokio::sync::oneshot::channel::<()>();
@@ -353,6 +407,12 @@ pub fn spawn_db_maintenance(store: Store, every: Duration) -> DbMaintenance {
             }
             if let Err(error) = store.optimize().await {
                 tracing::warn!(%error, "could not refresh the database's planner statistics");
+            }
+            // Expired idempotency keys (and the answers they kept, member data included).
+            match store.purge_idempotency_keys().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
+                Err(error) => tracing::warn!(%error, "could not purge expired idempotency keys"),
             }
             match store.checkpoint_wal().await {
                 Ok(true) => {}
@@ -373,15 +433,11 @@ pub async fn serve_api(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let _maintenance = spawn_db_maintenance(store.clone(), DB_MAINTENANCE_INTERVAL);
-    let app = pidgr_api::router(AppState {
-        store,
-        temporal,
-        settings: config.api_settings()?,
-        outbound: config.outbound()?,
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let settings = config.api_settings()?;
+    let header_read_timeout = settings.limits.header_read_timeout;
+    let state = AppState::new(store, temporal, settings, config.outbound()?);
+    let app = pidgr_api::app(state);
+    pidgr_api::serve(listener, app, header_read_timeout, shutdown).await?;
     Ok(())
 }
 

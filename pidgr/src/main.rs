@@ -1,4 +1,5 @@
-//! `pidgr`: serve | api | worker | migrate | validate | org create | members import | dev-key.
+//! `pidgr`: serve | api | worker | migrate | validate | org create | key create | members import
+//! | dev-key.
 
 mod import;
 
@@ -45,6 +46,9 @@ enum Command {
     /// An organisation's directory.
     #[command(subcommand)]
     Members(MembersCommand),
+    /// API keys, for operators (a way back in when an organisation has lost its keys).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Secrets sealed at rest with PIDGR_SECRET_KEY.
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -74,6 +78,25 @@ enum OrgCommand {
     /// Creates an organisation with its four system roles and prints a Super Admin API key —
     /// the only time the key is shown.
     Create {
+        name: String,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Creates an API key with the given role and prints its secret — the only time it is
+    /// shown.
+    Create {
+        /// The organisation: its id or its exact name.
+        #[arg(long)]
+        org: String,
+        /// The role's id: `super_admin`, `admin`, `manager`, `member` or a custom role's id.
+        #[arg(long)]
+        role: String,
+        /// What the key is for, as the API lists it.
+        #[arg(long, default_value = "created with pidgr key create")]
         name: String,
         #[command(flatten)]
         config: Config,
@@ -114,7 +137,23 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse().command).await {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            if error.kind() == clap::error::ErrorKind::MissingRequiredArgument
+                && error.to_string().contains("--environment")
+            {
+                eprintln!(
+                    "error: PIDGR_ENVIRONMENT is not set. Set PIDGR_ENVIRONMENT=development for a \
+                     local server with development allowances, or PIDGR_ENVIRONMENT=production \
+                     (or pass --environment); nothing runs without one."
+                );
+                return ExitCode::from(2);
+            }
+            error.exit()
+        }
+    };
+    match run(cli.command).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -183,14 +222,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }) => {
             let store = config.store().await?;
             store.migrate().await?;
-            let org = match store.get_organisation(&org).await {
-                Ok(found) => found,
-                Err(pidgr_store::StoreError::NotFound) => store
-                    .find_organisation_by_name(&org)
-                    .await?
-                    .with_context(|| format!("no organisation has the id or name {org:?}"))?,
-                Err(error) => return Err(error.into()),
-            };
+            let org = find_organisation(&store, &org).await?;
             let started = std::time::Instant::now();
             let counts = import::import_members(&store, &org.id, &file, batch_size).await?;
             println!(
@@ -205,6 +237,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 counts.devices,
                 counts.memberships
             );
+        }
+        Command::Key(KeyCommand::Create {
+            org,
+            role,
+            name,
+            config,
+        }) => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 200 {
+                anyhow::bail!("a key name must be 1 to 200 characters");
+            }
+            let store = config.store().await?;
+            store.migrate().await?;
+            let org = find_organisation(&store, &org).await?;
+            let key = store
+                .create_api_key(&org.id, name, role.trim())
+                .await
+                .with_context(|| format!("creating a key in {:?}", org.name))?;
+            eprintln!(
+                "created API key {} with the role {:?} in {:?} ({}); its secret follows — store \
+                 it now, it is not shown again:",
+                key.key.id, key.key.role, org.name, org.id
+            );
+            println!("{}", key.secret);
         }
         Command::Secrets(SecretsCommand::RotateKey { batch_size, config }) => {
             let store = config.store().await?;
@@ -244,6 +300,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Worker(config) => run_services(config, false, true).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The organisation with this id or, failing that, this exact name.
+async fn find_organisation(
+    store: &pidgr_store::Store,
+    id_or_name: &str,
+) -> anyhow::Result<pidgr_store::Organisation> {
+    match store.get_organisation(id_or_name).await {
+        Ok(found) => Ok(found),
+        Err(pidgr_store::StoreError::NotFound) => store
+            .find_organisation_by_name(id_or_name)
+            .await?
+            .with_context(|| format!("no organisation has the id or name {id_or_name:?}")),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Runs the API and/or the worker until Ctrl-C or SIGTERM, then shuts both down gracefully.

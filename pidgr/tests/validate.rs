@@ -11,6 +11,7 @@ fn validate(definition: &str) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_pidgr"))
         .arg("validate")
         .arg(&file)
+        .env("PIDGR_ENVIRONMENT", "production")
         .env_remove("PIDGR_ALLOW_INSECURE_WEBHOOKS")
         .output()
         .unwrap();

@@ -884,6 +884,7 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
     // The organisation and its first key come from the CLI, as an operator would make them.
     let output = tokio::process::Command::new(crate::harness::pidgr_binary()?)
         .args(["org", "create", "Acme Corp"])
+        .env("PIDGR_ENVIRONMENT", "development")
         .env("DATABASE_URL", &system.config.database_url)
         .output()
         .await?;

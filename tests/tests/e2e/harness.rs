@@ -240,6 +240,13 @@ impl System {
                 .map_or(PushEndpoints::APNS_SANDBOX, |u| &u.apns)
                 .to_owned(),
             push_log: options.push_urls.is_none(),
+            rate_limit_per_key: 5_000,
+            rate_limit_per_key_burst: 10_000,
+            rate_limit_per_address: 20,
+            rate_limit_per_address_burst: 100,
+            max_concurrent_requests: 1_024,
+            request_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
             resolver: Some(options.resolver.clone().unwrap_or_else(|| {
                 pidgr::Resolver(Arc::new(pidgr_outbound::StaticResolver::new().with(
                     "hooks.example.com",
@@ -318,6 +325,7 @@ impl System {
         let c = &self.config;
         Ok(tokio::process::Command::new(pidgr_binary()?)
             .arg("worker")
+            .env("PIDGR_ENVIRONMENT", &c.environment)
             .env("DATABASE_URL", &c.database_url)
             .env(
                 "PIDGR_ALLOW_INSECURE_WEBHOOKS",
