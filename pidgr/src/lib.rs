@@ -361,15 +361,24 @@ pub fn encrypting_data_converter(cipher: pidgr_codec::PayloadCipher) -> DataConv
     )
 }
 
-/// The payload codec, keyed from the server's secret key. Every process needs the key: the
-/// API encrypts workflow inputs, the worker decrypts them, so there is no keyless mode.
+/// The payload codec, keyed from the server's secret key (and the previous ones of a rotation).
+/// Every process needs the key: the API encrypts workflow inputs, the worker decrypts them, so
+/// there is no keyless mode.
 pub fn payload_cipher(config: &Config) -> anyhow::Result<pidgr_codec::PayloadCipher> {
     let hex = config.secret_key.as_deref().context(
         "PIDGR_SECRET_KEY is required: Temporal payloads are encrypted with a key derived from it \
          (64 hex characters; e.g. `openssl rand -hex 32`; `make dev` generates one)",
     )?;
-    let key = SecretKey::from_hex(hex.trim())?;
-    Ok(cipher_for(&key, &[]))
+    let key = SecretKey::from_hex(hex.trim()).context("reading PIDGR_SECRET_KEY")?;
+    // Payloads encrypted before a rotation are still read while the old key is listed.
+    let previous = config
+        .previous_secret_keys
+        .iter()
+        .filter(|hex| !hex.trim().is_empty())
+        .map(|hex| SecretKey::from_hex(hex))
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading PIDGR_PREVIOUS_SECRET_KEYS")?;
+    Ok(cipher_for(&key, &previous))
 }
 
 /// The payload codec of these server keys: each one's payload key is derived for the codec

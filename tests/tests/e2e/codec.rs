@@ -216,6 +216,21 @@ async fn the_codec_server_encodes_passes_through_and_refuses_tampered_payloads()
     );
     assert_eq!(cipher.decrypt(encoded[0].clone())?, json_payload("hello"));
 
+    // After a rotation (a new current key, the old one in PIDGR_PREVIOUS_SECRET_KEYS) payloads
+    // of the old key are still read, and new ones are encrypted with the new key.
+    let rotated = pidgr::Config {
+        secret_key: Some(pidgr_store::SecretKey::generate().to_hex()),
+        previous_secret_keys: system.config.secret_key.clone().into_iter().collect(),
+        ..system.config.clone()
+    };
+    let rotated = pidgr::payload_cipher(&rotated)?;
+    let before = cipher.encrypt(&json_payload("before the rotation"))?;
+    assert_eq!(
+        rotated.decrypt(before)?,
+        json_payload("before the rotation")
+    );
+    assert_ne!(rotated.current_key_id(), cipher.current_key_id());
+
     // A history's payloads come in larger bodies than the rest of the API takes (256 KiB).
     let big = json_payload(&"x".repeat(1024 * 1024));
     let (status, answer) = system
