@@ -428,3 +428,58 @@ proptest! {
         prop_assert_eq!(again.definition, validated.definition);
     }
 }
+
+/// Definitions of many well-formed steps, each with one or two faults, in a few kinds.
+fn faulty_steps() -> impl Strategy<Value = Value> {
+    let step = (0u8..6, "[a-z]{1,3}", "[a-z]{1,3}", ".{0,30}").prop_map(|(kind, id, to, text)| {
+        match kind {
+            0 => json!({"id": id, "type": "SEND_NOTIFICATION", "config": {"channels": [text], "variables": {"v": text}}, "transitions": {"next": to}}),
+            1 => json!({"id": id, "type": "DEADLINE_CHECK", "config": {"duration": text}, "transitions": {"deadline": to, "next": to}}),
+            2 => json!({"id": id, "type": "CALL_WEBHOOK", "config": {"name": text, "url": text, "headers": {text.clone(): text}}}),
+            3 => json!({"id": id, "type": text, "transitions": {text.clone(): to}}),
+            4 => json!({"id": text, "type": "MARK_MISSED", "config": {text.clone(): 1}}),
+            _ => json!({"id": id, "type": "SEND_REMINDER", "config": {"variables": {text.clone(): 7}}, "transitions": {"next": id}}),
+        }
+    });
+    prop::collection::vec(step, 1..MAX_STEPS + 5)
+        .prop_map(|steps| json!({"version": 1, "start": "a", "steps": steps}))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Problems are bounded by the input: each one answers a distinct part of it, and no
+    /// message grows beyond a sentence plus the value it names (long names are cut).
+    #[test]
+    fn problems_are_bounded_by_the_input(value in prop_oneof![arbitrary_json(), faulty_steps()]) {
+        let text = value.to_string();
+        if let Err(problems) = parse(&text, &STRICT) {
+            prop_assert!(!problems.is_empty());
+            prop_assert!(problems.len() <= text.len(), "{} problems for {} bytes", problems.len(), text.len());
+            for problem in &problems {
+                prop_assert!(problem.message.len() <= 400 + text.len(), "{problem}");
+                prop_assert!(problem.pointer.len() <= text.len() + 16, "{problem}");
+            }
+        }
+    }
+
+    /// The URL policy answers any text of up to twice the length limit; a rejection is one
+    /// short sentence (the text it quotes is cut), an accepted URL keeps no more than it was given.
+    #[test]
+    fn url_policy_answers_any_text_briefly(url in prop_oneof![
+        ".{0,64}",
+        "https://[a-z0-9.:@\\[\\]%/?#x_-]{0,64}",
+        "https://[a-z]{1,10}\\.example/[ -~]{0,4096}",
+    ]) {
+        for policy in [&UrlPolicy::STRICT, &UrlPolicy::DEVELOPMENT] {
+            match check_url(&url, policy) {
+                Ok(checked) => {
+                    prop_assert!(url.len() <= MAX_URL_LEN);
+                    prop_assert!(checked.path_and_query.len() <= url.len());
+                    prop_assert_eq!(&checked.original, &url);
+                }
+                Err(rejection) => prop_assert!(rejection.to_string().len() <= 400, "{rejection}"),
+            }
+        }
+    }
+}
