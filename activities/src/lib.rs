@@ -377,10 +377,6 @@ fn contract_counts(c: pidgr_store::DeliveryCounts) -> DeliveryCounts {
 /// Retrying those would go on for ever out of sight; they fail the activity at once, with a
 /// log line here and, through the workflow, in the campaign's activity log.
 fn retryable(error: impl std::error::Error + Send + Sync + 'static) -> ActivityError {
-    ActivityError::from(error)
-}
-
-/// How often a long-running call heartbeats; well inside the activities' 60 s heartbeat timeout.
     let permanent = (&error as &dyn std::any::Any)
         .downcast_ref::<StoreError>()
         .is_some_and(is_permanent);
@@ -388,9 +384,9 @@ fn retryable(error: impl std::error::Error + Send + Sync + 'static) -> ActivityE
         tracing::error!(%error, "an activity failed for good: a retry could not fix this");
         return ActivityError::from(ApplicationFailure::non_retryable(error));
     }
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+    ActivityError::from(error)
+}
 
-/// Runs `work`, recording `details` as a heartbeat every [`HEARTBEAT_EVERY`] until it is done.
 /// Whether a store error would come back identical on every retry.
 fn is_permanent(error: &StoreError) -> bool {
     matches!(
@@ -399,6 +395,10 @@ fn is_permanent(error: &StoreError) -> bool {
     )
 }
 
+/// How often a long-running call heartbeats; well inside the activities' 60 s heartbeat timeout.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs `work`, recording `details` as a heartbeat every [`HEARTBEAT_EVERY`] until it is done.
 async fn heartbeat_while<T>(
     ctx: &ActivityContext,
     details: impl serde::Serialize + Copy + Send + Sync + 'static,
