@@ -229,6 +229,7 @@ impl System {
             webhook_part_size: options.webhook_part_size,
             channel_concurrency: 8,
             secret_key: Some(pidgr_store::SecretKey::generate().to_hex()),
+            previous_secret_keys: Vec::new(),
             fcm_url: push_urls.map_or(PushEndpoints::FCM, |u| &u.fcm).to_owned(),
             fcm_token_url: push_urls
                 .map_or(PushEndpoints::FCM_TOKEN, |u| &u.fcm_token)
@@ -264,7 +265,6 @@ impl System {
         let key = store
             .create_api_key(&org.id, "e2e", pidgr_store::SUPER_ADMIN)
             .await?
-            previous_secret_keys: Vec::new(),
             .secret;
 
         let (stop, stop_rx) = watch::channel(false);

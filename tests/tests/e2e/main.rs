@@ -7,6 +7,7 @@ mod channels;
 mod codec;
 mod fan_out;
 mod harness;
+mod secrets;
 mod webhook_parts;
 
 use std::collections::BTreeMap;
