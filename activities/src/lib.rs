@@ -45,6 +45,9 @@ pub struct ActivitySettings {
     pub webhook_part_size: i64,
     /// Webhook channel events sent at once by one sender.
     pub channel_concurrency: usize,
+    /// The most deliveries one campaign gets: the start checks the audience against it, and an
+    /// audience that grew in the moment since is cut here rather than written whole.
+    pub max_recipients: u64,
 }
 
 impl Default for ActivitySettings {
@@ -55,6 +58,7 @@ impl Default for ActivitySettings {
             deeplink_base: "http://127.0.0.1:8080/v1/deeplinks/".into(),
             webhook_part_size: 10_000,
             channel_concurrency: 64,
+            max_recipients: 1_000_000,
         }
     }
 }

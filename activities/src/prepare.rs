@@ -54,6 +54,7 @@ impl CampaignActivitiesImpl {
         let needed =
             template::needed_from_recipients(&campaign.message_title, &campaign.body, &definition);
         let mut unresolvable = 0u64;
+        let mut cut_at_cap = false;
         if campaign.status == CampaignStatus::Active {
             let reader = self
                 .store
@@ -65,11 +66,16 @@ impl CampaignActivitiesImpl {
                 if ctx.is_cancelled() {
                     return Err(ActivityError::cancelled());
                 }
-                let page = self
+                let mut page = self
                     .store
                     .audience_page(&reader, &after, page_size)
                     .await
                     .map_err(retryable)?;
+                let room = self.settings.max_recipients.saturating_sub(written as u64);
+                if page.len() as u64 > room {
+                    page.truncate(room as usize);
+                    cut_at_cap = true;
+                }
                 let Some(last) = page.last() else { break };
                 after = last.member_id.clone().unwrap_or_default();
                 self.store
@@ -93,6 +99,9 @@ impl CampaignActivitiesImpl {
                         .map_err(retryable)?;
                 }
                 let _ = ctx.record_heartbeat(written).await;
+                if cut_at_cap {
+                    break;
+                }
             }
         }
         if written > resumed_at {
@@ -102,12 +111,24 @@ impl CampaignActivitiesImpl {
                 tracing::warn!(%error, "could not refresh the planner's statistics");
             }
         }
+        let mut message = format!("{written} deliveries written from the audience");
+        if cut_at_cap {
+            message.push_str(&format!(
+                "; the audience grew past the limit of {} recipients after the start, and the \
+                 members after the first {written} were left out",
+                self.settings.max_recipients
+            ));
+        }
         self.log(
             &cref,
             None,
             ActivityKind::StepFinished,
-            format!("{written} deliveries written from the audience"),
-            json!({ "deliveries": written, "failed_unresolvable_variables": unresolvable }),
+            message,
+            json!({
+                "deliveries": written,
+                "failed_unresolvable_variables": unresolvable,
+                "cut_at_recipient_limit": cut_at_cap,
+            }),
         )
         .await?;
         Ok(PreparedDeliveries {

@@ -16,7 +16,7 @@ use pidgr_workflows::definition::{Definition, Problem};
 use pidgr_workflows::{CampaignInput, CampaignWorkflow, search_attributes, workflow_id};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use temporalio_client::errors::WorkflowInteractionError;
+use temporalio_client::errors::{WorkflowInteractionError, WorkflowStartError};
 use temporalio_client::{
     WorkflowCancelOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
 };
@@ -216,7 +216,10 @@ pub async fn create(
         pointer: format!("/audience{}", missing.pointer),
         message: format!("no {} has the id {:?}", missing.what, missing.id),
     }));
-    let recipients = state.store.count_audience(&reader).await?;
+    let recipients = state
+        .store
+        .count_audience(&reader, state.settings.max_recipients)
+        .await?;
     if recipients == 0 && reader.missing.is_empty() {
         problems.push(Problem {
             pointer: "/audience".into(),
@@ -227,7 +230,7 @@ pub async fn create(
     } else if recipients > state.settings.max_recipients {
         problems.push(Problem {
             pointer: "/audience".into(),
-            message: too_many(recipients, state.settings.max_recipients),
+            message: too_many(state.settings.max_recipients),
         });
     } else if let (Some(version), Some(validated)) = (&version, &validated) {
         let mut lacking: BTreeMap<String, usize> = BTreeMap::new();
@@ -292,17 +295,18 @@ async fn count_for_start(state: &AppState, campaign: &Campaign) -> Result<u64, A
             missing.what, missing.id
         )));
     }
-    let count = state.store.count_audience(&reader).await?;
+    // Checked again here: a group may have grown since the campaign was created.
+    let count = state
+        .store
+        .count_audience(&reader, state.settings.max_recipients)
+        .await?;
     if count == 0 {
         return Err(ApiError::Conflict(
             "the audience has no members any more".into(),
         ));
     }
     if count > state.settings.max_recipients {
-        return Err(ApiError::Conflict(too_many(
-            count,
-            state.settings.max_recipients,
-        )));
+        return Err(ApiError::Conflict(too_many(state.settings.max_recipients)));
     }
     Ok(count)
 }
@@ -310,8 +314,8 @@ async fn count_for_start(state: &AppState, campaign: &Campaign) -> Result<u64, A
 /// Recipients read per page while checking a new campaign's variables.
 const AUDIENCE_CHECK_PAGE: usize = 5_000;
 
-fn too_many(count: u64, max: u64) -> String {
-    format!("the audience has {count} members, but a campaign can have at most {max}")
+fn too_many(max: u64) -> String {
+    format!("the audience has more than {max} members, the most a campaign can have")
 }
 
 fn stored_audience(campaign: &Campaign) -> Result<Audience, ApiError> {
@@ -361,7 +365,11 @@ pub async fn preview(
                 Ok(json!({ "member_id": r.member_id, "user_id": r.user_id, "message": render(&Reader::of_recipient(r))? }))
             })
             .transpose()?;
-        (state.store.count_audience(&reader).await?, sample)
+        let recipients = state
+            .store
+            .count_audience(&reader, state.settings.max_recipients)
+            .await?;
+        (recipients, sample)
     } else {
         let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
         let first = state
@@ -411,7 +419,39 @@ pub async fn start(
         .await
         .or_not_found("campaign")?;
     let campaign = outcome.campaign;
-    let definition = stored_definition(&campaign)?;
+    let started = start_workflow(
+        &state,
+        &campaign,
+        WorkflowIdConflictPolicy::UseExisting,
+        WorkflowIdReusePolicy::AllowDuplicateFailedOnly,
+    )
+    .await;
+    if let Err(error) = started {
+        // The campaign is ACTIVE; repeating the start request finishes the job, and so does the
+        // reconciler if nobody does.
+        tracing::warn!(campaign = %campaign.id, %error, "could not start a campaign's workflow");
+        return Err(ApiError::Unavailable(
+            "could not start the campaign's workflow; retry the start".into(),
+        ));
+    }
+    let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
+    let status = if outcome.newly_started {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(campaign_view(&campaign, Some(counts)))))
+}
+
+/// Starts the workflow of an ACTIVE campaign, with id `campaign-<id>`: for the start request
+/// (which reuses a running one) and for the reconciler (which must not restart a closed one).
+pub(crate) async fn start_workflow(
+    state: &AppState,
+    campaign: &Campaign,
+    on_conflict: WorkflowIdConflictPolicy,
+    on_reuse: WorkflowIdReusePolicy,
+) -> Result<(), StartWorkflowError> {
+    let definition = stored_definition(campaign).map_err(|_| StartWorkflowError::Corrupt)?;
     let input = CampaignInput {
         campaign: CampaignRef {
             org_id: campaign.org_id.clone(),
@@ -427,29 +467,34 @@ pub async fn start(
         search_attributes::ORGANISATION_ID.value_set(campaign.org_id.clone()),
         search_attributes::STATUS.value_set("ACTIVE".into()),
     ]);
-    let options = WorkflowStartOptions::new(state.settings.task_queue.clone(), workflow_id)
-        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
-        .search_attributes(attributes)
-        .static_summary(campaign.name.clone())
-        .build();
-    if let Err(error) = state
+    let options =
+        WorkflowStartOptions::new(state.settings.task_queue.clone(), workflow_id(&campaign.id))
+            .id_conflict_policy(on_conflict)
+            .id_reuse_policy(on_reuse)
+            // No summary: Temporal stores it unencrypted, and a campaign's name can itself be
+            // confidential. The Web UI lists the run by its id, `campaign-<id>`.
+            .search_attributes(attributes)
+            .build();
+    match state
         .temporal
         .start_workflow(CampaignWorkflow::run, input, options)
         .await
     {
-        // The campaign is ACTIVE with its deliveries; repeating the start request finishes the job.
-        return Err(ApiError::Unavailable(format!(
-            "could not start the campaign's workflow ({error}); retry the start"
-        )));
+        Ok(_) => Ok(()),
+        Err(WorkflowStartError::AlreadyStarted { .. }) => Err(StartWorkflowError::Exists),
+        Err(error) => Err(StartWorkflowError::Temporal(error.to_string())),
     }
-    let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
-    let status = if outcome.newly_started {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(campaign_view(&campaign, Some(counts)))))
+}
+
+/// Why [`start_workflow`] started nothing.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartWorkflowError {
+    #[error("the campaign's workflow exists already (running or closed)")]
+    Exists,
+    #[error("the campaign's stored definition does not parse")]
+    Corrupt,
+    #[error("Temporal refused the start: {0}")]
+    Temporal(String),
 }
 
 /// POST /v1/campaigns/{id}/cancel: CANCELLED in the database first (so ACKs are refused from

@@ -32,6 +32,7 @@ mod limits;
 mod markdown;
 mod member_sets;
 mod message;
+pub mod reconcile;
 mod roles;
 mod routes;
 mod server;

@@ -102,6 +102,18 @@ pub struct Config {
     /// History events after which a campaign's run continues as new at its next chance.
     #[arg(long, env = "PIDGR_MAX_HISTORY_EVENTS", default_value_t = 2_000)]
     pub max_history_events: u32,
+    /// A DEADLINE_CHECK wait asks the database this often whether everything is resolved, so
+    /// a lost progress signal delays an early end by at most this long.
+    #[arg(
+        long,
+        env = "PIDGR_WAIT_RECOUNT_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub wait_recount_interval_ms: u64,
+    /// How often the API looks for ACTIVE campaigns without a workflow (a start whose workflow
+    /// could not be started) and starts theirs; also once when the API boots.
+    #[arg(long, env = "PIDGR_RECONCILE_INTERVAL_MS", default_value_t = 60_000)]
+    pub reconcile_interval_ms: u64,
     /// The most recipients one campaign may have (checked at creation and at start).
     #[arg(long, env = "PIDGR_MAX_RECIPIENTS", default_value_t = pidgr_api::DEFAULT_MAX_RECIPIENTS)]
     pub max_recipients: u64,
@@ -229,6 +241,7 @@ impl Config {
             fan_out_range_size: self.fanout_range_size.max(1),
             fan_out_parallel_ranges: self.fanout_parallel_ranges.max(1),
             fan_out_heartbeat_timeout_ms: self.fanout_heartbeat_timeout_ms.max(1_000),
+            wait_recount_interval_ms: self.wait_recount_interval_ms.max(100),
         }
     }
 
@@ -276,6 +289,7 @@ impl Config {
             deeplink_base: self.deeplink_base(),
             webhook_part_size: self.webhook_part_size.max(1),
             channel_concurrency: self.channel_concurrency.max(1),
+            max_recipients: self.max_recipients,
         }
     }
 
@@ -445,6 +459,10 @@ pub async fn serve_api(
     let settings = config.api_settings()?;
     let header_read_timeout = settings.limits.header_read_timeout;
     let state = AppState::new(store, temporal, settings, config.outbound()?);
+    let _reconciler = pidgr_api::reconcile::spawn(
+        state.clone(),
+        Duration::from_millis(config.reconcile_interval_ms.max(100)),
+    );
     let app = pidgr_api::app(state);
     pidgr_api::serve(listener, app, header_read_timeout, shutdown).await?;
     Ok(())

@@ -216,17 +216,23 @@ impl Store {
         })
     }
 
-    /// How many recipients the audience has now, each member once.
-    pub async fn count_audience(&self, reader: &AudienceReader) -> Result<u64> {
+    /// How many recipients the audience has now, each member once, counting no further than
+    /// `stop_after + 1`: an answer above `stop_after` means "more than `stop_after`", whatever
+    /// the real size, so checking an audience against the recipient cap costs at most the cap's
+    /// worth of index reads even when a group has grown to millions.
+    pub async fn count_audience(&self, reader: &AudienceReader, stop_after: u64) -> Result<u64> {
+        let enough = stop_after.saturating_add(1);
         if reader.sets.is_empty() {
-            return Ok(reader.individuals.len() as u64);
+            return Ok((reader.individuals.len() as u64).min(enough));
         }
         let in_sets = format!(
             "SELECT member_id FROM member_set_members WHERE org_id = $1 AND set_id IN ({})",
             placeholders(2, reader.sets.len())
         );
+        let limit = i64::try_from(enough).unwrap_or(i64::MAX);
         let mut query = sqlx::query(AssertSqlSafe(format!(
-            "SELECT COUNT(*) AS n FROM members WHERE org_id = $1 AND id IN ({in_sets})"
+            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM members WHERE org_id = $1 AND id IN ({in_sets})
+             LIMIT {limit}) AS bounded"
         )))
         .bind(reader.org_id.clone());
         for set in &reader.sets {
@@ -236,6 +242,9 @@ impl Store {
         // Listed members who are not also in one of the sets count once more.
         let listed: Vec<String> = reader.individuals.keys().cloned().collect();
         for batch in listed.chunks(ID_BATCH) {
+            if total >= enough {
+                break;
+            }
             let sql = format!(
                 "SELECT COUNT(DISTINCT member_id) AS n FROM member_set_members
                  WHERE org_id = $1 AND set_id IN ({}) AND member_id IN ({})",
@@ -249,7 +258,7 @@ impl Store {
             let also_in_sets = query.fetch_one(&self.pool).await?.try_get::<i64, _>("n")? as u64;
             total += batch.len() as u64 - also_in_sets;
         }
-        Ok(total)
+        Ok(total.min(enough))
     }
 
     /// The next at most `limit` recipients after the member id `after` ("" for the first page).

@@ -508,4 +508,25 @@ impl Store {
         .rows_affected();
         Ok(claimed == 1)
     }
+
+    /// A page of ACTIVE campaigns of every organisation, by id after `after`, that became
+    /// ACTIVE at or before `started_before`: what the reconciler checks for a workflow. The
+    /// cut-off leaves alone starts whose request is still under way.
+    pub async fn active_campaigns(
+        &self,
+        started_before: DateTime<Utc>,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Campaign>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns
+             WHERE status = $1 AND started_at <= $2 AND id > $3 ORDER BY id LIMIT {limit}"
+        )))
+        .bind(CampaignStatus::Active.as_str())
+        .bind(to_millis(started_before))
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(campaign).collect()
+    }
 }

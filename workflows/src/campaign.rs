@@ -51,6 +51,9 @@ pub struct EngineSettings {
     pub fan_out_parallel_ranges: u32,
     /// A fan-out range whose worker has not heartbeated for this long is handed to another.
     pub fan_out_heartbeat_timeout_ms: u64,
+    /// A DEADLINE_CHECK wait re-counts from the database this often, so that a lost signal
+    /// delays an early end by at most this long rather than until the deadline.
+    pub wait_recount_interval_ms: u64,
 }
 
 impl Default for EngineSettings {
@@ -63,6 +66,7 @@ impl Default for EngineSettings {
             fan_out_range_size: 10_000,
             fan_out_parallel_ranges: 8,
             fan_out_heartbeat_timeout_ms: 30_000,
+            wait_recount_interval_ms: 300_000,
         }
     }
 }
@@ -216,6 +220,9 @@ const DELIVERIES_IN_WORKFLOW: &str = "deliveries-in-workflow";
 const PARTITIONED_FAN_OUT: &str = "partitioned-fan-out";
 /// Patch id: a run whose history grew long continues as new at a step boundary.
 const CONTINUE_AT_STEP_BOUNDARIES: &str = "continue-at-step-boundaries";
+/// Patch id: a DEADLINE_CHECK wait re-counts from the database periodically (and continues as
+/// new when its history grows long), not only when a signal wakes it.
+const RECOUNT_DURING_WAITS: &str = "recount-during-waits";
 
 impl CampaignWorkflow {
     /// Keeps the newer of two snapshots: signals and counts can arrive out of order.
@@ -591,16 +598,46 @@ async fn wait(
                 .build(),
         )
     );
+    // Signals are hints and one may be lost (an API process killed between its write and its
+    // signal): a second timer re-counts every `wait_recount_interval_ms`, a few events each
+    // time, so a lost last signal delays the early end by that much instead of until the
+    // deadline. Patched in after histories without it existed, so those still replay.
+    let periodic = ctx.patched(RECOUNT_DURING_WAITS);
+    let recount_ctx = ctx.clone();
+    let recount_every = Duration::from_millis(input.settings.wait_recount_interval_ms.max(100));
+    let recount_timer = || {
+        Box::pin(
+            recount_ctx.timer(
+                TimerOptions::builder(recount_every)
+                    .summary(format!("{} recount", step.id))
+                    .build(),
+            ),
+        )
+    };
+    let mut recount = periodic.then(recount_timer);
     loop {
-        let woke_by_timer = temporalio_sdk::workflows::select! {
-            fired = timer => Some(fired),
-            condition = ctx.wait_condition(|s| s.all_resolved_hint || s.signals_this_run >= max_signals) => {
-                condition?;
-                None
+        let has_signals =
+            |s: &CampaignWorkflow| s.all_resolved_hint || s.signals_this_run >= max_signals;
+        let woke = if let Some(mut recount) = recount.as_mut() {
+            temporalio_sdk::workflows::select! {
+                fired = timer => Wake::Deadline(fired),
+                condition = ctx.wait_condition(has_signals) => {
+                    condition?;
+                    Wake::Signal
+                }
+                fired = recount => Wake::Recount(fired),
+            }
+        } else {
+            temporalio_sdk::workflows::select! {
+                fired = timer => Wake::Deadline(fired),
+                condition = ctx.wait_condition(has_signals) => {
+                    condition?;
+                    Wake::Signal
+                }
             }
         };
-        match woke_by_timer {
-            Some(TimerResult::Fired) => {
+        match woke {
+            Wake::Deadline(TimerResult::Fired) => {
                 // `deadline` means "fired with deliveries unresolved": ask the database, since
                 // the signal of the last ACK may have been lost. Patched in after histories
                 // without this count existed, so those still replay.
@@ -614,10 +651,15 @@ async fn wait(
                 }
                 return Ok(Outcome::Deadline);
             }
-            Some(_) => return Err(WorkflowTermination::cancelled()),
-            None => {}
+            Wake::Deadline(_) | Wake::Recount(TimerResult::Cancelled) => {
+                return Err(WorkflowTermination::cancelled());
+            }
+            Wake::Recount(_) => recount = Some(recount_timer()),
+            Wake::Signal => {}
         }
-        if ctx.state(|s| s.signals_this_run >= max_signals) {
+        if ctx.state(|s| s.signals_this_run >= max_signals)
+            || (periodic && history_is_long(ctx, input))
+        {
             continue_as_new(ctx, input, step, Some(deadline_ms), None)?;
         }
         ctx.state_mut(|s| s.all_resolved_hint = false);
@@ -627,6 +669,16 @@ async fn wait(
             return Ok(Outcome::AllAcknowledged);
         }
     }
+}
+
+/// What ended one turn of a wait's loop.
+enum Wake {
+    /// The step's deadline timer.
+    Deadline(TimerResult),
+    /// A signal: counts changed, or the run has taken its share of signals.
+    Signal,
+    /// The periodic re-count's timer.
+    Recount(TimerResult),
 }
 
 async fn count_deliveries(

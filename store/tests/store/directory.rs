@@ -860,3 +860,47 @@ async fn members_devices_and_sets_of_another_organisation_are_not_found(store: S
     let ours = store.get_set(&org, SetKind::Team, &team.id).await.unwrap();
     assert_eq!((ours.name.as_str(), ours.member_count), ("Ops", 1));
 }
+
+store_test!(counting_an_audience_stops_just_past_the_limit);
+async fn counting_an_audience_stops_just_past_the_limit(store: Store) {
+    let org = store.create_organisation("Acme").await.unwrap().id;
+    let group = store.create_set(&org, SetKind::Group, "All").await.unwrap();
+    let mut members = Vec::new();
+    for i in 0..6 {
+        let member = add(&store, &org, &format!("E{i}")).await;
+        if i < 5 {
+            store
+                .add_set_member(&org, SetKind::Group, &group.id, &member.id)
+                .await
+                .unwrap();
+        }
+        members.push(member);
+    }
+    let audience = Audience {
+        groups: vec![group.id.clone()],
+        // One listed member also in the group (counted once), one only listed.
+        members: [&members[0], &members[5]]
+            .into_iter()
+            .map(|m| AudienceMember {
+                member_id: m.id.clone(),
+                variables: BTreeMap::new(),
+            })
+            .collect(),
+        ..Audience::default()
+    };
+    let reader = store.audience_reader(&org, &audience).await.unwrap();
+    assert_eq!(store.count_audience(&reader, 100).await.unwrap(), 6, "exact under the limit");
+    assert_eq!(store.count_audience(&reader, 6).await.unwrap(), 6, "exact at the limit");
+    assert_eq!(
+        store.count_audience(&reader, 3).await.unwrap(),
+        4,
+        "past the limit: one more than it, whatever the real size"
+    );
+    let listed_only = Audience {
+        members: audience.members.clone(),
+        ..Audience::default()
+    };
+    let reader = store.audience_reader(&org, &listed_only).await.unwrap();
+    assert_eq!(store.count_audience(&reader, 1).await.unwrap(), 2);
+    assert_eq!(store.count_audience(&reader, 10).await.unwrap(), 2);
+}

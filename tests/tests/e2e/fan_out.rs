@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::harness::{Options, PushUrls, System, postgres_configured, until};
 use crate::pushed_users;
 
-fn notify_then_missed() -> Value {
+pub(crate) fn notify_then_missed() -> Value {
     json!({
         "version": 1,
         "steps": [
@@ -144,37 +144,17 @@ async fn killed_worker_mid_fan_out(postgres: bool) -> Result<()> {
     const RECIPIENTS: usize = 400;
     const RANGE: usize = 25;
     const PARALLEL_RANGES: usize = 4;
-    let (project, email) = ("acme-app", "pidgr@acme-app.iam.gserviceaccount.com");
-    let fcm = FakeFcm::start(
-        project,
-        email,
-        &pidgr_push_fakes::test_service_account_public_key(),
+    let (fcm, system) = with_fake_fcm(
+        // Slow enough that a page is still in flight when the worker dies.
+        std::time::Duration::from_millis(300),
+        Options {
+            in_process_worker: false,
+            fanout_range_size: RANGE as u64,
+            postgres,
+            ..Options::default()
+        },
     )
-    .await;
-    // Slow enough that a page is still in flight when the worker dies.
-    fcm.set_latency(std::time::Duration::from_millis(300));
-    let system = System::start(Options {
-        in_process_worker: false,
-        push_urls: Some(PushUrls {
-            fcm: fcm.base_url(),
-            fcm_token: fcm.token_url(),
-            apns: fcm.base_url(),
-        }),
-        fanout_range_size: RANGE as u64,
-        postgres,
-        ..Options::default()
-    })
     .await?;
-    let service_account: Value =
-        serde_json::from_str(&pidgr_push_fakes::test_service_account_json(email, project))?;
-    let (status, saved) = system
-        .call(
-            Method::PUT,
-            "/v1/integrations/push/fcm",
-            Some(json!({ "service_account": service_account })),
-        )
-        .await?;
-    ensure!(status == StatusCode::OK, "{saved}");
 
     let mut first = system.spawn_worker_process()?;
     let users: Vec<String> = (0..RECIPIENTS).map(|i| format!("user-{i:04}")).collect();
@@ -200,6 +180,55 @@ async fn killed_worker_mid_fan_out(postgres: bool) -> Result<()> {
     let done = system.until_status(&campaign, "COMPLETED").await?;
     assert_eq!(done["counts"]["missed"], RECIPIENTS, "nobody lost: {done}");
 
+    let duplicates = everyone_pushed_once_or_collapsed(&fcm, &users)?;
+    eprintln!("{sent_at_kill} SENT at the kill; {duplicates} pushes sent twice");
+    ensure!(
+        duplicates <= RANGE * PARALLEL_RANGES,
+        "duplicates bounded by the pages in flight: {duplicates}"
+    );
+    system.shutdown().await;
+    Ok(())
+}
+
+/// A system whose pushes go to a fake FCM answering after `latency`, with FCM credentials
+/// saved; its members get FCM devices (`phone-<user>`).
+pub(crate) async fn with_fake_fcm(
+    latency: std::time::Duration,
+    options: Options,
+) -> Result<(FakeFcm, System)> {
+    let (project, email) = ("acme-app", "pidgr@acme-app.iam.gserviceaccount.com");
+    let fcm = FakeFcm::start(
+        project,
+        email,
+        &pidgr_push_fakes::test_service_account_public_key(),
+    )
+    .await;
+    fcm.set_latency(latency);
+    let system = System::start(Options {
+        push_urls: Some(PushUrls {
+            fcm: fcm.base_url(),
+            fcm_token: fcm.token_url(),
+            apns: fcm.base_url(),
+        }),
+        ..options
+    })
+    .await?;
+    let service_account: Value =
+        serde_json::from_str(&pidgr_push_fakes::test_service_account_json(email, project))?;
+    let (status, saved) = system
+        .call(
+            Method::PUT,
+            "/v1/integrations/push/fcm",
+            Some(json!({ "service_account": service_account })),
+        )
+        .await?;
+    ensure!(status == StatusCode::OK, "{saved}");
+    Ok((fcm, system))
+}
+
+/// Checks that every user's phone got a push and that each repeated push carried the collapse
+/// id of the first (so the phone shows it once); answers how many pushes were repeats.
+pub(crate) fn everyone_pushed_once_or_collapsed(fcm: &FakeFcm, users: &[String]) -> Result<usize> {
     let mut pushes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for received in fcm.received() {
         let collapse = received.body["message"]["android"]["collapse_key"]
@@ -209,16 +238,11 @@ async fn killed_worker_mid_fan_out(postgres: bool) -> Result<()> {
         pushes.entry(received.token).or_default().push(collapse);
     }
     let tokens: Vec<String> = users.iter().map(|u| format!("phone-{u}")).collect();
-    assert_eq!(
-        pushes.keys().cloned().collect::<Vec<_>>(),
-        tokens,
-        "every recipient was pushed"
-    );
-    let duplicates: usize = pushes.values().map(|p| p.len() - 1).sum();
-    eprintln!("{sent_at_kill} SENT at the kill; {duplicates} pushes sent twice");
     ensure!(
-        duplicates <= RANGE * PARALLEL_RANGES,
-        "duplicates bounded by the pages in flight: {duplicates}"
+        pushes.keys().cloned().collect::<Vec<_>>() == tokens,
+        "every recipient was pushed ({} of {})",
+        pushes.len(),
+        tokens.len()
     );
     for (token, collapse_ids) in &pushes {
         ensure!(
@@ -228,6 +252,5 @@ async fn killed_worker_mid_fan_out(postgres: bool) -> Result<()> {
             "{token}: a repeated push merges with the first: {collapse_ids:?}"
         );
     }
-    system.shutdown().await;
-    Ok(())
+    Ok(pushes.values().map(|p| p.len() - 1).sum())
 }

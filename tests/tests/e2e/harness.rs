@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use axum::http::{HeaderMap, StatusCode};
 use pidgr::Config;
 use pidgr_push::PushEndpoints;
@@ -50,6 +50,31 @@ pub fn example_definition(first_wait: &str, last_call: &str, webhook_url: &str) 
               "transitions": {} }
         ]
     })
+}
+
+/// A dev server on `port` with the search attributes registered; its state lives in `db` when
+/// given (so that it survives a kill), in memory otherwise.
+async fn start_temporal(
+    port: u16,
+    db: Option<PathBuf>,
+) -> Result<WorkflowEnvironment<LocalServer>> {
+    let server_options = LocalWorkflowEnvironmentOptions::builder()
+        .server_executable(EphemeralExe::ExistingPath(temporal_cli()?))
+        .port(port)
+        .maybe_database_filename(db)
+        .client_options(ClientOptions::new("default").build())
+        .extra_args(
+            pidgr_workflows::search_attributes::ALL
+                .iter()
+                .flat_map(|(name, kind)| {
+                    ["--search-attribute".to_owned(), format!("{name}={kind}")]
+                })
+                .collect(),
+        )
+        .build();
+    WorkflowEnvironment::start_local(server_options)
+        .await
+        .context("starting the Temporal dev server")
 }
 
 pub fn free_port() -> u16 {
@@ -118,6 +143,15 @@ pub struct Options {
     /// A fresh PostgreSQL database at `PIDGR_TEST_POSTGRES_URL` instead of a SQLite file
     /// (callers check [`postgres_configured`] first).
     pub postgres: bool,
+    /// The most recipients a campaign may have (API and worker).
+    pub max_recipients: u64,
+    /// How often a DEADLINE_CHECK wait re-counts from the database without a signal.
+    pub wait_recount_interval_ms: u64,
+    /// How often the API starts the workflows of ACTIVE campaigns that have none.
+    pub reconcile_interval_ms: u64,
+    /// The dev server keeps its state in a file, so [`System::kill_temporal`] and
+    /// [`System::restart_temporal`] can kill it and bring it back with everything it had.
+    pub restartable_temporal: bool,
 }
 
 /// Whether end-to-end tests can run on PostgreSQL; says so when they cannot.
@@ -154,12 +188,18 @@ impl Default for Options {
             max_history_events: 2_000,
             webhook_part_size: 10_000,
             postgres: false,
+            max_recipients: pidgr_api::DEFAULT_MAX_RECIPIENTS,
+            wait_recount_interval_ms: 300_000,
+            reconcile_interval_ms: 60_000,
+            restartable_temporal: false,
         }
     }
 }
 
 pub struct System {
     env: Option<WorkflowEnvironment<LocalServer>>,
+    temporal_port: u16,
+    temporal_db: Option<PathBuf>,
     pub temporal_address: String,
     pub client: Client,
     pub store: Store,
@@ -181,22 +221,10 @@ impl System {
         let dir = std::env::temp_dir().join(format!("pidgr-e2e-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
         let port = free_port();
-        let server_options = LocalWorkflowEnvironmentOptions::builder()
-            .server_executable(EphemeralExe::ExistingPath(temporal_cli()?))
-            .port(port)
-            .client_options(ClientOptions::new("default").build())
-            .extra_args(
-                pidgr_workflows::search_attributes::ALL
-                    .iter()
-                    .flat_map(|(name, kind)| {
-                        ["--search-attribute".to_owned(), format!("{name}={kind}")]
-                    })
-                    .collect(),
-            )
-            .build();
-        let env = WorkflowEnvironment::start_local(server_options)
-            .await
-            .context("starting the Temporal dev server")?;
+        let temporal_db = options
+            .restartable_temporal
+            .then(|| dir.join("temporal.db"));
+        let env = start_temporal(port, temporal_db.clone()).await?;
         let listen = StdListener::bind("127.0.0.1:0")?;
         let api_addr = listen.local_addr()?;
         let push_urls = options.push_urls.as_ref();
@@ -225,7 +253,9 @@ impl System {
             // A killed worker's range goes to another worker within seconds.
             fanout_heartbeat_timeout_ms: 5_000,
             max_history_events: options.max_history_events,
-            max_recipients: pidgr_api::DEFAULT_MAX_RECIPIENTS,
+            max_recipients: options.max_recipients,
+            wait_recount_interval_ms: options.wait_recount_interval_ms,
+            reconcile_interval_ms: options.reconcile_interval_ms,
             webhook_part_size: options.webhook_part_size,
             channel_concurrency: 8,
             secret_key: Some(pidgr_store::SecretKey::generate().to_hex()),
@@ -280,6 +310,8 @@ impl System {
         });
         let mut system = System {
             env: Some(env),
+            temporal_port: port,
+            temporal_db,
             temporal_address: format!("127.0.0.1:{port}"),
             client,
             store,
@@ -322,9 +354,78 @@ impl System {
 
     /// A `pidgr worker` child process configured like this system; killed when dropped.
     pub fn spawn_worker_process(&self) -> Result<tokio::process::Child> {
+        self.spawn_worker_process_with(&[])
+    }
+
+    /// [`System::spawn_worker_process`] with some settings changed, e.g. another `DATABASE_URL`.
+    pub fn spawn_worker_process_with(&self, env: &[(&str, &str)]) -> Result<tokio::process::Child> {
+        let mut command = self.pidgr_command("worker")?;
+        command.envs(env.iter().copied());
+        Ok(command.spawn()?)
+    }
+
+    /// SIGKILLs the Temporal dev server (started with [`Options::restartable_temporal`]).
+    pub async fn kill_temporal(&mut self) -> Result<()> {
+        let env = self.env.take().context("the dev server is not running")?;
+        env.shutdown().await.context("killing the dev server")?;
+        Ok(())
+    }
+
+    /// Starts the dev server again on the same port and database file: the clients of the API
+    /// and the workers reconnect by themselves.
+    pub async fn restart_temporal(&mut self) -> Result<()> {
+        ensure!(
+            self.temporal_db.is_some(),
+            "start the system with restartable_temporal"
+        );
+        ensure!(self.env.is_none(), "kill the dev server first");
+        self.env = Some(start_temporal(self.temporal_port, self.temporal_db.clone()).await?);
+        Ok(())
+    }
+
+    /// A `pidgr api` child process configured like this system, listening on `listen`, with
+    /// the worker settings the API passes to workflows; killed when dropped.
+    pub fn spawn_api_process(&self, listen: &str) -> Result<tokio::process::Child> {
         let c = &self.config;
-        Ok(tokio::process::Command::new(pidgr_binary()?)
-            .arg("worker")
+        Ok(self
+            .pidgr_command("api")?
+            .env("PIDGR_LISTEN", listen)
+            .env("PIDGR_SIGNAL_INTERVAL_MS", c.signal_interval_ms.to_string())
+            .env(
+                "PIDGR_MAX_SIGNALS_PER_RUN",
+                c.max_signals_per_run.to_string(),
+            )
+            .env(
+                "PIDGR_WEBHOOK_MAX_ATTEMPTS",
+                c.webhook_max_attempts.to_string(),
+            )
+            .env("PIDGR_FANOUT_RANGE_SIZE", c.fanout_range_size.to_string())
+            .env(
+                "PIDGR_FANOUT_PARALLEL_RANGES",
+                c.fanout_parallel_ranges.to_string(),
+            )
+            .env(
+                "PIDGR_FANOUT_HEARTBEAT_TIMEOUT_MS",
+                c.fanout_heartbeat_timeout_ms.to_string(),
+            )
+            .env("PIDGR_MAX_HISTORY_EVENTS", c.max_history_events.to_string())
+            .env(
+                "PIDGR_WAIT_RECOUNT_INTERVAL_MS",
+                c.wait_recount_interval_ms.to_string(),
+            )
+            .env(
+                "PIDGR_RECONCILE_INTERVAL_MS",
+                c.reconcile_interval_ms.to_string(),
+            )
+            .spawn()?)
+    }
+
+    /// `pidgr <subcommand>` with this system's settings in its environment.
+    fn pidgr_command(&self, subcommand: &str) -> Result<tokio::process::Command> {
+        let c = &self.config;
+        let mut command = tokio::process::Command::new(pidgr_binary()?);
+        command
+            .arg(subcommand)
             .env("PIDGR_ENVIRONMENT", &c.environment)
             .env("DATABASE_URL", &c.database_url)
             .env(
@@ -335,6 +436,7 @@ impl System {
             .env("PIDGR_FANOUT_PAGE_SIZE", c.fanout_page_size.to_string())
             .env("PIDGR_WEBHOOK_PART_SIZE", c.webhook_part_size.to_string())
             .env("PIDGR_FANOUT_CONCURRENCY", c.fanout_concurrency.to_string())
+            .env("PIDGR_MAX_RECIPIENTS", c.max_recipients.to_string())
             .env(
                 "PIDGR_SECRET_KEY",
                 c.secret_key.as_deref().unwrap_or_default(),
@@ -347,8 +449,8 @@ impl System {
             .env("TEMPORAL_ADDRESS", &self.temporal_address)
             .env("TEMPORAL_NAMESPACE", "default")
             .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .spawn()?)
+            .kill_on_drop(true);
+        Ok(command)
     }
 
     pub async fn shutdown(mut self) {
@@ -704,5 +806,44 @@ impl Receiver {
             .await
             .context("waiting for a webhook request")?
             .context("receiver closed")
+    }
+}
+
+/// A TCP proxy on loopback that a test can cut: while it is down, the connections it carried
+/// are closed and new ones are closed as soon as they are accepted — what a process sees when
+/// its database becomes unreachable.
+pub struct TcpProxy {
+    pub port: u16,
+    down: watch::Sender<bool>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: std::net::SocketAddr) -> Result<TcpProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (down, watch_down) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *watch_down.borrow() {
+                    continue; // dropped: closed at once
+                }
+                let mut cut = watch_down.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|down| *down) => {}
+                    }
+                });
+            }
+        });
+        Ok(TcpProxy { port, down })
+    }
+
+    /// Cuts every connection and refuses new ones (`true`), or carries them again (`false`).
+    pub fn set_down(&self, down: bool) {
+        let _ = self.down.send(down);
     }
 }
