@@ -9,6 +9,7 @@ mod durability;
 mod fan_out;
 mod faults;
 mod harness;
+mod limits;
 mod secrets;
 mod webhook_parts;
 
