@@ -471,9 +471,8 @@ pub(crate) async fn start_workflow(
         WorkflowStartOptions::new(state.settings.task_queue.clone(), workflow_id(&campaign.id))
             .id_conflict_policy(on_conflict)
             .id_reuse_policy(on_reuse)
-            // No summary: Temporal stores it unencrypted, and a campaign's name can itself be
-            // confidential. The Web UI lists the run by its id, `campaign-<id>`.
             .search_attributes(attributes)
+            .static_summary(campaign.name.clone())
             .build();
     match state
         .temporal
