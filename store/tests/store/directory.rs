@@ -889,8 +889,16 @@ async fn counting_an_audience_stops_just_past_the_limit(store: Store) {
         ..Audience::default()
     };
     let reader = store.audience_reader(&org, &audience).await.unwrap();
-    assert_eq!(store.count_audience(&reader, 100).await.unwrap(), 6, "exact under the limit");
-    assert_eq!(store.count_audience(&reader, 6).await.unwrap(), 6, "exact at the limit");
+    assert_eq!(
+        store.count_audience(&reader, 100).await.unwrap(),
+        6,
+        "exact under the limit"
+    );
+    assert_eq!(
+        store.count_audience(&reader, 6).await.unwrap(),
+        6,
+        "exact at the limit"
+    );
     assert_eq!(
         store.count_audience(&reader, 3).await.unwrap(),
         4,
