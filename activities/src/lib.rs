@@ -271,7 +271,7 @@ impl CampaignActivitiesImpl {
         _ctx: ActivityContext,
         input: StepFailure,
     ) -> Result<(), ActivityError> {
-        let kind = if input.step_type == "CALL_WEBHOOK" {
+        let kind = if input.step_type == "CALL_WEBHOOK" && !input.fatal {
             ActivityKind::WebhookFailed
         } else {
             ActivityKind::StepFailed
@@ -280,10 +280,17 @@ impl CampaignActivitiesImpl {
             &input.campaign,
             Some(&input.step_id),
             kind,
-            format!(
-                "step {} ({}) failed: {}; the campaign continues",
-                input.step_id, input.step_type, input.error
-            ),
+            if input.fatal {
+                format!(
+                    "step {} ({}) failed and no retry can fix it: {}; the campaign stops here",
+                    input.step_id, input.step_type, input.error
+                )
+            } else {
+                format!(
+                    "step {} ({}) failed: {}; the campaign continues",
+                    input.step_id, input.step_type, input.error
+                )
+            },
             json!({ "error": input.error }),
         )
         .await

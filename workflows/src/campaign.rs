@@ -26,9 +26,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext,
-    TimerOptions, TimerResult, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
-    WorkflowResult, WorkflowTermination,
+    ActivityExecutionError, ActivityOptions, ContinueAsNewOptions, OutgoingWorkflowError,
+    SyncWorkflowContext, TimerOptions, TimerResult, WorkflowCancellationToken, WorkflowContext,
+    WorkflowContextView, WorkflowResult, WorkflowTermination,
 };
 
 /// Knobs the engine reads from the workflow input, so that every run of a campaign keeps the
@@ -176,6 +176,32 @@ impl CampaignWorkflow {
                 ]);
                 Err(WorkflowTermination::cancelled())
             }
+            // A step failed in a way no retry can fix (a row gone, a secret that does not open,
+            // missing configuration): the activity log says so before the workflow fails, so
+            // the admin reading the campaign sees why it stopped. Best effort: the workflow
+            // fails with the original error either way. Patched in, so failed histories from
+            // before it still replay.
+            Err(WorkflowTermination::Failed(error)) if ctx.patched(RECORD_FATAL_FAILURES) => {
+                let step_id = ctx.state(|s| s.current_step.clone());
+                let step = step_id.as_deref().and_then(|id| input.definition.step(id));
+                let failure = StepFailure {
+                    campaign: input.campaign.clone(),
+                    step_id: step_id.clone().unwrap_or_else(|| "campaign".into()),
+                    step_type: step.map_or("", |s| s.kind.type_name()).to_owned(),
+                    error: match &error {
+                        OutgoingWorkflowError::ActivityExecution(e) => failure_message(e),
+                        other => other.to_string(),
+                    },
+                    fatal: true,
+                };
+                // A few attempts only: this must not stand between the failure and its report.
+                let mut record = options("failure", Duration::from_secs(60));
+                record.retry_policy = Some(RetryPolicy::builder().maximum_attempts(3).build());
+                let _ = ctx
+                    .execute_activity(CampaignActivities::record_step_failure, failure, record)
+                    .await;
+                Err(WorkflowTermination::Failed(error))
+            }
             result => result,
         }
     }
@@ -223,6 +249,8 @@ const CONTINUE_AT_STEP_BOUNDARIES: &str = "continue-at-step-boundaries";
 /// Patch id: a DEADLINE_CHECK wait re-counts from the database periodically (and continues as
 /// new when its history grows long), not only when a signal wakes it.
 const RECOUNT_DURING_WAITS: &str = "recount-during-waits";
+/// Patch id: a failure that ends the workflow is written to the activity log first.
+const RECORD_FATAL_FAILURES: &str = "record-fatal-failures";
 
 impl CampaignWorkflow {
     /// Keeps the newer of two snapshots: signals and counts can arrive out of order.
@@ -734,6 +762,7 @@ async fn call_webhook(
             step_id: step.id.clone(),
             step_type: step.kind.type_name().to_owned(),
             error: failure_message(&error),
+            fatal: false,
         };
         ctx.execute_activity(
             CampaignActivities::record_step_failure,

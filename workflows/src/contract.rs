@@ -146,6 +146,10 @@ pub struct StepFailure {
     pub step_id: String,
     pub step_type: String,
     pub error: String,
+    /// The failure ends the campaign's workflow (no retry can fix it); otherwise the campaign
+    /// carries on after the step.
+    #[serde(default)]
+    pub fatal: bool,
 }
 
 /// Activity declarations. Names are the step types the Web UI shows; each call also carries the

@@ -2,7 +2,7 @@
 //! cap checked again at start, a lost last signal, and an ACTIVE campaign whose workflow was
 //! never started.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use axum::http::StatusCode;
 use pidgr_store::ActionKind;
 use serde_json::{Value, json};
@@ -136,6 +136,63 @@ async fn an_active_campaign_without_a_workflow_is_started_by_the_reconciler() ->
         notified.iter().all(|d| d["status"] == "MISSED"),
         "{notified:?}"
     );
+    system.shutdown().await;
+    Ok(())
+}
+
+/// The organisation's push credentials are sealed under a key the worker does not hold (a key
+/// rotated while a worker still runs with the old one alone): no retry can fix that. The
+/// fan-out fails once, the activity log says why the campaign stopped, and the workflow ends
+/// failed instead of retrying for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_no_retry_can_fix_stops_the_campaign_with_the_reason_in_the_activity_log()
+-> Result<()> {
+    let (_fcm, system) =
+        crate::fan_out::with_fake_fcm(std::time::Duration::ZERO, Options::default()).await?;
+    let group = system.group_of(&["ann"]).await?;
+    let campaign = system
+        .create_campaign_for(&group, notify_then_missed())
+        .await?;
+    let worker_key = pidgr_store::SecretKey::from_hex(
+        system
+            .config
+            .secret_key
+            .as_deref()
+            .context("the system's key")?,
+    )?;
+    let rotated = system.store.clone().with_keyring(pidgr_store::Keyring::new(
+        pidgr_store::SecretKey::generate(),
+        vec![worker_key],
+    ));
+    rotated.rotate_secret_key(100).await?;
+    system.start_draft(&campaign).await?;
+
+    let stopped = until(
+        "the campaign's fatal failure in the activity log",
+        || async {
+            Ok(system
+                .activity(&campaign)
+                .await?
+                .into_iter()
+                .find(|e| e["kind"] == "step_failed"))
+        },
+    )
+    .await?;
+    assert_eq!(stopped["step_id"], "notify", "{stopped}");
+    let message = stopped["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("no retry can fix it") && message.contains("server key"),
+        "the entry says what stopped the campaign: {stopped}"
+    );
+    let handle = system
+        .client
+        .get_workflow_handle::<pidgr_workflows::CampaignWorkflow>(pidgr_workflows::workflow_id(
+            &campaign,
+        ));
+    let result = handle
+        .get_result(temporalio_client::WorkflowGetResultOptions::default())
+        .await;
+    ensure!(result.is_err(), "the workflow ended failed: {result:?}");
     system.shutdown().await;
     Ok(())
 }
