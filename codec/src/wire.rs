@@ -46,6 +46,12 @@ fn decode(text: &str) -> Option<Vec<u8>> {
     GeneralPurpose::new(alphabet, config).decode(text).ok()
 }
 
+/// `key` as one reference token of a JSON pointer (RFC 6901): `~` is written `~0` and `/`
+/// `~1`, so a metadata key holding either still points at itself.
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 impl PayloadsBody {
     /// The payloads, or where the body has something that is not base64.
     pub fn to_payloads(&self) -> Result<Vec<Payload>, NotBase64> {
@@ -62,7 +68,7 @@ impl PayloadsBody {
                     .map(|(key, value)| {
                         decode(value)
                             .map(|bytes| (key.clone(), bytes))
-                            .ok_or_else(|| not_base64(&format!("metadata/{key}")))
+                            .ok_or_else(|| not_base64(&format!("metadata/{}", pointer_token(key))))
                     })
                     .collect::<Result<_, _>>()?;
                 let data = decode(&json.data).ok_or_else(|| not_base64("data"))?;
@@ -129,6 +135,18 @@ mod tests {
         assert_eq!(
             bad.to_payloads().unwrap_err().pointer,
             "/payloads/1/metadata/encoding"
+        );
+    }
+
+    #[test]
+    fn a_metadata_key_is_escaped_in_the_pointer() {
+        let bad: PayloadsBody = serde_json::from_value(serde_json::json!({
+            "payloads": [{"metadata": {"a/b~c": "%%%"}}]
+        }))
+        .unwrap();
+        assert_eq!(
+            bad.to_payloads().unwrap_err().pointer,
+            "/payloads/0/metadata/a~1b~0c"
         );
     }
 }
