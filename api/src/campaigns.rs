@@ -434,6 +434,10 @@ pub async fn start(
             "could not start the campaign's workflow; retry the start".into(),
         ));
     }
+    state
+        .store
+        .mark_workflow_started(&campaign.org_id, &campaign.id)
+        .await?;
     let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
     let status = if outcome.newly_started {
         StatusCode::ACCEPTED

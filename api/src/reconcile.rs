@@ -3,9 +3,12 @@
 //! A start request commits ACTIVE in the database first and then starts the workflow; if the
 //! workflow start fails (Temporal unreachable, the API process killed in between) and the
 //! client never retries, the campaign would stay ACTIVE with nothing driving it. Every API
-//! process runs this at boot and then periodically. Starting is idempotent across processes:
-//! the workflow id is the campaign's, and a workflow that exists already — running, or closed
-//! (completed, failed, terminated: an operator's decision stays visible) — is left alone.
+//! process runs this at boot and then periodically, over the ACTIVE campaigns whose workflow is
+//! not yet known to exist (a successful start records it). Starting is idempotent across
+//! processes: the workflow id is the campaign's, and a workflow that exists already — running,
+//! or closed (completed, failed, terminated: an operator's decision stays visible) — is left
+//! alone and recorded as existing, so it is never restarted, even after Temporal's retention
+//! has forgotten it.
 
 use std::time::Duration;
 
@@ -40,7 +43,10 @@ pub async fn start_missing_workflows(
     let mut done = Reconciled::default();
     let mut after = String::new();
     loop {
-        let page = state.store.active_campaigns(cutoff, &after, PAGE).await?;
+        let page = state
+            .store
+            .active_campaigns_without_workflow(cutoff, &after, PAGE)
+            .await?;
         let Some(last) = page.last() else { break };
         after = last.id.clone();
         for campaign in &page {
@@ -61,8 +67,17 @@ pub async fn start_missing_workflows(
                         org = %campaign.org_id,
                         "an ACTIVE campaign had no workflow; started it"
                     );
+                    state
+                        .store
+                        .mark_workflow_started(&campaign.org_id, &campaign.id)
+                        .await?;
                 }
-                Err(StartWorkflowError::Exists) => {}
+                Err(StartWorkflowError::Exists) => {
+                    state
+                        .store
+                        .mark_workflow_started(&campaign.org_id, &campaign.id)
+                        .await?;
+                }
                 Err(error) => {
                     tracing::warn!(campaign = %campaign.id, %error, "reconciler could not start a workflow");
                 }

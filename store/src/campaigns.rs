@@ -510,9 +510,9 @@ impl Store {
     }
 
     /// A page of ACTIVE campaigns of every organisation, by id after `after`, that became
-    /// ACTIVE at or before `started_before`: what the reconciler checks for a workflow. The
-    /// cut-off leaves alone starts whose request is still under way.
-    pub async fn active_campaigns(
+    /// ACTIVE at or before `started_before` and whose workflow is not known to exist: what the
+    /// reconciler starts. The cut-off leaves alone starts whose request is still under way.
+    pub async fn active_campaigns_without_workflow(
         &self,
         started_before: DateTime<Utc>,
         after: &str,
@@ -520,7 +520,8 @@ impl Store {
     ) -> Result<Vec<Campaign>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {CAMPAIGN_COLUMNS} FROM campaigns
-             WHERE status = $1 AND started_at <= $2 AND id > $3 ORDER BY id LIMIT {limit}"
+             WHERE status = $1 AND workflow_started_at IS NULL AND started_at <= $2 AND id > $3
+             ORDER BY id LIMIT {limit}"
         )))
         .bind(CampaignStatus::Active.as_str())
         .bind(to_millis(started_before))
@@ -528,5 +529,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(campaign).collect()
+    }
+
+    /// Records that the campaign's workflow exists (it was started, or found started): from
+    /// then on the reconciler leaves the campaign alone. Idempotent.
+    pub async fn mark_workflow_started(&self, org_id: &str, campaign_id: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE campaigns SET workflow_started_at = $1
+             WHERE org_id = $2 AND id = $3 AND workflow_started_at IS NULL",
+        )
+        .bind(to_millis(Utc::now()))
+        .bind(org_id)
+        .bind(campaign_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

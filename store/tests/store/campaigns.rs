@@ -499,3 +499,46 @@ async fn activity_log_and_push_log_keep_order(store: Store) {
     let pushes = store.list_pushes(&org, &campaign).await.unwrap();
     assert_eq!((pushes.len(), pushes[0].step_id.as_str()), (1, "notify"));
 }
+
+store_test!(the_reconciler_sees_only_active_campaigns_whose_workflow_is_not_known);
+async fn the_reconciler_sees_only_active_campaigns_whose_workflow_is_not_known(store: Store) {
+    let (org, first) = started(&store, &["ann"]).await;
+    let second = draft(&store, &org).await;
+    store
+        .activate_campaign(&org, &second, "campaign-second", 1)
+        .await
+        .unwrap();
+    let _draft = draft(&store, &org).await;
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let ids = |campaigns: Vec<pidgr_store::Campaign>| -> Vec<String> {
+        campaigns.into_iter().map(|c| c.id).collect()
+    };
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    let found = store
+        .active_campaigns_without_workflow(later, "", 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(found), both, "ACTIVE ones only, drafts left out");
+    let before_any_start = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert!(
+        store
+            .active_campaigns_without_workflow(before_any_start, "", 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a start still under way is left alone"
+    );
+    store.mark_workflow_started(&org, &first).await.unwrap();
+    store.mark_workflow_started(&org, &first).await.unwrap();
+    let found = store
+        .active_campaigns_without_workflow(later, "", 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(found), vec![second.clone()]);
+    let after_second = store
+        .active_campaigns_without_workflow(later, &second, 10)
+        .await
+        .unwrap();
+    assert!(after_second.is_empty(), "pages continue after the cursor");
+}

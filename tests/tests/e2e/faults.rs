@@ -137,6 +137,14 @@ async fn postgres_unreachable_for_ten_seconds_mid_fan_out() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let sent_after_outage = sent(&system, &campaign).await?;
     proxy.set_down(false);
+    // The worker really was cut off: during the outage it could record at most the pages it
+    // was finishing when the connections dropped.
+    let in_flight =
+        (system.config.fanout_parallel_ranges as i64 * system.config.fanout_page_size) as u64;
+    ensure!(
+        sent_after_outage - sent_when_cut <= in_flight,
+        "{sent_when_cut} SENT at the cut, {sent_after_outage} after 10 s without a database"
+    );
 
     let done = system.until_status(&campaign, "COMPLETED").await?;
     assert_eq!(done["counts"]["missed"], RECIPIENTS, "nobody lost: {done}");
@@ -210,7 +218,12 @@ async fn workers_killed_at_random_moments(postgres: bool) -> Result<()> {
         until_sent(&system, &campaign, threshold).await?;
         let next = system.spawn_worker_process()?;
         worker.kill().await?;
-        sent_at_kills.push(sent(&system, &campaign).await?);
+        let sent_at_kill = sent(&system, &campaign).await?;
+        ensure!(
+            sent_at_kill < RECIPIENTS as u64,
+            "the worker died mid fan-out ({sent_at_kill} sent)"
+        );
+        sent_at_kills.push(sent_at_kill);
         worker = next;
     }
     let done = system.until_status(&campaign, "COMPLETED").await?;
@@ -314,6 +327,20 @@ async fn api_killed_during_an_ack_storm(postgres: bool) -> Result<()> {
     .await?;
     process.kill().await?;
     let accepted_at_kill = accepted.lock().expect("accepted").len();
+    ensure!(
+        accepted_at_kill < RECIPIENTS,
+        "the API died mid storm ({accepted_at_kill} accepted)"
+    );
+    // Everything a client saw accepted before the kill is in the database already.
+    let durable_at_kill = system
+        .store
+        .delivery_counts(&system.org_id, &campaign)
+        .await?
+        .acknowledged;
+    ensure!(
+        durable_at_kill as usize >= accepted_at_kill,
+        "{durable_at_kill} ACKs in the database, {accepted_at_kill} accepted"
+    );
     let _restarted = system.spawn_api_process(&listen)?;
     for client in clients {
         client.await?;
