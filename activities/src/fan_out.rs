@@ -417,7 +417,8 @@ impl CampaignActivitiesImpl {
         .await
     }
 
-    /// One activity-log line per push token removed for a recipient.
+    /// One activity-log line per push token removed for a recipient, the token masked as in
+    /// device lists (the log is readable with `campaigns:read`).
     async fn log_removed_tokens(
         &self,
         campaign: &CampaignRef,
@@ -425,7 +426,7 @@ impl CampaignActivitiesImpl {
         target: &NotifyTarget,
         removed: &[String],
     ) -> Result<(), ActivityError> {
-        for token in removed {
+        for token in removed.iter().map(|t| pidgr_store::masked_token(t)) {
             self.log(
                 campaign,
                 Some(step_id),

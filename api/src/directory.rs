@@ -198,26 +198,10 @@ pub async fn list_devices(
     // the directory.
     if !caller.permissions.contains(&Permission::DeliveriesWrite) {
         for device in &mut devices {
-            device.token = masked_token(&device.token);
+            device.token = pidgr_store::masked_token(&device.token);
         }
     }
     Ok(page.respond(devices, |d| d.id.clone()))
-}
-
-/// Tokens shorter than this are masked whole: their first and last 4 characters would be most
-/// of them.
-const MIN_PARTLY_SHOWN_TOKEN: usize = 16;
-
-/// `token` with all but its first and last 4 characters replaced by `…`, enough to tell devices
-/// apart; a short token is `…` alone.
-pub fn masked_token(token: &str) -> String {
-    let chars: Vec<char> = token.chars().collect();
-    if chars.len() < MIN_PARTLY_SHOWN_TOKEN {
-        return "…".to_owned();
-    }
-    let head: String = chars[..4].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}…{tail}")
 }
 
 #[derive(Deserialize)]
@@ -264,18 +248,4 @@ pub async fn remove_device(
         .await
         .or_not_found("device")?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::masked_token;
-
-    #[test]
-    fn tokens_show_only_their_ends() {
-        let fcm = "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx";
-        assert_eq!(masked_token(fcm), "dQw4…RYqx");
-        assert_eq!(masked_token("ada-phone"), "…");
-        assert_eq!(masked_token(&"ü".repeat(16)), "üüüü…üüüü");
-        assert!(!masked_token(fcm).contains("APA91b"));
-    }
 }

@@ -258,3 +258,33 @@ pub(crate) async fn import_devices(
     }
     Ok(changed)
 }
+
+/// Tokens shorter than this are masked whole: their first and last 4 characters would be most
+/// of them.
+const MIN_PARTLY_SHOWN_TOKEN: usize = 16;
+
+/// `token` with all but its first and last 4 characters replaced by `…`, enough to tell devices
+/// apart; a short token is `…` alone.
+pub fn masked_token(token: &str) -> String {
+    let chars: Vec<char> = token.chars().collect();
+    if chars.len() < MIN_PARTLY_SHOWN_TOKEN {
+        return "…".to_owned();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked_token;
+
+    #[test]
+    fn tokens_show_only_their_ends() {
+        let fcm = "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx";
+        assert_eq!(masked_token(fcm), "dQw4…RYqx");
+        assert_eq!(masked_token("ada-phone"), "…");
+        assert_eq!(masked_token(&"ü".repeat(16)), "üüüü…üüüü");
+        assert!(!masked_token(fcm).contains("APA91b"));
+    }
+}

@@ -39,7 +39,7 @@ pub use deliveries::{
     ActionKind, ActionOutcome, Delivery, DeliveryCounts, DeliveryReport, DeliveryStatus,
     NotifyTarget,
 };
-pub use devices::{Device, Platform};
+pub use devices::{Device, Platform, masked_token};
 pub use header_secrets::{HEADER_SECRET_PREFIX, header_secret_id, mask_webhook_headers};
 pub use idempotency::{IDEMPOTENCY_CLAIM_TIMEOUT, IDEMPOTENCY_KEY_LIFETIME, IdempotencyClaim};
 pub use key_rotation::RotatedTable;

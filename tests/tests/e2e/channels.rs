@@ -575,6 +575,11 @@ async fn push_reaches_good_tokens_removes_gone_ones_and_retries_quota_errors() -
         .filter(|e| e["kind"] == "device_removed")
         .count();
     assert_eq!(removed, 2, "{activity:?}");
+    let log = serde_json::to_string(&activity)?;
+    ensure!(
+        !log.contains("bob-old-fcm") && !log.contains("cy-apns"),
+        "the activity log masks removed tokens: {log}"
+    );
     system.shutdown().await;
     Ok(())
 }
