@@ -9,8 +9,9 @@
 //! kept in heartbeat details, which Temporal hands to the next attempt: a retry resumes at the
 //! part that failed instead of sending the delivered ones again.
 //!
-//! Header values arrive as references to sealed secrets and are opened just before the POST;
-//! the activity log shows the URL's scheme and host only.
+//! The step's URL and headers are read from the campaign's stored definition (the input's copy
+//! is not trusted), header references are opened just before the POST, and the activity log
+//! shows the URL's scheme and host only.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -73,14 +74,23 @@ impl CampaignActivitiesImpl {
             )
             .await?;
         }
-        // Header values are stored sealed and reach the activity as references: each attempt
-        // opens them just before the POST, for the campaign's organisation only.
+        // The URL and headers come from the campaign's stored definition, not from the input:
+        // whoever can start a workflow in the Temporal namespace can write any input, and must
+        // not be able to send an organisation's sealed header secret to an address of their
+        // choosing. Each attempt opens the header references just before the POST; a step the
+        // stored definition does not have (or not as a CALL_WEBHOOK) is refused for good.
         let mut input = input;
-        input.config.headers = self
+        let target = self
             .store
-            .resolve_webhook_headers(&input.campaign.org_id, &input.config.headers)
+            .campaign_webhook_target(
+                &input.campaign.org_id,
+                &input.campaign.campaign_id,
+                &input.step_id,
+            )
             .await
             .map_err(retryable)?;
+        input.config.url = target.url;
+        input.config.headers = target.headers;
         let part_size = self.settings.webhook_part_size.max(1);
         let resumed: Option<PartsCheckpoint> = ctx.heartbeat_details().deserialize().ok().flatten();
         let checkpoint = match resumed {

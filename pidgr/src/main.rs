@@ -61,9 +61,12 @@ enum Command {
 enum SecretsCommand {
     /// Re-seals every stored secret (webhook channel secrets, push credentials, CALL_WEBHOOK
     /// header values) with PIDGR_SECRET_KEY, opening each with that key or one of
-    /// PIDGR_PREVIOUS_SECRET_KEYS, and prints how many were re-sealed per table. Values
-    /// already sealed with the current key are left alone, so it is safe to run again (after a
-    /// crash, say); once it reports nothing re-sealed, the previous keys can be removed.
+    /// PIDGR_PREVIOUS_SECRET_KEYS, seals the CALL_WEBHOOK header values still stored in clear
+    /// (definitions and draft campaigns stored before sealing existed), and prints how many
+    /// were changed. Passes repeat until one finds nothing to change; if rows keep changing
+    /// (a process still running with the previous key), it exits with an error after a few
+    /// passes. Values already current are left alone, so it is safe to run again (after a
+    /// crash, say); once it succeeds, the previous keys can be removed.
     RotateKey {
         /// Rows read at a time.
         #[arg(long, default_value_t = 500)]
@@ -268,7 +271,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let report = store.rotate_secret_key(batch_size).await.context(
                 "re-sealing stopped (what was re-sealed before stays so; run again once fixed)",
             )?;
-            for table in &report {
+            for table in &report.tables {
                 println!(
                     "{}.{}: {} re-sealed, {} already current{}",
                     table.table,
@@ -277,11 +280,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     table.already_current,
                     match table.changed_meanwhile {
                         0 => String::new(),
-                        n => format!(", {n} changed meanwhile (already current)"),
+                        n => format!(", {n} changed meanwhile (looked at again)"),
                     }
                 );
             }
-            println!("every stored secret is sealed with the current key");
+            let plain = &report.plain_headers;
+            println!(
+                "CALL_WEBHOOK header values stored in clear: {} sealed ({} definition versions, \
+                 {} draft campaigns)",
+                plain.values, plain.definition_versions, plain.campaigns
+            );
+            println!(
+                "every stored secret is sealed with the current key ({} passes, the last of which \
+                 found nothing to change)",
+                report.passes
+            );
         }
         Command::DevKey(config) => {
             let store = config.store().await?;

@@ -48,7 +48,7 @@ async fn rotate_key_reseals_every_secret_so_the_previous_key_can_be_dropped() {
         .set_push_credentials(&org, Platform::Fcm, &serde_json::json!({}), "fcm-key")
         .await
         .unwrap();
-    let (_, version) = store
+    let (stored, version) = store
         .create_definition(&org, "Hook", DEFINITION)
         .await
         .unwrap();
@@ -98,7 +98,10 @@ async fn rotate_key_reseals_every_secret_so_the_previous_key_can_be_dropped() {
             .as_deref(),
         Some("fcm-key")
     );
-    let opened = after.resolve_webhook_headers(&org, &headers).await.unwrap();
+    let opened = after
+        .resolve_webhook_headers(&org, &[stored.id.as_str()], &headers)
+        .await
+        .unwrap();
     assert_eq!(opened["Authorization"], "Bearer b-1");
     assert_eq!(opened["X-Two"], "t-2");
     let stale = after.clone().with_secret_key(old);

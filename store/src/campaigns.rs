@@ -1,6 +1,7 @@
 //! Campaigns: creation as a draft, start (audience → deliveries, exactly once), cancel,
 //! completion, and the bits of workflow progress the API shows.
 
+use crate::header_secrets::Sealing;
 use crate::{
     Backend, Result, Store, StoreError, deliveries::DeliveryStatus, new_id, opt_time, time,
     to_millis,
@@ -151,15 +152,24 @@ fn deeplink_code() -> String {
 }
 
 impl Store {
-    /// Stores a draft campaign. An inline definition's webhook header values are sealed here
-    /// (one copied from a stored definition already holds references).
+    /// Stores a draft campaign. An inline definition's webhook header values are sealed for
+    /// this campaign in the same transaction as its row, so a refused insert leaves no secret
+    /// behind (one copied from a stored definition already holds references).
     pub async fn create_campaign(&self, new: NewCampaign) -> Result<Campaign> {
         let id = new_id();
+        let mut tx = self.write_tx().await?;
         let definition = match new.definition_ref {
             Some(_) => new.definition.clone(),
             None => {
-                self.seal_definition_headers(&new.org_id, &new.definition)
-                    .await?
+                self.seal_definition_headers_in(
+                    &mut tx,
+                    &new.org_id,
+                    &id,
+                    &new.definition,
+                    Sealing::Every,
+                )
+                .await?
+                .0
             }
         };
         let (definition_id, definition_version) = new.definition_ref.unzip();
@@ -183,8 +193,9 @@ impl Store {
         .bind(definition_version)
         .bind(CampaignStatus::Created.as_str())
         .bind(to_millis(Utc::now()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.get_campaign(&new.org_id, &id).await
     }
 

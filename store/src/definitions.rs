@@ -1,10 +1,12 @@
 //! Reusable workflow definitions: named per organisation, with append-only versions holding
 //! the validated canonical JSON, so a campaign can say exactly which version it runs. Header
-//! values of CALL_WEBHOOK steps are sealed as the version is stored (see `header_secrets`):
-//! the stored JSON holds references, never the values.
+//! values of CALL_WEBHOOK steps are sealed as the version is stored, in the same transaction
+//! (see `header_secrets`): the stored JSON holds references, never the values, and a refused
+//! write leaves no secret behind.
 
-use crate::versioned::{Head, Versioned};
-use crate::{Result, Store, StoreError, time};
+use crate::header_secrets::Sealing;
+use crate::versioned::{Head, Versioned, append_versioned_in, create_versioned_in};
+use crate::{Result, Store, StoreError, new_id, time};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
@@ -60,16 +62,20 @@ fn definition_version(row: &AnyRow) -> Result<DefinitionVersion> {
 }
 
 impl Store {
-    /// The payload of a version: JSON (refused otherwise, so every stored version can be read
-    /// back) with its webhook header values sealed.
-    async fn checked(&self, org_id: &str, definition_json: &str) -> Result<Vec<String>> {
-        serde_json::from_str::<serde_json::Value>(definition_json).map_err(|e| {
-            StoreError::Conflict(format!("the workflow definition is not valid JSON: {e}"))
-        })?;
-        Ok(vec![
-            self.seal_definition_headers(org_id, definition_json)
-                .await?,
-        ])
+    /// The payload of a version of definition `definition_id`, inside `tx`: JSON (refused
+    /// otherwise, so every stored version can be read back) with its webhook header values
+    /// sealed for that definition.
+    async fn sealed_payload(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        org_id: &str,
+        definition_id: &str,
+        definition_json: &str,
+    ) -> Result<Vec<String>> {
+        let (sealed, _) = self
+            .seal_definition_headers_in(tx, org_id, definition_id, definition_json, Sealing::Every)
+            .await?;
+        Ok(vec![sealed])
     }
 
     /// Creates a definition with its version 1 (`definition_json` is the validated canonical
@@ -80,10 +86,14 @@ impl Store {
         name: &str,
         definition_json: &str,
     ) -> Result<(StoredDefinition, DefinitionVersion)> {
-        let payload = self.checked(org_id, definition_json).await?;
-        let (head, row) = self
-            .create_versioned(&DEFINITIONS, org_id, name, &payload)
+        let id = new_id();
+        let mut tx = self.write_tx().await?;
+        let payload = self
+            .sealed_payload(&mut tx, org_id, &id, definition_json)
             .await?;
+        let (head, row) =
+            create_versioned_in(&mut tx, &DEFINITIONS, &id, org_id, name, &payload).await?;
+        tx.commit().await?;
         Ok((head.into(), definition_version(&row)?))
     }
 
@@ -94,10 +104,13 @@ impl Store {
         definition_id: &str,
         definition_json: &str,
     ) -> Result<DefinitionVersion> {
-        let payload = self.checked(org_id, definition_json).await?;
-        let row = self
-            .append_versioned(&DEFINITIONS, org_id, definition_id, &payload)
+        let mut tx = self.write_tx().await?;
+        let payload = self
+            .sealed_payload(&mut tx, org_id, definition_id, definition_json)
             .await?;
+        let row =
+            append_versioned_in(&mut tx, &DEFINITIONS, org_id, definition_id, &payload).await?;
+        tx.commit().await?;
         definition_version(&row)
     }
 

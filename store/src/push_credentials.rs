@@ -1,6 +1,7 @@
 //! Push provider credentials, one set per organisation and platform. The private keys inside
 //! are needed back in clear to sign provider tokens, so each set is sealed with the server's key
-//! (see `secrets`); only the non-secret summary (project, key id, bundle id…) is ever shown.
+//! (see `secrets`), bound to its platform so one provider's set cannot stand in for another's;
+//! only the non-secret summary (project, key id, bundle id…) is ever shown.
 
 use crate::secrets::PUSH_CREDENTIALS_SECRET;
 use crate::versioned::now;
@@ -55,7 +56,7 @@ impl Store {
         .bind(org_id)
         .bind(platform.as_str())
         .bind(to_json(summary)?)
-        .bind(self.seal(org_id, PUSH_CREDENTIALS_SECRET, secret)?)
+        .bind(self.seal(org_id, PUSH_CREDENTIALS_SECRET, platform.as_str(), secret)?)
         .bind(millis)
         .fetch_one(&self.pool)
         .await?;
@@ -88,7 +89,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         sealed
-            .map(|sealed| self.open(org_id, PUSH_CREDENTIALS_SECRET, &sealed))
+            .map(|sealed| self.open(org_id, PUSH_CREDENTIALS_SECRET, platform.as_str(), &sealed))
             .transpose()
     }
 

@@ -5,14 +5,18 @@
 //! XChaCha20-Poly1305 with a random 24-byte nonce per seal: nonces that large can be drawn at
 //! random without any realistic risk of reuse, so no counter has to be kept anywhere.
 //!
-//! Two formats:
-//! - `v2:<key id>:<hex>` (what is written now): the associated data binds the organisation, the
-//!   table and the column (`org|table|column`), so a ciphertext copied into another
-//!   organisation's row, or into another kind of secret, does not open; the key id names the
-//!   server key that sealed it, so a [`Keyring`] can hold the current key and previous ones
-//!   while `pidgr secrets rotate-key` re-seals everything.
+//! Three formats:
+//! - `v3:<key id>:<hex>` (what is written now): the associated data binds the organisation, the
+//!   table, the column and the row (`v3|org|table|column|row`), so a ciphertext copied into
+//!   another organisation's row, into another kind of secret, or into another row of the same
+//!   table (one push provider's credentials into another's, one header secret into another's
+//!   row) does not open; the key id names the server key that sealed it, so a [`Keyring`] can
+//!   hold the current key and previous ones while `pidgr secrets rotate-key` re-seals
+//!   everything.
+//! - `v2:<key id>:<hex>` (written before rows were bound): `org|table|column` only; still
+//!   opened, and re-sealed as `v3` by a rotation.
 //! - `v1:<hex>` (written before key ids existed): bound to the organisation only, opened with
-//!   whichever configured key fits, and re-sealed as `v2` by a rotation.
+//!   whichever configured key fits, and re-sealed as `v3` by a rotation.
 
 use crate::{Result, Store, StoreError};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -24,6 +28,7 @@ use std::fmt;
 
 const V1_PREFIX: &str = "v1:";
 const V2_PREFIX: &str = "v2:";
+const V3_PREFIX: &str = "v3:";
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// The derivation label of the key id: the id is a digest of a derived value, never of the key.
@@ -87,6 +92,16 @@ impl SecretKey {
         format!("{V1_PREFIX}{}", self.encrypt(org_id, plaintext).unwrap())
     }
 
+    /// The `v2` format as it was written before rows were bound, so tests can store what
+    /// older servers wrote.
+    #[cfg(test)]
+    pub(crate) fn seal_v2(&self, org_id: &str, slot: SecretSlot, plaintext: &str) -> String {
+        let sealed = self
+            .encrypt(&v2_associated(org_id, slot), plaintext)
+            .unwrap();
+        format!("{V2_PREFIX}{}:{sealed}", self.key_id())
+    }
+
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(Key::from_slice(&self.0))
     }
@@ -126,7 +141,8 @@ impl SecretKey {
     }
 }
 
-/// Where a sealed value is stored: its table and column are part of what it is bound to.
+/// Where a sealed value is stored: its table and column are part of what it is bound to (and,
+/// in the `v3` format, the row: see each caller's `row` argument).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SecretSlot {
     pub(crate) table: &'static str,
@@ -167,26 +183,40 @@ impl Keyring {
         std::iter::once(&self.current).chain(&self.previous)
     }
 
-    /// `v2:<current key id>:<hex>`, bound to `org_id` and `slot`.
-    pub(crate) fn seal(&self, org_id: &str, slot: SecretSlot, plaintext: &str) -> Result<String> {
+    /// `v3:<current key id>:<hex>`, bound to `org_id`, `slot` and `row` (what identifies the
+    /// row within the organisation's part of the table: a provider, a secret's id and owner…).
+    pub(crate) fn seal(
+        &self,
+        org_id: &str,
+        slot: SecretSlot,
+        row: &str,
+        plaintext: &str,
+    ) -> Result<String> {
         let sealed = self
             .current
-            .encrypt(&v2_associated(org_id, slot), plaintext)?;
-        Ok(format!("{V2_PREFIX}{}:{sealed}", self.current.key_id()))
+            .encrypt(&v3_associated(org_id, slot, row), plaintext)?;
+        Ok(format!("{V3_PREFIX}{}:{sealed}", self.current.key_id()))
     }
 
     /// Whether `sealed` is already in the current format under the current key.
     pub(crate) fn is_current(&self, sealed: &str) -> bool {
         sealed
-            .strip_prefix(V2_PREFIX)
+            .strip_prefix(V3_PREFIX)
             .and_then(|rest| rest.split_once(':'))
             .is_some_and(|(id, _)| id == self.current.key_id())
     }
 
-    /// Opens either format. `Corrupt` when the text was altered or belongs to another
-    /// organisation or slot; `Config` when it was sealed under a key this server does not hold.
-    pub(crate) fn open(&self, org_id: &str, slot: SecretSlot, sealed: &str) -> Result<String> {
-        let plaintext = if let Some(rest) = sealed.strip_prefix(V2_PREFIX) {
+    /// Opens any format (`row` matters to `v3` only). `Corrupt` when the text was altered or
+    /// belongs to another organisation, slot or row; `Config` when it was sealed under a key
+    /// this server does not hold.
+    pub(crate) fn open(
+        &self,
+        org_id: &str,
+        slot: SecretSlot,
+        row: &str,
+        sealed: &str,
+    ) -> Result<String> {
+        let keyed = |rest: &str, associated: String| -> Result<Vec<u8>> {
             let (key_id, hex_text) = rest
                 .split_once(':')
                 .ok_or_else(|| corrupt("has no key id"))?;
@@ -196,13 +226,18 @@ impl Keyring {
                      the current key nor one of the previous keys configured"
                 ))
             })?;
-            key.decrypt(&v2_associated(org_id, slot), &sealed_bytes(hex_text)?)
+            key.decrypt(&associated, &sealed_bytes(hex_text)?)
                 .ok_or_else(|| {
                     corrupt(
                         "could not be decrypted: it was altered, or belongs to another \
-                         organisation or another kind of secret",
+                         organisation, another kind of secret or another row",
                     )
-                })?
+                })
+        };
+        let plaintext = if let Some(rest) = sealed.strip_prefix(V3_PREFIX) {
+            keyed(rest, v3_associated(org_id, slot, row))?
+        } else if let Some(rest) = sealed.strip_prefix(V2_PREFIX) {
+            keyed(rest, v2_associated(org_id, slot))?
         } else if let Some(hex_text) = sealed.strip_prefix(V1_PREFIX) {
             // The old format carries no key id: any configured key that opens it is the one.
             let bytes = sealed_bytes(hex_text)?;
@@ -219,6 +254,11 @@ impl Keyring {
         };
         String::from_utf8(plaintext).map_err(|_| corrupt("decrypted to something that is not text"))
     }
+}
+
+/// The row comes last, so a `|` inside it cannot be mistaken for another field's boundary.
+fn v3_associated(org_id: &str, slot: SecretSlot, row: &str) -> String {
+    format!("v3|{org_id}|{}|{}|{row}", slot.table, slot.column)
 }
 
 fn v2_associated(org_id: &str, slot: SecretSlot) -> String {
@@ -257,14 +297,26 @@ impl Store {
         })
     }
 
-    /// Encrypts `plaintext` for `org_id`'s `slot` with the current key.
-    pub(crate) fn seal(&self, org_id: &str, slot: SecretSlot, plaintext: &str) -> Result<String> {
-        self.keyring()?.seal(org_id, slot, plaintext)
+    /// Encrypts `plaintext` for `org_id`'s `slot` and `row` with the current key.
+    pub(crate) fn seal(
+        &self,
+        org_id: &str,
+        slot: SecretSlot,
+        row: &str,
+        plaintext: &str,
+    ) -> Result<String> {
+        self.keyring()?.seal(org_id, slot, row, plaintext)
     }
 
-    /// Decrypts what [`Store::seal`] (or the older `v1` format) wrote for `org_id`'s `slot`.
-    pub(crate) fn open(&self, org_id: &str, slot: SecretSlot, sealed: &str) -> Result<String> {
-        self.keyring()?.open(org_id, slot, sealed)
+    /// Decrypts what [`Store::seal`] (or an older format) wrote for `org_id`'s `slot` and `row`.
+    pub(crate) fn open(
+        &self,
+        org_id: &str,
+        slot: SecretSlot,
+        row: &str,
+        sealed: &str,
+    ) -> Result<String> {
+        self.keyring()?.open(org_id, slot, row, sealed)
     }
 }
 
@@ -278,60 +330,88 @@ mod tests {
         let sealed = old.seal_v1("org-1", "whsec_x");
         let same = Keyring::new(old.clone(), vec![]);
         assert_eq!(
-            same.open("org-1", WEBHOOK_CHANNEL_SECRET, &sealed).unwrap(),
+            same.open("org-1", WEBHOOK_CHANNEL_SECRET, "org-1", &sealed)
+                .unwrap(),
             "whsec_x"
         );
         let rotated = Keyring::new(SecretKey::generate(), vec![old]);
         assert_eq!(
             rotated
-                .open("org-1", PUSH_CREDENTIALS_SECRET, &sealed)
+                .open("org-1", PUSH_CREDENTIALS_SECRET, "fcm", &sealed)
                 .unwrap(),
             "whsec_x"
         );
         assert!(!rotated.is_current(&sealed));
         assert!(matches!(
-            same.open("org-2", WEBHOOK_CHANNEL_SECRET, &sealed),
+            same.open("org-2", WEBHOOK_CHANNEL_SECRET, "org-2", &sealed),
             Err(StoreError::Corrupt(_))
         ));
     }
 
     #[test]
-    fn v2_values_open_only_in_their_organisation_table_and_column() {
+    fn v3_values_open_only_in_their_organisation_table_column_and_row() {
         let ring = Keyring::new(SecretKey::generate(), vec![]);
         let sealed = ring
-            .seal("org-1", WEBHOOK_HEADER_SECRET, "Bearer t")
+            .seal("org-1", WEBHOOK_HEADER_SECRET, "id-1|def-1", "Bearer t")
             .unwrap();
-        assert!(sealed.starts_with(&format!("v2:{}:", ring.current().key_id())));
+        assert!(sealed.starts_with(&format!("v3:{}:", ring.current().key_id())));
         assert!(ring.is_current(&sealed));
         assert_eq!(
-            ring.open("org-1", WEBHOOK_HEADER_SECRET, &sealed).unwrap(),
+            ring.open("org-1", WEBHOOK_HEADER_SECRET, "id-1|def-1", &sealed)
+                .unwrap(),
             "Bearer t"
         );
-        for (org, slot) in [
-            ("org-2", WEBHOOK_HEADER_SECRET),
-            ("org-1", WEBHOOK_CHANNEL_SECRET),
-            ("org-1", PUSH_CREDENTIALS_SECRET),
+        for (org, slot, row) in [
+            ("org-2", WEBHOOK_HEADER_SECRET, "id-1|def-1"),
+            ("org-1", WEBHOOK_CHANNEL_SECRET, "id-1|def-1"),
+            ("org-1", PUSH_CREDENTIALS_SECRET, "id-1|def-1"),
+            // Another row of the same table, or the same row claimed by another owner.
+            ("org-1", WEBHOOK_HEADER_SECRET, "id-2|def-1"),
+            ("org-1", WEBHOOK_HEADER_SECRET, "id-1|def-2"),
+            ("org-1", WEBHOOK_HEADER_SECRET, "id-1|"),
         ] {
             assert!(
-                matches!(ring.open(org, slot, &sealed), Err(StoreError::Corrupt(_))),
-                "{org} {slot:?}"
+                matches!(
+                    ring.open(org, slot, row, &sealed),
+                    Err(StoreError::Corrupt(_))
+                ),
+                "{org} {slot:?} {row}"
             );
         }
     }
 
     #[test]
+    fn v2_values_still_open_in_any_row_of_their_slot_and_are_not_current() {
+        let key = SecretKey::generate();
+        let sealed = key.seal_v2("org-1", PUSH_CREDENTIALS_SECRET, "apns-key");
+        let ring = Keyring::new(key, vec![]);
+        assert!(!ring.is_current(&sealed));
+        assert_eq!(
+            ring.open("org-1", PUSH_CREDENTIALS_SECRET, "apns", &sealed)
+                .unwrap(),
+            "apns-key"
+        );
+        assert!(matches!(
+            ring.open("org-1", WEBHOOK_CHANNEL_SECRET, "org-1", &sealed),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
     fn a_value_sealed_under_an_unknown_key_id_is_a_configuration_error() {
         let sealer = Keyring::new(SecretKey::generate(), vec![]);
-        let sealed = sealer.seal("org-1", WEBHOOK_HEADER_SECRET, "x").unwrap();
+        let sealed = sealer
+            .seal("org-1", WEBHOOK_HEADER_SECRET, "r", "x")
+            .unwrap();
         let other = Keyring::new(SecretKey::generate(), vec![]);
         assert!(matches!(
-            other.open("org-1", WEBHOOK_HEADER_SECRET, &sealed),
+            other.open("org-1", WEBHOOK_HEADER_SECRET, "r", &sealed),
             Err(StoreError::Config(_))
         ));
         let with_previous = Keyring::new(SecretKey::generate(), vec![sealer.current().clone()]);
         assert_eq!(
             with_previous
-                .open("org-1", WEBHOOK_HEADER_SECRET, &sealed)
+                .open("org-1", WEBHOOK_HEADER_SECRET, "r", &sealed)
                 .unwrap(),
             "x"
         );
@@ -340,17 +420,17 @@ mod tests {
     #[test]
     fn an_altered_value_does_not_open() {
         let ring = Keyring::new(SecretKey::generate(), vec![]);
-        let sealed = ring.seal("org-1", WEBHOOK_HEADER_SECRET, "x").unwrap();
+        let sealed = ring.seal("org-1", WEBHOOK_HEADER_SECRET, "r", "x").unwrap();
         let mut altered = sealed.into_bytes();
         let last = altered.len() - 1;
         altered[last] = if altered[last] == b'0' { b'1' } else { b'0' };
         let altered = String::from_utf8(altered).unwrap();
         assert!(matches!(
-            ring.open("org-1", WEBHOOK_HEADER_SECRET, &altered),
+            ring.open("org-1", WEBHOOK_HEADER_SECRET, "r", &altered),
             Err(StoreError::Corrupt(_))
         ));
         assert!(matches!(
-            ring.open("org-1", WEBHOOK_HEADER_SECRET, "plain"),
+            ring.open("org-1", WEBHOOK_HEADER_SECRET, "r", "plain"),
             Err(StoreError::Corrupt(_))
         ));
     }

@@ -95,42 +95,13 @@ impl Store {
         name: &str,
         payload: &[String],
     ) -> Result<(Head, AnyRow)> {
-        let (millis, at) = now();
-        let id = new_id();
         let mut tx = self.write_tx().await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (id, org_id, name, latest_version, created_at, updated_at)
-             VALUES ($1, $2, $3, 1, $4, $4)",
-            kind.heads
-        )))
-        .bind(&id)
-        .bind(org_id)
-        .bind(name)
-        .bind(millis)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Conflict(format!("a {} named {name:?} already exists", kind.noun))
-            } else {
-                e.into()
-            }
-        })?;
-        let version = insert_version(&mut tx, kind, org_id, &id, 1, millis, payload).await?;
+        let created = create_versioned_in(&mut tx, kind, &new_id(), org_id, name, payload).await?;
         tx.commit().await?;
-        let head = Head {
-            id,
-            name: name.to_owned(),
-            latest_version: 1,
-            created_at: at,
-            updated_at: at,
-        };
-        Ok((head, version))
+        Ok(created)
     }
 
-    /// Appends the next version to head `id`. Bumping `latest_version` with one guarded UPDATE
-    /// inside the write transaction locks the head row (PostgreSQL) or the database (SQLite),
-    /// so concurrent appends queue up and never get the same number.
+    /// Appends the next version to head `id`, in one transaction (see [`append_versioned_in`]).
     pub(crate) async fn append_versioned(
         &self,
         kind: &Versioned,
@@ -138,21 +109,8 @@ impl Store {
         id: &str,
         payload: &[String],
     ) -> Result<AnyRow> {
-        let (millis, _) = now();
         let mut tx = self.write_tx().await?;
-        let version: i64 = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {} SET latest_version = latest_version + 1, updated_at = $1
-             WHERE id = $2 AND org_id = $3 RETURNING latest_version",
-            kind.heads
-        )))
-        .bind(millis)
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?
-        .try_get("latest_version")?;
-        let row = insert_version(&mut tx, kind, org_id, id, version, millis, payload).await?;
+        let row = append_versioned_in(&mut tx, kind, org_id, id, payload).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -238,6 +196,73 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Creates head `id` named `name` with version 1 holding `payload`, inside `tx` (so the caller
+/// can write what belongs with it in the same transaction). Returns the head and the version
+/// row as read back.
+pub(crate) async fn create_versioned_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    kind: &Versioned,
+    id: &str,
+    org_id: &str,
+    name: &str,
+    payload: &[String],
+) -> Result<(Head, AnyRow)> {
+    let (millis, at) = now();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {} (id, org_id, name, latest_version, created_at, updated_at)
+         VALUES ($1, $2, $3, 1, $4, $4)",
+        kind.heads
+    )))
+    .bind(id)
+    .bind(org_id)
+    .bind(name)
+    .bind(millis)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict(format!("a {} named {name:?} already exists", kind.noun))
+        } else {
+            e.into()
+        }
+    })?;
+    let version = insert_version(tx, kind, org_id, id, 1, millis, payload).await?;
+    let head = Head {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        latest_version: 1,
+        created_at: at,
+        updated_at: at,
+    };
+    Ok((head, version))
+}
+
+/// Appends the next version to head `id` inside `tx`. Bumping `latest_version` with one
+/// guarded UPDATE inside the write transaction locks the head row (PostgreSQL) or the database
+/// (SQLite), so concurrent appends queue up and never get the same number.
+pub(crate) async fn append_versioned_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    kind: &Versioned,
+    org_id: &str,
+    id: &str,
+    payload: &[String],
+) -> Result<AnyRow> {
+    let (millis, _) = now();
+    let version: i64 = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {} SET latest_version = latest_version + 1, updated_at = $1
+         WHERE id = $2 AND org_id = $3 RETURNING latest_version",
+        kind.heads
+    )))
+    .bind(millis)
+    .bind(id)
+    .bind(org_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?
+    .try_get("latest_version")?;
+    insert_version(tx, kind, org_id, id, version, millis, payload).await
 }
 
 async fn insert_version(

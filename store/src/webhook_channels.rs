@@ -81,7 +81,7 @@ impl Store {
             )
             .bind(org_id)
             .bind(url)
-            .bind(self.seal(org_id, WEBHOOK_CHANNEL_SECRET, &secret)?)
+            .bind(self.seal(org_id, WEBHOOK_CHANNEL_SECRET, org_id, &secret)?)
             .bind(timeout_ms)
             .bind(millis)
             .fetch_optional(&self.pool)
@@ -106,7 +106,7 @@ impl Store {
              WHERE org_id = $3
              RETURNING url, timeout_ms, created_at, updated_at, secret_rotated_at",
         )
-        .bind(self.seal(org_id, WEBHOOK_CHANNEL_SECRET, &secret)?)
+        .bind(self.seal(org_id, WEBHOOK_CHANNEL_SECRET, org_id, &secret)?)
         .bind(millis)
         .bind(org_id)
         .fetch_optional(&self.pool)
@@ -144,7 +144,7 @@ impl Store {
         let sealed: String = row.try_get("secret_ciphertext")?;
         Ok(Some((
             channel(&row)?,
-            self.open(org_id, WEBHOOK_CHANNEL_SECRET, &sealed)?,
+            self.open(org_id, WEBHOOK_CHANNEL_SECRET, org_id, &sealed)?,
         )))
     }
 

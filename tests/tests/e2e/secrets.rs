@@ -182,7 +182,7 @@ async fn a_header_secret_that_cannot_be_opened_fails_the_step_once_and_the_campa
         )?],
     ));
     let report = rotated.rotate_secret_key(100).await?;
-    assert!(report.iter().any(|t| t.resealed > 0), "{report:?}");
+    assert!(report.tables.iter().any(|t| t.resealed > 0), "{report:?}");
     system.start_draft(&campaign).await?;
 
     let done = system.until_status(&campaign, "COMPLETED").await?;
