@@ -20,6 +20,13 @@ if [ -z "${PIDGR_SECRET_KEY:-}" ]; then
   PIDGR_SECRET_KEY="$(cat .data/secret.key)"
 fi
 export PIDGR_SECRET_KEY
+# The operator's token for the API's codec server (it decrypts every organisation's Temporal
+# payloads, so no API key opens it); kept with the data, like the secret key.
+if [ -z "${PIDGR_CODEC_TOKEN:-}" ]; then
+  [ -s .data/codec.token ] || python3 -c 'import secrets; print(secrets.token_hex(32))' > .data/codec.token
+  PIDGR_CODEC_TOKEN="$(cat .data/codec.token)"
+fi
+export PIDGR_CODEC_TOKEN
 
 children=()
 cleanup() {
@@ -34,9 +41,9 @@ echo "==> migrating $DATABASE_URL"
 "$pidgr" migrate
 key="$("$pidgr" dev-key)"
 # Temporal sees only encrypted payloads; the Web UI reads them in clear through the API's codec
-# server, with this key in the path (the UI sends no header of ours). Development only: the UI
-# hands its configured endpoint to whoever opens it.
-export TEMPORAL_UI_CODEC_ENDPOINT="http://$PIDGR_LISTEN/codec/key/$key"
+# server, with the codec token in the path (the UI sends no header of ours). Development only:
+# the UI hands its configured endpoint to whoever opens it.
+export TEMPORAL_UI_CODEC_ENDPOINT="http://$PIDGR_LISTEN/codec/key/$PIDGR_CODEC_TOKEN"
 
 echo "==> starting the Temporal dev server (log: .data/temporal.log)"
 ./temporal-dev/start-server.sh > .data/temporal.log 2>&1 &
@@ -58,7 +65,8 @@ cat <<INFO
               export PIDGR_KEY=$key
   Temporal    payloads are encrypted; the Web UI decodes them through http://$PIDGR_LISTEN/codec,
               and so does the temporal CLI with:
-              export TEMPORAL_CODEC_ENDPOINT=http://$PIDGR_LISTEN/codec TEMPORAL_CODEC_AUTH="Bearer $key"
+              export TEMPORAL_CODEC_ENDPOINT=http://$PIDGR_LISTEN/codec TEMPORAL_CODEC_AUTH="Bearer $PIDGR_CODEC_TOKEN"
+              (the operator's codec token, in .data/codec.token; no API key opens the codec server)
 
   Ctrl-C stops the API, the worker and the dev server.
 

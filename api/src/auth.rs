@@ -26,6 +26,9 @@ pub enum Access {
     Authenticated,
     /// A key whose role holds this permission.
     Requires(Permission),
+    /// The server operator's own token, never an API key: for powers over every organisation
+    /// (the codec server, [`crate::codec`], which checks the token itself).
+    Operator,
 }
 
 /// The authenticated caller, available to handlers of non-public routes.
@@ -85,10 +88,13 @@ pub async fn authorize(
             return Err(ApiError::Unauthorized);
         };
         state.limiters.charge_key(&found.key.id)?;
-        if let Access::Requires(permission) = access
-            && !found.permissions.contains(&permission)
-        {
-            return Err(ApiError::Forbidden(permission.as_str().to_owned()));
+        match access {
+            Access::Requires(permission) if !found.permissions.contains(&permission) => {
+                return Err(ApiError::Forbidden(permission.as_str().to_owned()));
+            }
+            // No API key holds an operator's power, whatever its role.
+            Access::Operator => return Err(ApiError::Forbidden("operator".to_owned())),
+            _ => {}
         }
         request.extensions_mut().insert(Caller {
             org_id: found.key.org_id,

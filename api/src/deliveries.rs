@@ -78,8 +78,15 @@ fn inbox_item(settings: &crate::ApiSettings, campaign: &Campaign, delivery: &Del
     })
 }
 
+/// The most rendered content (titles, Markdown and HTML bodies) one inbox page carries. A
+/// message renders to at most 512 KiB of Markdown plus its HTML, so a page of 500 such items
+/// would be about half a gigabyte: past this budget the page ends early and names the next.
+pub const INBOX_PAGE_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+
 /// GET /v1/members/{id}/inbox: the member's campaigns, newest first, each with its rendered
-/// message; `pending` says whether it still waits for their acknowledgement.
+/// message; `pending` says whether it still waits for their acknowledgement. A page holds up
+/// to `limit` items and up to [`INBOX_PAGE_BUDGET_BYTES`] of rendered content (but always at
+/// least one item); a page cut short by either names the next in `next_cursor`.
 pub async fn inbox(
     State(state): State<AppState>,
     caller: Caller,
@@ -97,6 +104,8 @@ pub async fn inbox(
         .await?;
     let mut campaigns: BTreeMap<String, Campaign> = BTreeMap::new();
     let mut items = Vec::with_capacity(deliveries.len());
+    let mut spent = 0;
+    let mut cut_short = false;
     for delivery in &deliveries {
         if !campaigns.contains_key(&delivery.campaign_id) {
             let campaign = state
@@ -105,18 +114,31 @@ pub async fn inbox(
                 .await?;
             campaigns.insert(campaign.id.clone(), campaign);
         }
-        items.push(inbox_item(
-            &state.settings,
-            &campaigns[&delivery.campaign_id],
-            delivery,
-        ));
+        let item = inbox_item(&state.settings, &campaigns[&delivery.campaign_id], delivery);
+        spent += rendered_bytes(&item);
+        if spent > INBOX_PAGE_BUDGET_BYTES && !items.is_empty() {
+            // This item starts the next page.
+            cut_short = true;
+            break;
+        }
+        items.push(item);
     }
-    Ok(page.respond(items, |item| {
-        item["delivery"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }))
+    let full = cut_short || deliveries.len() as i64 == page.limit();
+    let next_cursor = full
+        .then(|| items.last())
+        .flatten()
+        .map(|item| item["delivery"]["id"].clone());
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+/// The size of an inbox item's rendered message: what can make an item large.
+fn rendered_bytes(item: &Value) -> usize {
+    let message = &item["message"];
+    ["title", "body_markdown", "body_html"]
+        .iter()
+        .filter_map(|field| message[field].as_str())
+        .map(str::len)
+        .sum()
 }
 
 /// GET /c/{code}: what a recipient's deeplink points at — their delivery and message.

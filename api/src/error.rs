@@ -13,6 +13,16 @@ pub enum ApiError {
     Unauthorized,
     #[error("this API key's role lacks the permission `{0}`")]
     Forbidden(String),
+    /// The codec server takes the operator's token, never an API key.
+    #[error(
+        "missing or wrong codec token: the codec server takes the operator's PIDGR_CODEC_TOKEN \
+         (no API key is accepted), as `Authorization: Bearer <token>` or in the path \
+         `/codec/key/<token>/…`"
+    )]
+    BadCodecToken,
+    /// No codec token is configured, so the codec server is not served.
+    #[error("the codec server is off: the server's operator turns it on with PIDGR_CODEC_TOKEN")]
+    CodecServerOff,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -51,9 +61,13 @@ pub enum ApiError {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Unauthorized | ApiError::BadCodecToken => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+            }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::NotFound(_) | ApiError::CodecServerOff => {
+                (StatusCode::NOT_FOUND, "not-found", "Not found")
+            }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
             ApiError::MethodNotAllowed(_) => (

@@ -41,6 +41,8 @@ mod webhook_channel;
 mod workflow_definitions;
 
 pub use auth::{Access, Caller};
+pub use codec::CodecToken;
+pub use deliveries::INBOX_PAGE_BUDGET_BYTES;
 pub use error::ApiError;
 pub use limits::{Limiters, Rate, ServerLimits};
 pub use routes::{OPENAPI_JSON, RouteSpec, router, specs};
@@ -72,6 +74,8 @@ pub struct ApiSettings {
     pub max_recipients: u64,
     /// Rate limits, concurrency, timeouts.
     pub limits: ServerLimits,
+    /// The operator's token for the codec server; without one the codec routes are off.
+    pub codec_token: Option<CodecToken>,
 }
 
 impl Default for ApiSettings {
@@ -84,6 +88,7 @@ impl Default for ApiSettings {
             deeplink_base: "https://app.pidgr.dev/c/".to_owned(),
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             limits: ServerLimits::default(),
+            codec_token: None,
         }
     }
 }

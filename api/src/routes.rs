@@ -480,6 +480,7 @@ mod tests {
             Access::Public => "public".into(),
             Access::Authenticated => "authenticated".into(),
             Access::Requires(permission) => permission.as_str().into(),
+            Access::Operator => "operator".into(),
         }
     }
 

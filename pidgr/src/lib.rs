@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use pidgr_activities::{ActivitySettings, CampaignActivitiesImpl, PushSender};
-use pidgr_api::{ApiSettings, AppState, Rate, ServerLimits};
+use pidgr_api::{ApiSettings, AppState, CodecToken, Rate, ServerLimits};
 use pidgr_outbound::{NameResolver, OutboundClient, OutboundConfig};
 use pidgr_push::{PushClient, PushEndpoints, PushSettings};
 use pidgr_store::{Keyring, SecretKey, Store};
@@ -80,6 +80,12 @@ pub struct Config {
         hide_env_values = true
     )]
     pub previous_secret_keys: Vec<String>,
+    /// The operator's token for the codec server (`/codec/…`), which decrypts every
+    /// organisation's Temporal payloads and encrypts anything under the server's key: at least
+    /// 32 URL-safe characters (`openssl rand -hex 32`). Without it the codec routes answer 404;
+    /// no API key opens them, whatever its role.
+    #[arg(long, env = "PIDGR_CODEC_TOKEN", hide_env_values = true)]
+    pub codec_token: Option<String>,
     /// Recipients per fan-out page (progress is checkpointed per page).
     #[arg(long, env = "PIDGR_FANOUT_PAGE_SIZE", default_value_t = 1000)]
     pub fanout_page_size: i64,
@@ -254,7 +260,18 @@ impl Config {
             deeplink_base: self.deeplink_base(),
             max_recipients: self.max_recipients,
             limits: self.server_limits(),
+            codec_token: self.codec_token()?,
         })
+    }
+
+    /// The codec server's token, checked; none (the codec routes off) when unset or empty.
+    fn codec_token(&self) -> anyhow::Result<Option<CodecToken>> {
+        match self.codec_token.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(token) => CodecToken::new(token)
+                .map(Some)
+                .map_err(|why| anyhow::anyhow!("PIDGR_CODEC_TOKEN: {why}")),
+        }
     }
 
     pub fn server_limits(&self) -> ServerLimits {

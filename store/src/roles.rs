@@ -48,14 +48,10 @@ pub enum Permission {
     IntegrationsManage,
     #[serde(rename = "deliveries:write")]
     DeliveriesWrite,
-    /// Decrypting (and encrypting) Temporal payloads through the codec server: whoever holds it
-    /// reads every workflow's inputs in clear, so only Super Admin has it.
-    #[serde(rename = "codec:decode")]
-    CodecDecode,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 18] = [
+    pub const ALL: [Permission; 17] = [
         Permission::CampaignsRead,
         Permission::CampaignsWrite,
         Permission::CampaignsRun,
@@ -73,7 +69,6 @@ impl Permission {
         Permission::ApiKeysManage,
         Permission::IntegrationsManage,
         Permission::DeliveriesWrite,
-        Permission::CodecDecode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,7 +90,6 @@ impl Permission {
             Permission::ApiKeysManage => "api_keys:manage",
             Permission::IntegrationsManage => "integrations:manage",
             Permission::DeliveriesWrite => "deliveries:write",
-            Permission::CodecDecode => "codec:decode",
         }
     }
 
@@ -412,46 +406,27 @@ mod tests {
     }
 
     /// Organisations that existed before migration 0002 got their system roles from its SQL,
-    /// new ones from SYSTEM_ROLES: both must give the same permissions. Permissions added to
-    /// Super Admin later reach existing organisations through a migration of their own
-    /// (0009: `codec:decode`), which sets the whole list.
+    /// new ones from SYSTEM_ROLES: both must give the same permissions. (0009 gave Super Admin
+    /// `codec:decode` and 0013 took it back from every role: the codec server is an operator's,
+    /// not a permission; store tests run 0013 on a role that still holds it.)
     #[test]
     fn system_roles_match_what_the_migration_inserts_in_both_dialects() {
-        let added_later = [Permission::CodecDecode];
-        for (migration, codec_migration) in [
-            (
-                include_str!("../../migrations/sqlite/0002_admin_api.sql"),
-                include_str!("../../migrations/sqlite/0009_codec_permission.sql"),
-            ),
-            (
-                include_str!("../../migrations/postgres/0002_admin_api.sql"),
-                include_str!("../../migrations/postgres/0009_codec_permission.sql"),
-            ),
+        for migration in [
+            include_str!("../../migrations/sqlite/0002_admin_api.sql"),
+            include_str!("../../migrations/postgres/0002_admin_api.sql"),
         ] {
             for system in SYSTEM_ROLES {
-                let at_first = system
-                    .permissions
-                    .iter()
-                    .filter(|p| !added_later.contains(p));
                 let expected = format!(
                     "SELECT id, '{}', '{}', '{}', 1,",
                     system.id,
                     system.name,
-                    permissions_json(at_first).unwrap()
+                    permissions_json(system.permissions).unwrap()
                 );
                 assert!(
                     migration.contains(&expected),
                     "the migration does not insert {expected}"
                 );
             }
-            let super_admin = format!(
-                "SET permissions = '{}'",
-                permissions_json(&Permission::ALL).unwrap()
-            );
-            assert!(
-                codec_migration.contains(&super_admin),
-                "0009 does not give Super Admin {super_admin}"
-            );
         }
     }
 }

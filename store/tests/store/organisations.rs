@@ -463,3 +463,73 @@ async fn a_role_deleted_while_a_member_is_given_it_never_leaves_the_member_witho
         }
     }
 }
+
+/// The statements of a migration file, without its comments.
+fn statements(migration: &str) -> String {
+    migration
+        .lines()
+        .filter(|line| !line.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+store_test!(migration_0013_takes_codec_decode_out_of_every_role);
+async fn migration_0013_takes_codec_decode_out_of_every_role(store: Store) {
+    let migration = statements(include_str!(
+        "../../../migrations/sqlite/0013_codec_operator_only.sql"
+    ));
+    assert_eq!(
+        migration,
+        statements(include_str!(
+            "../../../migrations/postgres/0013_codec_operator_only.sql"
+        )),
+        "the two dialects' 0013 differ"
+    );
+    let org = store.create_organisation("Acme").await.unwrap();
+    let reader = store
+        .create_role(
+            &org.id,
+            "Reader",
+            &permissions(&[Permission::CampaignsRead]),
+        )
+        .await
+        .unwrap();
+    let codec_only = store
+        .create_role(&org.id, "Codec", &permissions(&[Permission::TeamsRead]))
+        .await
+        .unwrap();
+    let last = store
+        .create_role(&org.id, "Last", &permissions(&[Permission::CampaignsRead]))
+        .await
+        .unwrap();
+    // The lists as 0009 and an administrator of that time left them: codec:decode first, in
+    // the middle (Super Admin), last and alone.
+    let all_then = r#"["api_keys:manage","campaigns:read","campaigns:run","campaigns:write","codec:decode","deliveries:write","groups:read","groups:write","integrations:manage","members:read","members:write","roles:read","roles:write","sso:manage","teams:read","teams:write","templates:read","templates:write"]"#;
+    for (role, list) in [
+        (SUPER_ADMIN, all_then),
+        (reader.id.as_str(), r#"["codec:decode","campaigns:read"]"#),
+        (last.id.as_str(), r#"["campaigns:read","codec:decode"]"#),
+        (codec_only.id.as_str(), r#"["codec:decode"]"#),
+    ] {
+        sqlx::query("UPDATE roles SET permissions = $1 WHERE org_id = $2 AND id = $3")
+            .bind(list)
+            .bind(&org.id)
+            .bind(role)
+            .execute(pidgr_store::testing::pool(&store))
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(migration))
+        .execute(pidgr_store::testing::pool(&store))
+        .await
+        .unwrap();
+    let roles: BTreeMap<String, BTreeSet<Permission>> = all_roles(&store, &org.id)
+        .await
+        .into_iter()
+        .map(|role| (role.id, role.permissions))
+        .collect();
+    assert_eq!(roles[SUPER_ADMIN], permissions(&Permission::ALL));
+    assert_eq!(roles[&reader.id], permissions(&[Permission::CampaignsRead]));
+    assert_eq!(roles[&last.id], permissions(&[Permission::CampaignsRead]));
+    assert_eq!(roles[&codec_only.id], BTreeSet::new());
+}

@@ -391,6 +391,7 @@ fn success(spec: &RouteSpec) -> StatusCode {
 /// anything of org A is "not found".
 fn other_organisation(spec: &RouteSpec) -> StatusCode {
     match (spec.method.as_str(), spec.path) {
+        _ if spec.access == Access::Operator => StatusCode::UNAUTHORIZED,
         ("GET" | "DELETE", "/v1/webhook-channel")
         | ("POST", "/v1/webhook-channel/rotate-secret" | "/v1/webhook-channel/test-event") => {
             StatusCode::NOT_FOUND
@@ -460,6 +461,8 @@ async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<
             .map(|(name, key, permissions)| {
                 let expected = match (spec.access, permissions) {
                     (Access::Public, _) => success(spec),
+                    // The codec server takes the operator's token; no API key opens it.
+                    (Access::Operator, _) => StatusCode::UNAUTHORIZED,
                     (_, None) => StatusCode::UNAUTHORIZED,
                     (Access::Authenticated, Some(_)) => success(spec),
                     (Access::Requires(p), Some(held)) if held.contains(&p) => success(spec),

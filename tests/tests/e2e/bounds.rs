@@ -1,7 +1,7 @@
-//! Hostile but legitimate admins: a template that multiplies into gigabytes, and directory
-//! readers who should not see push tokens whole.
+//! Hostile but legitimate admins: a template that multiplies into gigabytes, inbox pages of
+//! messages near the size cap, and directory readers who should not see push tokens whole.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use axum::http::StatusCode;
 use pidgr_workflows::template::{MAX_RENDERED_BYTES, MAX_VARIABLE_VALUE_CHARS};
 use reqwest::Method;
@@ -212,6 +212,113 @@ async fn push_tokens_are_masked_unless_the_caller_registers_devices() -> Result<
     assert_eq!(listed_token(reader).await?, "fcm-…XYZW");
     let backend = key_for(json!(["members:read", "deliveries:write"])).await?;
     assert_eq!(listed_token(backend).await?, token);
+    system.shutdown().await;
+    Ok(())
+}
+
+/// The rendered size of an inbox item's message, as the inbox counts it against its budget.
+fn rendered_bytes(item: &Value) -> usize {
+    ["title", "body_markdown", "body_html"]
+        .iter()
+        .filter_map(|field| item["message"][field].as_str())
+        .map(str::len)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_page_of_large_messages_stops_at_its_byte_budget_and_the_next_page_goes_on()
+-> Result<()> {
+    let system = System::start(Options::default()).await?;
+    let group = system.group_of(&["inbox-reader"]).await?;
+    let member = &system.members(&["inbox-reader"]).await?[0];
+    // Each message renders to about 500 KB of Markdown and as much HTML, under the 512 KiB cap:
+    // ten of them are twice the page budget of 8 MiB.
+    let body = "{{a}} ".repeat(250);
+    let a = "x".repeat(MAX_VARIABLE_VALUE_CHARS);
+    let campaigns = 10;
+    let mut expected = Vec::new();
+    for n in 0..campaigns {
+        let template = system
+            .create(
+                "/v1/templates",
+                json!({ "name": format!("long read {n}"), "title": "Long read", "body": body }),
+            )
+            .await?;
+        let campaign = system
+            .create(
+                "/v1/campaigns",
+                json!({ "name": format!("long read {n}"), "title": "Long read",
+                        "template_id": template["id"], "audience": { "groups": [group] },
+                        "definition": definition_with(&a) }),
+            )
+            .await?;
+        let id = campaign["id"].as_str().context("campaign id")?.to_owned();
+        system.start_draft(&id).await?;
+        expected.push(id);
+    }
+
+    let inbox = format!("/v1/members/{}/inbox", member.id);
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = system.get(&format!("{inbox}?after={after}")).await?;
+        let items = page["items"].as_array().context("items")?.clone();
+        ensure!(!items.is_empty(), "an empty page: {}", page["next_cursor"]);
+        ensure!(pages.len() < campaigns, "more pages than deliveries");
+        pages.push(items.clone());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                // The cursor is the last item listed: the next page starts after it.
+                assert_eq!(cursor, items.last().unwrap()["delivery"]["id"]);
+                after = cursor.to_owned();
+            }
+            None => break,
+        }
+    }
+
+    let budget = pidgr_api::INBOX_PAGE_BUDGET_BYTES;
+    let sizes: Vec<usize> = pages
+        .iter()
+        .map(|page| page.iter().map(rendered_bytes).sum())
+        .collect();
+    assert!(
+        pages.len() >= 2 && pages[0].len() < campaigns,
+        "one page of {} items ({} bytes): the budget did not cut it",
+        pages[0].len(),
+        sizes[0]
+    );
+    for (index, page) in pages.iter().enumerate() {
+        assert!(
+            sizes[index] <= budget,
+            "page {index}: {} bytes",
+            sizes[index]
+        );
+        for item in page {
+            assert!(item["message"].is_object(), "not rendered: {item}");
+            assert!(
+                rendered_bytes(item) > 900_000,
+                "a message smaller than meant"
+            );
+        }
+        // A page ends only where the next item would have passed the budget.
+        if let Some(next) = pages.get(index + 1) {
+            assert!(sizes[index] + rendered_bytes(&next[0]) > budget);
+        }
+    }
+    // Together the pages list every delivery exactly once.
+    let mut listed: Vec<String> = pages
+        .iter()
+        .flatten()
+        .map(|item| {
+            item["campaign"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected);
     system.shutdown().await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The payload codec end to end: what Temporal stores of a campaign is ciphertext, `temporal
-//! workflow show` reads it in clear only through the codec server with a key that holds
-//! `codec:decode`, and the codec server refuses everyone else.
+//! workflow show` reads it in clear only through the codec server with the operator's codec
+//! token, and the codec server refuses everyone else, every organisation's Super Admin
+//! included; without a token it is off.
 
 use anyhow::{Context, Result, ensure};
 use axum::http::StatusCode;
@@ -105,6 +106,27 @@ fn payloads_of(answer: &Value) -> Result<Vec<Payload>> {
     Ok(serde_json::from_value::<PayloadsBody>(answer.clone())?.to_payloads()?)
 }
 
+/// The operator's codec token of `system`.
+fn codec_token(system: &System) -> Result<String> {
+    system
+        .config
+        .codec_token
+        .clone()
+        .context("the system runs without a codec token")
+}
+
+/// POSTs `body` to the codec route `path` with the operator's token in the header.
+async fn as_operator(system: &System, path: &str, body: Value) -> Result<(StatusCode, Value)> {
+    system
+        .call_as(
+            Some(&codec_token(system)?),
+            reqwest::Method::POST,
+            path,
+            Some(body),
+        )
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporal_shows_campaign_payloads_in_clear_only_through_the_codec_server() -> Result<()> {
     let mut receiver = Receiver::start(Some(0)).await?;
@@ -131,9 +153,9 @@ async fn temporal_shows_campaign_payloads_in_clear_only_through_the_codec_server
         "no encrypted payload in {shown}"
     );
 
-    // (b) Through the codec server with a key holding codec:decode: the same history in clear.
+    // (b) Through the codec server with the operator's token: the same history in clear.
     let endpoint = format!("{}/codec", system.api);
-    let auth = format!("Bearer {}", system.key);
+    let auth = format!("Bearer {}", codec_token(&system)?);
     let decoded = workflow_show(
         &system,
         &workflow_id,
@@ -147,8 +169,9 @@ async fn temporal_shows_campaign_payloads_in_clear_only_through_the_codec_server
         "not decoded: {decoded}"
     );
 
-    // (c) The codec server refuses a missing key and a key without the permission, and never
-    // answers decoded data to them.
+    // (c) The codec server refuses no key and every API key, the organisation's Super Admin
+    // key included (the codec key opens every organisation's payloads), in the header and in
+    // the path, and never answers decoded data to them.
     let cipher = pidgr::payload_cipher(&system.config)?;
     let secret = cipher.encrypt(&json_payload(MARKER))?;
     let body = body_of(std::slice::from_ref(&secret));
@@ -158,33 +181,47 @@ async fn temporal_shows_campaign_payloads_in_clear_only_through_the_codec_server
         .await?
         .secret;
     for path in ["/codec/decode", "/codec/encode"] {
-        let (status, answer) = system
-            .call_as(None, reqwest::Method::POST, path, Some(body.clone()))
-            .await?;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {answer}");
-        assert!(!answer.to_string().contains("payloads"), "{answer}");
-        let (status, answer) = system
-            .call_as(
-                Some(&member_key),
-                reqwest::Method::POST,
-                path,
-                Some(body.clone()),
-            )
-            .await?;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {answer}");
-        assert!(!answer.to_string().contains("payloads"), "{answer}");
+        for key in [None, Some(&member_key), Some(&system.key)] {
+            let (status, answer) = system
+                .call_as(
+                    key.map(String::as_str),
+                    reqwest::Method::POST,
+                    path,
+                    Some(body.clone()),
+                )
+                .await?;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {answer}");
+            assert!(!answer.to_string().contains("payloads"), "{answer}");
+            assert!(
+                answer["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("PIDGR_CODEC_TOKEN"),
+                "{answer}"
+            );
+        }
     }
-    let in_path = format!("/codec/key/{member_key}/decode");
-    let (status, _) = system
-        .call_as(None, reqwest::Method::POST, &in_path, Some(body.clone()))
-        .await?;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    for key in [&member_key, &system.key] {
+        for direction in ["decode", "encode"] {
+            let in_path = format!("/codec/key/{key}/{direction}");
+            let (status, answer) = system
+                .call_as(
+                    Some(key),
+                    reqwest::Method::POST,
+                    &in_path,
+                    Some(body.clone()),
+                )
+                .await?;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{in_path}: {answer}");
+            assert!(!answer.to_string().contains("payloads"), "{answer}");
+        }
+    }
 
-    // The Super Admin's key decodes, in the header or (for the Web UI) in the path.
-    let (status, answer) = system.post("/codec/decode", body.clone()).await?;
+    // The operator's token decodes, in the header or (for the Web UI) in the path.
+    let (status, answer) = as_operator(&system, "/codec/decode", body.clone()).await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(payloads_of(&answer)?, vec![json_payload(MARKER)]);
-    let in_path = format!("/codec/key/{}/decode", system.key);
+    let in_path = format!("/codec/key/{}/decode", codec_token(&system)?);
     let (status, answer) = system
         .call_as(None, reqwest::Method::POST, &in_path, Some(body.clone()))
         .await?;
@@ -204,9 +241,8 @@ async fn the_codec_server_encodes_passes_through_and_refuses_tampered_payloads()
     let cipher = pidgr::payload_cipher(&system.config)?;
 
     // Encode answers what the worker can decrypt, named by the server key's id.
-    let (status, answer) = system
-        .post("/codec/encode", body_of(&[json_payload("hello")]))
-        .await?;
+    let (status, answer) =
+        as_operator(&system, "/codec/encode", body_of(&[json_payload("hello")])).await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let encoded = payloads_of(&answer)?;
     assert!(PayloadCipher::is_encrypted(&encoded[0]));
@@ -233,9 +269,12 @@ async fn the_codec_server_encodes_passes_through_and_refuses_tampered_payloads()
 
     // A history's payloads come in larger bodies than the rest of the API takes (256 KiB).
     let big = json_payload(&"x".repeat(1024 * 1024));
-    let (status, answer) = system
-        .post("/codec/encode", body_of(std::slice::from_ref(&big)))
-        .await?;
+    let (status, answer) = as_operator(
+        &system,
+        "/codec/encode",
+        body_of(std::slice::from_ref(&big)),
+    )
+    .await?;
     assert_eq!(status, StatusCode::OK, "a 1 MiB payload");
     assert_eq!(cipher.decrypt(payloads_of(&answer)?.remove(0))?, big);
 
@@ -243,12 +282,12 @@ async fn the_codec_server_encodes_passes_through_and_refuses_tampered_payloads()
     let foreign = pidgr::cipher_for(&pidgr_store::SecretKey::generate(), &[])
         .encrypt(&json_payload("not ours"))?;
     let mine = cipher.encrypt(&json_payload("ours"))?;
-    let (status, answer) = system
-        .post(
-            "/codec/decode",
-            body_of(&[json_payload("plain"), foreign.clone(), mine]),
-        )
-        .await?;
+    let (status, answer) = as_operator(
+        &system,
+        "/codec/decode",
+        body_of(&[json_payload("plain"), foreign.clone(), mine]),
+    )
+    .await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(
         payloads_of(&answer)?,
@@ -259,12 +298,12 @@ async fn the_codec_server_encodes_passes_through_and_refuses_tampered_payloads()
     let mut tampered = cipher.encrypt(&json_payload("x"))?;
     let last = tampered.data.len() - 1;
     tampered.data[last] ^= 1;
-    let (status, answer) = system
-        .post(
-            "/codec/decode",
-            body_of(&[cipher.encrypt(&json_payload("fine"))?, tampered]),
-        )
-        .await?;
+    let (status, answer) = as_operator(
+        &system,
+        "/codec/decode",
+        body_of(&[cipher.encrypt(&json_payload("fine"))?, tampered]),
+    )
+    .await?;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(
         answer["detail"]
@@ -310,6 +349,81 @@ async fn the_codec_server_encodes_passes_through_and_refuses_tampered_payloads()
         refused.headers()["access-control-allow-origin"].to_str()?,
         "*"
     );
+
+    // Wrong tokens in the path count against the client address like any failed
+    // authentication, those that could not even be a header value (a line break) included:
+    // the address is soon refused with 429, while the operator's own requests go on.
+    let mut refused_with_429 = None;
+    let shared = &system;
+    'flood: for round in 0..100 {
+        let attempts = (0..20).map(|i| {
+            let path = format!("/codec/key/wrong%0Atoken-{round}-{i}/decode");
+            let body = json!({ "payloads": [] });
+            async move {
+                let response = shared
+                    .http
+                    .post(format!("{}{path}", shared.api))
+                    .json(&body)
+                    .send()
+                    .await?;
+                anyhow::Ok((
+                    response.status().as_u16(),
+                    response.headers().get("retry-after").cloned(),
+                ))
+            }
+        });
+        for answer in futures_util::future::join_all(attempts).await {
+            let (status, retry_after) = answer?;
+            ensure!(
+                status == 401 || status == 429,
+                "a wrong token answered {status}"
+            );
+            if status == 429 {
+                refused_with_429 = Some(retry_after);
+                break 'flood;
+            }
+        }
+    }
+    let retry_after = refused_with_429.context("2,000 wrong tokens were never refused with 429")?;
+    assert!(retry_after.is_some(), "a 429 without Retry-After");
+    let (status, answer) = as_operator(&system, "/codec/decode", json!({ "payloads": [] })).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    system.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_codec_server_is_off_on_a_server_without_a_codec_token() -> Result<()> {
+    let system = System::start(Options {
+        in_process_worker: false,
+        codec_server: false,
+        ..Options::default()
+    })
+    .await?;
+    let body = json!({ "payloads": [] });
+    for path in [
+        "/codec/decode".to_owned(),
+        "/codec/encode".to_owned(),
+        format!("/codec/key/{}/decode", system.key),
+        format!("/codec/key/{}/encode", system.key),
+    ] {
+        let (status, answer) = system
+            .call_as(
+                Some(&system.key),
+                reqwest::Method::POST,
+                &path,
+                Some(body.clone()),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {answer}");
+        assert!(
+            answer["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("PIDGR_CODEC_TOKEN"),
+            "{answer}"
+        );
+    }
     system.shutdown().await;
     Ok(())
 }

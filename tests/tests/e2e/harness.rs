@@ -152,6 +152,8 @@ pub struct Options {
     /// The dev server keeps its state in a file, so [`System::kill_temporal`] and
     /// [`System::restart_temporal`] can kill it and bring it back with everything it had.
     pub restartable_temporal: bool,
+    /// The codec server is on (`config.codec_token` holds the operator's token).
+    pub codec_server: bool,
 }
 
 /// Whether end-to-end tests can run on PostgreSQL; says so when they cannot.
@@ -192,6 +194,7 @@ impl Default for Options {
             wait_recount_interval_ms: 300_000,
             reconcile_interval_ms: 60_000,
             restartable_temporal: false,
+            codec_server: true,
         }
     }
 }
@@ -260,6 +263,10 @@ impl System {
             channel_concurrency: 8,
             secret_key: Some(pidgr_store::SecretKey::generate().to_hex()),
             previous_secret_keys: Vec::new(),
+            // The operator's codec token (a fresh one per system: 64 hex characters).
+            codec_token: options
+                .codec_server
+                .then(|| pidgr_store::SecretKey::generate().to_hex()),
             fcm_url: push_urls.map_or(PushEndpoints::FCM, |u| &u.fcm).to_owned(),
             fcm_token_url: push_urls
                 .map_or(PushEndpoints::FCM_TOKEN, |u| &u.fcm_token)
