@@ -7,17 +7,26 @@
 //! requests without a valid key count against their address, so many clients behind one
 //! address (a NAT, the mobile backend's egress) are limited by their keys, never by each other;
 //! what counts per address is what an unauthenticated flood consists of.
+//!
+//! The address is charged before the database is asked about a key this server has not seen
+//! authenticate ([`Limiters::known_key`]), and refunded once the key proves valid: an address
+//! over its limit is answered 429 without a lookup, however many made-up keys it sends.
+//!
+//! Health and readiness probes ([`is_probe`]) are exempt from the per-address limit and the
+//! concurrency cap: behind a load balancer every client shares the balancer's address, and
+//! clients sending bad keys must not get the instance taken out of rotation.
 
 use std::collections::HashMap;
 use std::collections::hash_map::{Entry, RandomState};
 use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::ApiError;
@@ -67,28 +76,43 @@ impl Default for ServerLimits {
     }
 }
 
+/// The routes a load balancer or orchestrator polls. They take no key, and are exempt from the
+/// per-address limit and the concurrency cap.
+pub(crate) fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
+}
+
 /// The live state of [`ServerLimits`], shared by every request.
 pub struct Limiters {
     per_key: RateLimiter<String>,
     per_address: RateLimiter<IpAddr>,
+    known_keys: KnownKeys,
     slots: Arc<Semaphore>,
     request_timeout: Duration,
+    clock: fn() -> Instant,
 }
 
 impl Limiters {
     pub fn new(limits: &ServerLimits) -> Self {
+        Self::with_clock(limits, Instant::now)
+    }
+
+    /// Limiters whose buckets read the time from `clock` (tests stop it).
+    pub(crate) fn with_clock(limits: &ServerLimits, clock: fn() -> Instant) -> Self {
         Limiters {
             per_key: RateLimiter::new(limits.per_key),
             per_address: RateLimiter::new(limits.per_address),
+            known_keys: KnownKeys::default(),
             slots: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
             request_timeout: limits.request_timeout,
+            clock,
         }
     }
 
     /// Counts one request of the API key `key_id`.
     pub(crate) fn charge_key(&self, key_id: &str) -> Result<(), ApiError> {
         self.per_key
-            .check(key_id)
+            .check_at(key_id, (self.clock)())
             .map_err(|wait| too_many("API key", wait))
     }
 
@@ -102,9 +126,60 @@ impl Limiters {
             return Ok(());
         };
         self.per_address
-            .check(&client_id(address.ip()))
+            .check_at(&client_id(address.ip()), (self.clock)())
             .map_err(|wait| too_many("client address", wait))
     }
+
+    /// Gives back what [`Limiters::charge_address`] took, for a request whose key turned out
+    /// to be valid: a valid key's requests never count against their address.
+    pub(crate) fn refund_address(&self, address: Option<&ConnectInfo<SocketAddr>>) {
+        if let Some(ConnectInfo(address)) = address {
+            self.per_address.refund(&client_id(address.ip()));
+        }
+    }
+
+    /// The key id of `secret` if it authenticated on this server before (and was not seen
+    /// failing since). Only decides which bucket a request is charged to before the database
+    /// is asked; the database still decides whether the key is valid.
+    pub(crate) fn known_key(&self, secret: &str) -> Option<String> {
+        self.known_keys.lock().get(&fingerprint(secret)).cloned()
+    }
+
+    /// Notes that `secret` authenticated as `key_id`.
+    pub(crate) fn remember_key(&self, secret: &str, key_id: &str) {
+        let mut known = self.known_keys.lock();
+        if known.len() >= KNOWN_KEYS_CAP {
+            // Forgetting costs a known key one request charged to its address; simpler than
+            // tracking which entry is oldest, and only a server with that many live keys pays.
+            known.clear();
+        }
+        known.insert(fingerprint(secret), key_id.to_owned());
+    }
+
+    /// Notes that `secret` no longer authenticates (its key was revoked).
+    pub(crate) fn forget_key(&self, secret: &str) {
+        self.known_keys.lock().remove(&fingerprint(secret));
+    }
+}
+
+/// Keys known to authenticate, by a digest of their secret (the secret itself is never kept).
+/// Only secrets that authenticated get in, so a flood of made-up keys cannot grow it.
+#[derive(Default)]
+struct KnownKeys(Mutex<HashMap<[u8; 32], String>>);
+
+/// More live keys than one server is expected to see; past it the set starts afresh.
+const KNOWN_KEYS_CAP: usize = 10_000;
+
+impl KnownKeys {
+    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn fingerprint(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 fn too_many(scope: &'static str, wait: Duration) -> ApiError {
@@ -141,6 +216,9 @@ pub(crate) async fn limit_concurrency(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    if is_probe(request.uri().path()) {
+        return Ok(next.run(request).await);
+    }
     let _slot = limiters
         .slots
         .clone()
@@ -208,16 +286,31 @@ impl<K: Hash + Eq> RateLimiter<K> {
         }
     }
 
-    /// Takes a token for `key`, or says how long until one is there.
-    pub(crate) fn check<Q>(&self, key: &Q) -> Result<(), Duration>
+    /// Gives a token back to `key`'s bucket (never above its burst). A key without a bucket
+    /// has a full one already.
+    pub(crate) fn refund<Q>(&self, key: &Q)
     where
         K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        Q: Hash + Eq + ?Sized,
     {
-        self.check_at(key, Instant::now())
+        if self.rate.per_second == 0 {
+            return;
+        }
+        let mut shard = self.shard(key);
+        if let Some(bucket) = shard.buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(f64::from(self.rate.burst));
+        }
     }
 
-    fn check_at<Q>(&self, key: &Q, now: Instant) -> Result<(), Duration>
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Shard<K>> {
+        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes a token for `key` as of `now`, or says how long until one is there.
+    pub(crate) fn check_at<Q>(&self, key: &Q, now: Instant) -> Result<(), Duration>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -225,10 +318,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
         if self.rate.per_second == 0 {
             return Ok(());
         }
-        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
-        let mut shard = self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut shard = self.shard(key);
         let rate = self.rate;
         if let Some(bucket) = shard.buckets.get_mut(key) {
             return take(bucket, rate, now);
@@ -336,6 +426,33 @@ mod tests {
             limiter.check_at(&busy, later).is_err(),
             "a busy bucket is kept"
         );
+    }
+
+    #[test]
+    fn a_refund_gives_one_token_back_and_never_more_than_the_burst() {
+        let limiter = RateLimiter::<String>::new(RATE);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            limiter.check_at("k", t0).unwrap();
+        }
+        limiter.refund("k");
+        assert_eq!(limiter.check_at("k", t0), Ok(()));
+        assert!(limiter.check_at("k", t0).is_err());
+        // Refunds past a full bucket are lost.
+        for _ in 0..10 {
+            limiter.refund("other");
+            limiter.refund("k");
+        }
+        for _ in 0..3 {
+            assert_eq!(limiter.check_at("k", t0), Ok(()));
+        }
+        assert!(limiter.check_at("k", t0).is_err());
+    }
+
+    #[test]
+    fn only_health_and_readiness_are_probes() {
+        assert!(is_probe("/healthz") && is_probe("/readyz"));
+        assert!(!is_probe("/v1/openapi.json") && !is_probe("/healthz/x"));
     }
 
     #[test]

@@ -252,6 +252,7 @@ impl Config {
     }
 
     pub fn api_settings(&self) -> anyhow::Result<ApiSettings> {
+        self.check_request_timeout()?;
         Ok(ApiSettings {
             task_queue: self.task_queue.clone(),
             url_policy: self.url_policy()?,
@@ -272,6 +273,19 @@ impl Config {
                 .map(Some)
                 .map_err(|why| anyhow::anyhow!("PIDGR_CODEC_TOKEN: {why}")),
         }
+    }
+
+    /// A request the timeout abandons gives up its Idempotency-Key, but one still running when
+    /// its claim may be taken over would let a retry run it a second time alongside it.
+    fn check_request_timeout(&self) -> anyhow::Result<()> {
+        let takeover_ms = pidgr_store::IDEMPOTENCY_CLAIM_TIMEOUT.num_milliseconds();
+        if i64::try_from(self.request_timeout_ms).unwrap_or(i64::MAX) >= takeover_ms {
+            bail!(
+                "PIDGR_REQUEST_TIMEOUT_MS must be below {takeover_ms} (the time after which a retry may take over an unanswered Idempotency-Key), not {}",
+                self.request_timeout_ms
+            );
+        }
+        Ok(())
     }
 
     pub fn server_limits(&self) -> ServerLimits {
@@ -518,4 +532,43 @@ pub async fn run_worker(
         _ = stop.wait_for(|s| *s) => shutdown(),
     }
     run.await.context("worker")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn config_with_request_timeout(ms: i64) -> Config {
+        Cli::try_parse_from([
+            "pidgr".to_owned(),
+            "--environment=development".to_owned(),
+            format!("--request-timeout-ms={ms}"),
+        ])
+        .unwrap()
+        .config
+    }
+
+    #[test]
+    fn a_request_timeout_at_or_above_the_idempotency_takeover_is_refused() {
+        let takeover = pidgr_store::IDEMPOTENCY_CLAIM_TIMEOUT.num_milliseconds();
+        for ms in [takeover, takeover + 1] {
+            let error = config_with_request_timeout(ms).api_settings().unwrap_err();
+            assert!(
+                error.to_string().contains("PIDGR_REQUEST_TIMEOUT_MS"),
+                "{error}"
+            );
+        }
+        config_with_request_timeout(takeover - 1)
+            .api_settings()
+            .unwrap();
+        config_with_request_timeout(30_000).api_settings().unwrap();
+    }
 }

@@ -43,7 +43,9 @@ pub use devices::{Device, Platform, masked_token};
 pub use header_secrets::{
     HEADER_SECRET_PREFIX, PlainHeadersSealed, WebhookTarget, header_secret_id, mask_webhook_headers,
 };
-pub use idempotency::{IDEMPOTENCY_CLAIM_TIMEOUT, IDEMPOTENCY_KEY_LIFETIME, IdempotencyClaim};
+pub use idempotency::{
+    ClaimToken, IDEMPOTENCY_CLAIM_TIMEOUT, IDEMPOTENCY_KEY_LIFETIME, IdempotencyClaim,
+};
 pub use key_rotation::{ROTATION_MAX_PASSES, RotatedTable, RotationReport};
 pub use member_sets::{MemberSet, SetKind};
 pub use members::{ImportCounts, ImportedMember, Member, MemberUpdate, NewMember};

@@ -1,7 +1,7 @@
 //! Content: versioned templates and workflow definitions, the webhook channel and its sealed
-//! secret, idempotency keys, and the row counts other crates' tests compare.
+//! secret, and the row counts other crates' tests compare.
 
-use pidgr_store::{IdempotencyClaim, SecretKey, Store, StoreError, testing};
+use pidgr_store::{SecretKey, Store, StoreError, testing};
 use sqlx::Row;
 
 fn vars(names: &[&str]) -> Vec<String> {
@@ -674,112 +674,6 @@ async fn a_store_with_a_secret_key_does_not_show_it_in_debug_output(store: Store
     let debug = format!("{store:?}");
     assert!(debug.contains("SecretKey(..)"), "{debug}");
     assert!(!debug.contains(&hex));
-}
-
-// ---- idempotency keys ----
-
-store_test!(an_idempotency_key_is_new_then_in_flight_then_replayed);
-async fn an_idempotency_key_is_new_then_in_flight_then_replayed(store: Store) {
-    let org = store.create_organisation("Acme").await.unwrap();
-    let claim = |fingerprint: &'static str| store.claim_idempotency_key(&org.id, "k1", fingerprint);
-    assert_eq!(claim("f1").await.unwrap(), IdempotencyClaim::New);
-    assert_eq!(claim("f1").await.unwrap(), IdempotencyClaim::InFlight);
-    assert_eq!(claim("f2").await.unwrap(), IdempotencyClaim::Mismatch);
-    store
-        .complete_idempotency_key(&org.id, "k1", 201, r#"{"id":"c1"}"#)
-        .await
-        .unwrap();
-    let replay = IdempotencyClaim::Replay {
-        status: 201,
-        response: r#"{"id":"c1"}"#.to_owned(),
-    };
-    assert_eq!(claim("f1").await.unwrap(), replay);
-    assert_eq!(claim("f2").await.unwrap(), IdempotencyClaim::Mismatch);
-    // The first response is the one kept.
-    assert_not_found(
-        store
-            .complete_idempotency_key(&org.id, "k1", 500, "later")
-            .await,
-    );
-    // Releasing never drops a completed response.
-    store.release_idempotency_key(&org.id, "k1").await.unwrap();
-    assert_eq!(claim("f1").await.unwrap(), replay);
-}
-
-store_test!(a_released_idempotency_key_can_be_claimed_again);
-async fn a_released_idempotency_key_can_be_claimed_again(store: Store) {
-    let org = store.create_organisation("Acme").await.unwrap();
-    assert_eq!(
-        store
-            .claim_idempotency_key(&org.id, "k", "f1")
-            .await
-            .unwrap(),
-        IdempotencyClaim::New
-    );
-    store.release_idempotency_key(&org.id, "k").await.unwrap();
-    assert_not_found(
-        store
-            .complete_idempotency_key(&org.id, "k", 201, "{}")
-            .await,
-    );
-    // Released, the key is free for any request, even a different one.
-    assert_eq!(
-        store
-            .claim_idempotency_key(&org.id, "k", "f2")
-            .await
-            .unwrap(),
-        IdempotencyClaim::New
-    );
-    // Releasing a key nobody holds is harmless.
-    store
-        .release_idempotency_key(&org.id, "never")
-        .await
-        .unwrap();
-}
-
-store_test!(idempotency_keys_belong_to_one_organisation);
-async fn idempotency_keys_belong_to_one_organisation(store: Store) {
-    let org = store.create_organisation("Acme").await.unwrap();
-    let other = store.create_organisation("Other").await.unwrap();
-    assert_eq!(
-        store
-            .claim_idempotency_key(&org.id, "k", "f")
-            .await
-            .unwrap(),
-        IdempotencyClaim::New
-    );
-    assert_not_found(
-        store
-            .complete_idempotency_key(&other.id, "k", 201, "{}")
-            .await,
-    );
-    store.release_idempotency_key(&other.id, "k").await.unwrap();
-    assert_eq!(
-        store
-            .claim_idempotency_key(&org.id, "k", "f")
-            .await
-            .unwrap(),
-        IdempotencyClaim::InFlight,
-        "another organisation's release must not free this organisation's key"
-    );
-    assert_eq!(
-        store
-            .claim_idempotency_key(&other.id, "k", "other")
-            .await
-            .unwrap(),
-        IdempotencyClaim::New
-    );
-}
-
-#[test]
-fn a_replayed_response_is_not_shown_in_debug_output() {
-    let claim = IdempotencyClaim::Replay {
-        status: 201,
-        response: r#"{"secret":"pidgr_abc"}"#.to_owned(),
-    };
-    let debug = format!("{claim:?}");
-    assert!(debug.contains("201"), "{debug}");
-    assert!(!debug.contains("pidgr_abc"), "{debug}");
 }
 
 // ---- row counts ----
