@@ -484,7 +484,7 @@ async fn a_webhook_secret_is_not_stored_in_clear(store: Store) {
         .unwrap();
     let secret = secret.unwrap();
     let raw = raw_sealed_secret(&store, &org.id).await;
-    assert!(raw.starts_with("v2:"), "{raw}");
+    assert!(raw.starts_with("v3:"), "{raw}");
     assert!(!raw.contains(&secret));
     assert!(!raw.contains(secret.strip_prefix("whsec_").unwrap()));
     // A fresh nonce per seal: the same secret sealed twice differs.
@@ -531,7 +531,7 @@ async fn a_tampered_webhook_secret_is_reported_as_corrupt(store: Store) {
         .await
         .unwrap();
     let raw = raw_sealed_secret(&store, &org.id).await;
-    // Flip one hex digit inside the ciphertext (after "v2:", the key id, ":" and the nonce).
+    // Flip one hex digit inside the ciphertext (after "v3:", the key id, ":" and the nonce).
     let mut bytes = raw.into_bytes();
     let at = 3 + 9 + 48 + 10;
     bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
