@@ -75,6 +75,12 @@ async fn rotate_key_reseals_every_secret_so_the_previous_key_can_be_dropped() {
     ] {
         assert!(out.contains(line), "{line:?} in {out}");
     }
+    for line in [
+        "CALL_WEBHOOK header values stored in clear: 0 sealed",
+        "every stored secret is sealed with the current key (2 passes",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
     let second = rotate(&url, &new, &[&old]);
     let out = text(&second.stdout);
     assert!(second.status.success(), "{out}");
