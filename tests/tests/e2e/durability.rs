@@ -95,6 +95,8 @@ async fn a_wait_whose_last_signal_was_lost_ends_early_by_recounting() -> Result<
         done["counts"]["missed"], 0,
         "ended by all_acknowledged: {done}"
     );
+    // A history in which the re-count timer fired replays against the workflow code.
+    replay_run(&system, &campaign).await?;
     system.shutdown().await;
     Ok(())
 }
@@ -197,6 +199,20 @@ async fn a_step_no_retry_can_fix_stops_the_campaign_with_the_reason_in_the_activ
     // reconciler knows its workflow existed and leaves it alone; an admin who fixed the cause
     // starts it again.
     assert_eq!(system.campaign(&campaign).await?["status"], "ACTIVE");
+    replay_run(&system, &campaign).await?;
     system.shutdown().await;
     Ok(())
+}
+
+/// Replays the campaign's (last run's) history against the current workflow code.
+async fn replay_run(system: &System, campaign: &str) -> Result<()> {
+    let history = system
+        .client
+        .get_workflow_handle::<pidgr_workflows::CampaignWorkflow>(pidgr_workflows::workflow_id(
+            campaign,
+        ))
+        .fetch_history(Default::default())
+        .to_json()
+        .await?;
+    crate::replay(&history, pidgr::data_converter(&system.config)?).await
 }
