@@ -1,6 +1,7 @@
-//! What bounds the API: rate limits per key and per client address, the header-read timeout,
-//! the cap on requests in progress and the request timeout; who may revoke a key; and what a
-//! refused webhook URL does not tell. Bounds are tested on extra API servers with small limits,
+//! What bounds the API: rate limits per key and per client address (made-up keys past it never
+//! reach the database; health and readiness probes are exempt), the header-read timeout, the cap
+//! on requests in progress and the request timeout; who may revoke a key; and what a refused
+//! webhook URL does not tell. Bounds are tested on extra API servers with small limits,
 //! served beside the system's own on the same database and Temporal.
 
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::net::SocketAddr;
 use anyhow::{Context, Result, ensure};
 use axum::http::StatusCode;
 use pidgr::Config;
+use pidgr_store::Store;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,13 +27,22 @@ struct Api {
 
 impl Api {
     async fn start(system: &System, tweak: impl FnOnce(&mut Config)) -> Result<Api> {
+        Self::start_on(system, system.store.clone(), tweak).await
+    }
+
+    /// [`Api::start`] over a store of its own (the same database), which the test may close.
+    async fn start_on(
+        system: &System,
+        store: Store,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<Api> {
         let mut config = system.config.clone();
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         config.listen = addr;
         let (stop, mut stopped) = watch::channel(false);
-        let (store, client) = (system.store.clone(), system.client.clone());
+        let client = system.client.clone();
         tokio::spawn(async move {
             pidgr::serve_api(listener, store, client, &config, async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -159,7 +170,14 @@ async fn a_burst_over_a_keys_limit_gets_429_while_other_keys_and_addresses_carry
         "{problem}"
     );
     // Public routes count too.
-    until_limited(&api, None, "/healthz", 50).await?;
+    until_limited(&api, None, "/v1/openapi.json", 50).await?;
+    // Except the probes: a load balancer sharing the address must not see the instance fail.
+    for _ in 0..20 {
+        for probe in ["/healthz", "/readyz"] {
+            let (status, _, body) = api.get(None, probe).await?;
+            assert_eq!(status, StatusCode::OK, "{probe}: {body}");
+        }
+    }
     // A valid key is never limited by its address (many clients share one behind a NAT).
     let (status, _, _) = api.get(Some(&other_key), "/v1/organisation").await?;
     assert_eq!(status, StatusCode::OK);
@@ -167,6 +185,68 @@ async fn a_burst_over_a_keys_limit_gets_429_while_other_keys_and_addresses_carry
     // The system's own server, with the default limits, never noticed.
     let (status, _) = system.call(Method::GET, "/v1/organisation", None).await?;
     assert_eq!(status, StatusCode::OK);
+    system.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_keys_past_the_address_limit_are_refused_without_reaching_the_database()
+-> Result<()> {
+    let system = System::start(Options::default()).await?;
+    // The extra server's database connections are its own, so the test can cut them.
+    let store = Store::connect(&system.config.database_url).await?;
+    let api = Api::start_on(&system, store.clone(), |c| {
+        c.rate_limit_per_address = 1;
+        c.rate_limit_per_address_burst = 5;
+    })
+    .await?;
+    // A valid key, seen once, is charged to its own bucket from then on.
+    let (status, _, _) = api.get(Some(&system.key), "/v1/organisation").await?;
+    assert_eq!(status, StatusCode::OK);
+    let (_, problem) = until_limited(&api, Some("pidgr_made-up-0"), "/v1/organisation", 50).await?;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("client address"),
+        "{problem}"
+    );
+
+    // From now on any request that asks the database fails (a 500: the pool is closed).
+    store.close().await;
+    let (status, _, _) = api.get(None, "/readyz").await?;
+    assert_eq!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the store is cut"
+    );
+    let started = std::time::Instant::now();
+    let (mut limited, mut looked_up) = (0u64, 0u64);
+    for attempt in 1..=50 {
+        let (status, _, body) = api
+            .get(
+                Some(&format!("pidgr_made-up-{attempt}")),
+                "/v1/organisation",
+            )
+            .await?;
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            StatusCode::INTERNAL_SERVER_ERROR => looked_up += 1,
+            other => anyhow::bail!("{other}: {body}"),
+        }
+    }
+    // Only what the address's bucket refilled meanwhile (one a second) may reach the database;
+    // before the address was charged first, every one of the 50 did.
+    let refilled = started.elapsed().as_secs() + 1;
+    ensure!(
+        looked_up <= refilled,
+        "{looked_up} of 50 made-up keys reached the database ({refilled} tokens refilled)"
+    );
+    assert_eq!(limited + looked_up, 50);
+    // The known key is not held back by its address, and still authenticates against the
+    // database (which is why it now fails rather than getting a 429).
+    let (status, _, body) = api.get(Some(&system.key), "/v1/organisation").await?;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     system.shutdown().await;
     Ok(())
 }
@@ -200,16 +280,21 @@ async fn slow_clients_are_cut_off_and_requests_over_the_concurrency_cap_refused(
     );
     let holder = api.raw(&slow_post).await?;
     let (retry_after, problem) = until("the slot to be taken", || async {
-        let (status, retry_after, body) = api.get(None, "/healthz").await?;
+        let (status, retry_after, body) = api.get(None, "/v1/openapi.json").await?;
         Ok((status == StatusCode::SERVICE_UNAVAILABLE).then_some((retry_after, body)))
     })
     .await?;
     assert_eq!(retry_after, Some(1));
     assert_eq!(problem["type"], "https://pidgr.dev/problems/overloaded");
+    // The probes take no slot: the instance stays in rotation while it is full.
+    for probe in ["/healthz", "/readyz"] {
+        let (status, _, body) = api.get(None, probe).await?;
+        assert_eq!(status, StatusCode::OK, "{probe}: {body}");
+    }
     // The slow client gives up; its slot is free again.
     drop(holder);
     until("the slot to be free again", || async {
-        let (status, _, _) = api.get(None, "/healthz").await?;
+        let (status, _, _) = api.get(None, "/v1/openapi.json").await?;
         Ok((status == StatusCode::OK).then_some(()))
     })
     .await?;
