@@ -233,3 +233,87 @@ async fn a_header_secret_that_cannot_be_opened_fails_the_step_once_and_the_campa
     system.shutdown().await;
     Ok(())
 }
+
+/// Someone who may start workflows in the Temporal namespace (but not read the database) forges
+/// a campaign workflow's input: a real campaign of the organisation, the reference of another
+/// campaign's header secret, and a URL of their own. The CALL_WEBHOOK activity takes the step
+/// from the campaign's stored definition instead, so the forged URL gets nothing and the
+/// campaign's own receiver gets no secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_workflow_input_cannot_send_a_header_secret_to_another_address() -> Result<()> {
+    use temporalio_client::{WorkflowGetResultOptions, WorkflowStartOptions};
+
+    let token = format!("tok{}", uuid::Uuid::new_v4().simple());
+    let holder_receiver = Receiver::start(Some(0)).await?;
+    let mut vehicle_receiver = Receiver::start(Some(0)).await?;
+    let mut attacker = Receiver::start(Some(0)).await?;
+    let system = System::start(Options::default()).await?;
+    let group = system.group_of(&["a"]).await?;
+
+    // The campaign that holds the secret: a draft, never started.
+    let holder = system
+        .create_campaign_for(
+            &group,
+            with_header(&holder_receiver.url, &format!("Bearer {token}")),
+        )
+        .await?;
+    let stored = system.store.get_campaign(&system.org_id, &holder).await?;
+    let stored: Value = serde_json::from_str(&stored.definition)?;
+    let reference = stored["steps"][5]["config"]["headers"]["Authorization"]
+        .as_str()
+        .context("the holder's header reference")?
+        .to_owned();
+    ensure!(pidgr_store::header_secret_id(&reference).is_some());
+
+    // Another campaign of the organisation, run to its end: its webhook sends its own header.
+    let vehicle = system
+        .start_campaign_for(
+            &group,
+            example_definition("1s", "1s", &vehicle_receiver.url),
+        )
+        .await?;
+    system.until_status(&vehicle, "COMPLETED").await?;
+    let own = vehicle_receiver.next().await?;
+    ensure!(own.headers["authorization"] == "Bearer s3cret");
+
+    // The forged input: the vehicle campaign, the holder's secret, the attacker's URL.
+    let input: pidgr_workflows::CampaignInput = serde_json::from_value(json!({
+        "campaign": { "org_id": system.org_id, "campaign_id": vehicle },
+        "name": "forged",
+        "definition": {
+            "version": 1, "start": "report",
+            "steps": [{ "id": "report", "type": "CALL_WEBHOOK",
+                        "config": { "name": "exfiltrate", "url": attacker.url,
+                                    "headers": { "Authorization": reference } },
+                        "transitions": {} }]
+        },
+    }))?;
+    let workflow_id = format!("forged-{}", uuid::Uuid::new_v4().simple());
+    let options =
+        WorkflowStartOptions::new(system.config.task_queue.clone(), workflow_id.clone()).build();
+    system
+        .client
+        .start_workflow(pidgr_workflows::CampaignWorkflow::run, input, options)
+        .await?;
+    let result = system
+        .client
+        .get_workflow_handle::<pidgr_workflows::CampaignWorkflow>(workflow_id)
+        .get_result(WorkflowGetResultOptions::default())
+        .await;
+
+    // The step ran as the vehicle's stored definition has it: its own receiver, its own header.
+    let sent = vehicle_receiver.next().await?;
+    ensure!(
+        sent.headers["authorization"] == "Bearer s3cret",
+        "the vehicle's receiver got another header: {:?} (workflow: {result:?})",
+        sent.headers
+    );
+    ensure!(!sent.raw.windows(token.len()).any(|w| w == token.as_bytes()));
+    // The workflow has closed, so any POST to the forged URL would have arrived by now.
+    ensure!(
+        attacker.requests.try_recv().is_err(),
+        "the forged URL received a request (workflow: {result:?})"
+    );
+    system.shutdown().await;
+    Ok(())
+}
