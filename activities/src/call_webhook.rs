@@ -74,10 +74,10 @@ impl CampaignActivitiesImpl {
             )
             .await?;
         }
-        // The URL and headers come from the campaign's stored definition, not from the input:
-        // whoever can start a workflow in the Temporal namespace can write any input, and must
-        // not be able to send an organisation's sealed header secret to an address of their
-        // choosing. Each attempt opens the header references just before the POST; a step the
+        // The URL, the headers and the campaign's name in the payload come from the store, not
+        // from the input: whoever can start a workflow in the Temporal namespace can write any
+        // input, and must not be able to send an organisation's sealed header secret to an
+        // address of their choosing, nor put words in a receiver's report. Each attempt opens the header references just before the POST; a step the
         // stored definition does not have (or not as a CALL_WEBHOOK) is refused for good.
         let mut input = input;
         let target = self
@@ -89,6 +89,7 @@ impl CampaignActivitiesImpl {
             )
             .await
             .map_err(retryable)?;
+        input.campaign_name = target.campaign_name;
         input.config.url = target.url;
         input.config.headers = target.headers;
         let part_size = self.settings.webhook_part_size.max(1);

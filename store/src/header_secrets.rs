@@ -77,6 +77,8 @@ pub(crate) enum Sealing {
 /// A CALL_WEBHOOK step as its campaign's stored definition has it, header values opened.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookTarget {
+    /// The campaign's internal name, as stored (the payload names the campaign with it).
+    pub campaign_name: String,
     pub url: String,
     pub headers: BTreeMap<String, String>,
 }
@@ -85,6 +87,7 @@ impl std::fmt::Debug for WebhookTarget {
     // Header values are secrets: only their names are ever printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookTarget")
+            .field("campaign_name", &self.campaign_name)
             .field("url", &"..")
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish()
@@ -274,7 +277,11 @@ impl Store {
         let headers = self
             .resolve_webhook_headers(org_id, &owners, &headers)
             .await?;
-        Ok(WebhookTarget { url, headers })
+        Ok(WebhookTarget {
+            campaign_name: campaign.name.clone(),
+            url,
+            headers,
+        })
     }
 
     /// Seals the plain header values still stored in definition versions and in campaigns not

@@ -309,6 +309,11 @@ async fn a_forged_workflow_input_cannot_send_a_header_secret_to_another_address(
         sent.headers
     );
     ensure!(!sent.raw.windows(token.len()).any(|w| w == token.as_bytes()));
+    ensure!(
+        sent.body["campaign_name"] != "forged",
+        "the report names the campaign as stored, not as the forged input does: {}",
+        sent.body
+    );
     // The workflow has closed, so any POST to the forged URL would have arrived by now.
     ensure!(
         attacker.requests.try_recv().is_err(),
