@@ -324,6 +324,17 @@ impl Config {
         }
     }
 
+    /// The keys of `PIDGR_PREVIOUS_SECRET_KEYS`: they open stored secrets and payloads sealed
+    /// before a rotation, and never seal.
+    fn previous_keys(&self) -> anyhow::Result<Vec<SecretKey>> {
+        self.previous_secret_keys
+            .iter()
+            .filter(|hex| !hex.trim().is_empty())
+            .map(|hex| SecretKey::from_hex(hex))
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading PIDGR_PREVIOUS_SECRET_KEYS")
+    }
+
     /// Opens the database; an embedded SQLite file's folder is created first.
     pub async fn store(&self) -> anyhow::Result<Store> {
         if let Some(path) = self.database_url.strip_prefix("sqlite://") {
@@ -339,13 +350,7 @@ impl Config {
         let store = Store::connect(&self.database_url)
             .await
             .with_context(|| format!("opening the database at {}", redact(&self.database_url)))?;
-        let previous = self
-            .previous_secret_keys
-            .iter()
-            .filter(|hex| !hex.trim().is_empty())
-            .map(|hex| SecretKey::from_hex(hex))
-            .collect::<Result<Vec<_>, _>>()
-            .context("reading PIDGR_PREVIOUS_SECRET_KEYS")?;
+        let previous = self.previous_keys()?;
         match &self.secret_key {
             Some(hex) => Ok(store.with_keyring(Keyring::new(
                 SecretKey::from_hex(hex.trim()).context("reading PIDGR_SECRET_KEY")?,
@@ -416,14 +421,7 @@ pub fn payload_cipher(config: &Config) -> anyhow::Result<pidgr_codec::PayloadCip
     )?;
     let key = SecretKey::from_hex(hex.trim()).context("reading PIDGR_SECRET_KEY")?;
     // Payloads encrypted before a rotation are still read while the old key is listed.
-    let previous = config
-        .previous_secret_keys
-        .iter()
-        .filter(|hex| !hex.trim().is_empty())
-        .map(|hex| SecretKey::from_hex(hex))
-        .collect::<Result<Vec<_>, _>>()
-        .context("reading PIDGR_PREVIOUS_SECRET_KEYS")?;
-    Ok(cipher_for(&key, &previous))
+    Ok(cipher_for(&key, &config.previous_keys()?))
 }
 
 /// The payload codec of these server keys: each one's payload key is derived for the codec

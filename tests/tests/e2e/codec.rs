@@ -3,7 +3,7 @@
 //! token, and the codec server refuses everyone else, every organisation's Super Admin
 //! included; without a token it is off.
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -16,29 +16,6 @@ use crate::harness::{Options, Receiver, System, example_definition};
 
 /// A step variable no other text of the run contains: it travels only in the workflow's input.
 const MARKER: &str = "Plover-7731-Quay";
-
-/// The Temporal CLI the Makefile installed.
-fn temporal_cli() -> String {
-    std::env::var("PIDGR_TEMPORAL_CLI")
-        .unwrap_or_else(|_| format!("{}/../.tools/py/bin/temporal", env!("CARGO_MANIFEST_DIR")))
-}
-
-/// `temporal workflow show … --output json` with `extra` arguments; its standard output.
-async fn workflow_show(system: &System, workflow_id: &str, extra: &[&str]) -> Result<String> {
-    let output = tokio::process::Command::new(temporal_cli())
-        .args(["workflow", "show", "--workflow-id", workflow_id])
-        .args(["--output", "json", "--address", &system.temporal_address])
-        .args(extra)
-        .output()
-        .await
-        .context("running temporal workflow show")?;
-    ensure!(
-        output.status.success(),
-        "temporal workflow show failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
-}
 
 /// Every string of `value`, and what each one base64-decodes to: payload data can be shown
 /// either way, so a value hidden in neither is not there.
@@ -139,7 +116,7 @@ async fn temporal_shows_campaign_payloads_in_clear_only_through_the_codec_server
     let workflow_id = pidgr_workflows::workflow_id(&campaign);
 
     // (a) Temporal's own view: the input, activity inputs and results are ciphertext.
-    let shown = workflow_show(&system, &workflow_id, &[]).await?;
+    let shown = system.workflow_show(&workflow_id, &[]).await?;
     let history: Value = serde_json::from_str(&shown).context("workflow show JSON")?;
     let mut texts = Vec::new();
     strings_and_decoded(&history, &mut texts);
@@ -156,12 +133,12 @@ async fn temporal_shows_campaign_payloads_in_clear_only_through_the_codec_server
     // (b) Through the codec server with the operator's token: the same history in clear.
     let endpoint = format!("{}/codec", system.api);
     let auth = format!("Bearer {}", codec_token(&system)?);
-    let decoded = workflow_show(
-        &system,
-        &workflow_id,
-        &["--codec-endpoint", &endpoint, "--codec-auth", &auth],
-    )
-    .await?;
+    let decoded = system
+        .workflow_show(
+            &workflow_id,
+            &["--codec-endpoint", &endpoint, "--codec-auth", &auth],
+        )
+        .await?;
     let mut texts = Vec::new();
     strings_and_decoded(&serde_json::from_str(&decoded)?, &mut texts);
     assert!(

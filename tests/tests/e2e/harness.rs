@@ -719,6 +719,24 @@ impl System {
         .await
     }
 
+    /// `temporal workflow show --workflow-id … --output json` against this system's dev server,
+    /// with `extra` arguments (a codec endpoint, say); its standard output.
+    pub async fn workflow_show(&self, workflow_id: &str, extra: &[&str]) -> Result<String> {
+        let output = tokio::process::Command::new(temporal_cli()?)
+            .args(["workflow", "show", "--workflow-id", workflow_id])
+            .args(["--output", "json", "--address", &self.temporal_address])
+            .args(extra)
+            .output()
+            .await
+            .context("running temporal workflow show")?;
+        ensure!(
+            output.status.success(),
+            "temporal workflow show failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
     /// History length of each run of the campaign's workflow, oldest first.
     pub async fn history_lengths(&self, campaign: &str) -> Result<Vec<i64>> {
         use futures_util::StreamExt;
@@ -824,6 +842,7 @@ impl Receiver {
 pub struct TcpProxy {
     pub port: u16,
     down: watch::Sender<bool>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TcpProxy {
@@ -831,10 +850,14 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let (down, watch_down) = watch::channel(false);
+        let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = refused.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if *watch_down.borrow() {
-                    continue; // dropped: closed at once
+                    // Dropped: closed at once.
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
                 }
                 let mut cut = watch_down.clone();
                 tokio::spawn(async move {
@@ -848,7 +871,16 @@ impl TcpProxy {
                 });
             }
         });
-        Ok(TcpProxy { port, down })
+        Ok(TcpProxy {
+            port,
+            down,
+            refused,
+        })
+    }
+
+    /// Connections closed unserved while the proxy was down: how often the other side tried.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Cuts every connection and refuses new ones (`true`), or carries them again (`false`).

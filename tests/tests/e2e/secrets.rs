@@ -12,27 +12,13 @@ use crate::harness::{Options, Receiver, System, example_definition};
 /// What answers show in place of a header value.
 const MASK: &str = "••••••";
 
-fn temporal_cli() -> String {
-    std::env::var("PIDGR_TEMPORAL_CLI")
-        .unwrap_or_else(|_| format!("{}/../.tools/py/bin/temporal", env!("CARGO_MANIFEST_DIR")))
-}
-
 /// The campaign's history as `temporal workflow show --output json` prints it (no codec server:
 /// what any Web UI or CLI user of the namespace reads).
 async fn workflow_show(system: &System, campaign: &str) -> Result<Value> {
-    let output = tokio::process::Command::new(temporal_cli())
-        .args(["workflow", "show", "--output", "json"])
-        .args(["--workflow-id", &pidgr_workflows::workflow_id(campaign)])
-        .args(["--address", &system.temporal_address])
-        .output()
-        .await
-        .context("running temporal workflow show")?;
-    ensure!(
-        output.status.success(),
-        "temporal workflow show failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let shown = system
+        .workflow_show(&pidgr_workflows::workflow_id(campaign), &[])
+        .await?;
+    Ok(serde_json::from_str(&shown)?)
 }
 
 /// Text that holds `needle` in clear, or base64-encoded as payload data is shown.
