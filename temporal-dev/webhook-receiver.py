@@ -2,7 +2,7 @@
 """A local endpoint for the generic webhook channel, for trying it with `make dev`.
 
 Listens on 127.0.0.1:9000 (or PORT), verifies each event's X-Pidgr-Signature exactly as the
-published receiver check does (HMAC-SHA256 of the raw body with the secret, constant-time
+receiver check in docs/webhooks.md does (HMAC-SHA256 of the raw body with the secret, constant-time
 comparison), prints the event and answers 204 — or 401 when the signature does not match.
 
     PIDGR_WEBHOOK_SECRET=whsec_... python3 temporal-dev/webhook-receiver.py

@@ -1,4 +1,4 @@
-//! The generic webhook channel's event (a published contract receivers rely on): the
+//! The generic webhook channel's event (a contract receivers rely on; docs/webhooks.md): the
 //! JSON body `{user_id, campaign_id, deeplink_url, occurred_at}` and the `X-Pidgr-Signature`
 //! header, the lowercase hex HMAC-SHA256 of the exact body bytes keyed with the organisation's
 //! secret. The campaign's content never goes into an event: only ids and the deeplink.
@@ -34,7 +34,7 @@ pub fn event_body(
 }
 
 /// The lowercase hex HMAC-SHA256 of `body`, keyed with `secret` (its UTF-8 bytes, as the
-/// published receiver check uses the secret string).
+/// receiver checks in docs/webhooks.md use the secret string).
 pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any size");

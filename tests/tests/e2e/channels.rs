@@ -17,7 +17,7 @@ use sha2::Sha256;
 
 use crate::harness::{Options, PushUrls, Received, Receiver, System, until};
 
-/// The channel's published receiver check (Node.js in the docs), line for line: HMAC-SHA256 of the raw body with the secret, hex
+/// The channel's receiver check (the Node.js one in docs/webhooks.md), line for line: HMAC-SHA256 of the raw body with the secret, hex
 /// digest, both sides decoded from hex, equal lengths and a constant-time comparison.
 fn verify_pidgr_signature(raw_body: &[u8], signature_header: Option<&str>, secret: &str) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key size");
