@@ -6,8 +6,8 @@ use crate::{Result, Store, StoreError, found, new_id, opt_time, time, to_millis}
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
 use std::collections::BTreeSet;
 
 const SECRET_PREFIX: &str = "pidgr_";
@@ -53,6 +53,11 @@ pub struct Authenticated {
 pub const LAST_USED_GRANULARITY: TimeDelta = TimeDelta::seconds(60);
 
 const KEY_COLUMNS: &str = "id, org_id, name, role, prefix, created_at, last_used_at, revoked_at";
+
+/// A key with its role's permissions; callers add the WHERE clause.
+const LIVE_KEY_QUERY: &str = "SELECT k.id, k.org_id, k.name, k.role, k.prefix, k.created_at,
+        k.last_used_at, k.revoked_at, r.permissions
+     FROM api_keys k LEFT JOIN roles r ON r.org_id = k.org_id AND r.id = k.role";
 
 fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -204,15 +209,37 @@ impl Store {
         if !secret.starts_with(SECRET_PREFIX) {
             return Ok(None);
         }
-        let row = sqlx::query(
-            "SELECT k.id, k.org_id, k.name, k.role, k.prefix, k.created_at, k.last_used_at,
-                    k.revoked_at, r.permissions
-             FROM api_keys k LEFT JOIN roles r ON r.org_id = k.org_id AND r.id = k.role
-             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
-        )
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "{LIVE_KEY_QUERY} WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
+        )))
         .bind(hash_secret(secret))
         .fetch_optional(&self.pool)
         .await?;
+        self.authenticated(row, now).await
+    }
+
+    /// The live key `key_id` of the organisation and what its role allows now: how a console
+    /// session, which holds a key's id and never its secret, acts as that key.
+    pub async fn authenticate_key_id(
+        &self,
+        org_id: &str,
+        key_id: &str,
+    ) -> Result<Option<Authenticated>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "{LIVE_KEY_QUERY} WHERE k.id = $1 AND k.org_id = $2 AND k.revoked_at IS NULL"
+        )))
+        .bind(key_id)
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        self.authenticated(row, Utc::now()).await
+    }
+
+    async fn authenticated(
+        &self,
+        row: Option<AnyRow>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Authenticated>> {
         let Some(row) = row else {
             return Ok(None);
         };
