@@ -38,7 +38,7 @@ impl Reply {
             .to_owned()
     }
 
-    /// Field errors a 422 names (`errors: [{pointer, detail}]`), as (pointer, detail).
+    /// Field errors a 422 names (`errors: [{pointer, message}]`), as (pointer, message).
     pub fn field_errors(&self) -> Vec<(String, String)> {
         self.body["errors"]
             .as_array()
@@ -47,7 +47,11 @@ impl Reply {
             .map(|e| {
                 (
                     e["pointer"].as_str().unwrap_or("").to_owned(),
-                    e["detail"].as_str().unwrap_or("").to_owned(),
+                    e["message"]
+                        .as_str()
+                        .or(e["detail"].as_str())
+                        .unwrap_or("")
+                        .to_owned(),
                 )
             })
             .collect()
