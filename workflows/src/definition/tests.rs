@@ -167,6 +167,17 @@ fn self_loop_is_a_cycle() {
 }
 
 #[test]
+fn a_cycle_through_a_deadline_checks_next_is_reported_once() {
+    // `next` on a DEADLINE_CHECK stands for both of its outcomes: two edges, one place to fix.
+    let value = json!({"version": 1, "steps": [
+        { "id": "a", "type": "SEND_NOTIFICATION", "transitions": { "next": "wait" } },
+        { "id": "wait", "type": "DEADLINE_CHECK", "config": { "duration": "1h" },
+          "transitions": { "next": "a" } }
+    ]});
+    assert_eq!(pointers(value), vec!["/steps/1/transitions/next"]);
+}
+
+#[test]
 fn start_must_exist_and_step_count_is_bounded() {
     let value =
         json!({"version": 1, "start": "ghost", "steps": [{ "id": "a", "type": "MARK_MISSED" }]});

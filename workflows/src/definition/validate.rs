@@ -314,8 +314,10 @@ impl Checker<'_> {
         })
     }
 
-    /// Reports each transition that closes a cycle, by depth-first search.
+    /// Reports each transition that closes a cycle, by depth-first search. A `next` that stands
+    /// for two outcomes is two edges written once: it is reported once.
     fn cycles(&mut self, edges: &[Vec<(usize, String)>]) {
+        let mut reported = std::collections::BTreeSet::new();
         #[derive(Clone, Copy, PartialEq)]
         enum Mark {
             New,
@@ -334,10 +336,11 @@ impl Checker<'_> {
                 if let Some((to, pointer)) = edges[node].get(next) {
                     stack.push((node, next + 1));
                     match mark[*to] {
-                        Mark::Open => self.problem(
+                        Mark::Open if reported.insert(pointer.clone()) => self.problem(
                             pointer.clone(),
                             "this transition closes a cycle; a definition must not loop back to an earlier step",
                         ),
+                        Mark::Open => {}
                         Mark::New => {
                             mark[*to] = Mark::Open;
                             stack.push((*to, 0));
