@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use pidgr_metrics::{WebhookKind, WebhookOutcome};
 use pidgr_outbound::{OutboundError, OutboundResponse, redacted_url};
 use pidgr_store::{ActivityKind, DeliveryReport};
 use pidgr_workflows::contract::{CampaignRef, WebhookDelivered, WebhookInput};
@@ -239,6 +240,16 @@ impl CampaignActivitiesImpl {
             .outbound
             .post_json(&config.url, &config.headers, body, WEBHOOK_TIMEOUT)
             .await;
+        self.metrics.webhook_attempt(
+            WebhookKind::CallWebhook,
+            match &sent {
+                Ok(_) => WebhookOutcome::Delivered,
+                Err(error) if error.is_retryable() && attempt < max_attempts => {
+                    WebhookOutcome::Retried
+                }
+                Err(_) => WebhookOutcome::Failed,
+            },
+        );
         let what = match part {
             Some(part) => format!(
                 "webhook {}: part {} of {}, attempt {attempt} of {max_attempts}",

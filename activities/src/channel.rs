@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
+use pidgr_metrics::{WebhookKind, WebhookOutcome};
 use pidgr_outbound::{OutboundError, OutboundResponse};
 use pidgr_store::{ActivityKind, WebhookAttemptOutcome, WebhookEvent};
 use pidgr_workflows::contract::{CampaignRef, ChannelEventsDelivered, StepInput};
@@ -210,6 +211,14 @@ impl CampaignActivitiesImpl {
             // Another attempt (a timed-out activity still running) got there first.
             return Ok(());
         }
+        self.metrics.webhook_attempt(
+            WebhookKind::ChannelEvent,
+            match outcome {
+                WebhookAttemptOutcome::Delivered => WebhookOutcome::Delivered,
+                WebhookAttemptOutcome::RetryAt(_) => WebhookOutcome::Retried,
+                WebhookAttemptOutcome::Failed => WebhookOutcome::Failed,
+            },
+        );
         let user_id = serde_json::from_str::<serde_json::Value>(&event.body)
             .ok()
             .and_then(|body| body["user_id"].as_str().map(str::to_owned))

@@ -12,6 +12,7 @@
 
 use chrono::Utc;
 use futures::stream::{FuturesOrdered, StreamExt};
+use pidgr_metrics::DeliveryEvent;
 use pidgr_outbound::channel_event;
 use pidgr_store::{ActivityKind, Campaign, CampaignStatus, Device, NotifyTarget};
 use pidgr_workflows::contract::{
@@ -234,10 +235,24 @@ impl CampaignActivitiesImpl {
                 .enqueue_webhook_events(&cref.org_id, &cref.campaign_id, &input.step_id, &events)
                 .await
                 .map_err(retryable)?;
-            self.store
+            let recorded = self
+                .store
                 .record_notified(&cref.org_id, &input.step_id, reminder, &outcomes)
                 .await
                 .map_err(retryable)?;
+            self.metrics.deliveries(DeliveryEvent::Sent, recorded.sent);
+            self.metrics
+                .deliveries(DeliveryEvent::Failed, recorded.failed);
+            self.metrics.fanout_recipients(outcomes.len() as u64);
+            tracing::debug!(
+                org_id = %cref.org_id,
+                campaign_id = %cref.campaign_id,
+                step_id = %input.step_id,
+                recipients = outcomes.len(),
+                sent = recorded.sent,
+                failed = recorded.failed,
+                "fan-out page recorded"
+            );
             if !events.is_empty() {
                 // The page's events go out beside the next page's pushes; the step's
                 // WEBHOOK_CHANNEL activity afterwards sends what is left and the retries.

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pidgr_metrics::DeliveryEvent;
 use pidgr_outbound::OutboundClient;
 use pidgr_store::{ActivityKind, CampaignStatus, NewActivity, Store, StoreError};
 use pidgr_workflows::contract::{
@@ -69,6 +70,7 @@ pub struct CampaignActivitiesImpl {
     push: PushSender,
     outbound: OutboundClient,
     settings: ActivitySettings,
+    metrics: pidgr_metrics::Metrics,
 }
 
 impl CampaignActivitiesImpl {
@@ -83,7 +85,15 @@ impl CampaignActivitiesImpl {
             push,
             outbound,
             settings,
+            metrics: pidgr_metrics::Metrics::default(),
         }
+    }
+
+    /// Counts sends and delivery transitions into `metrics` (the registry the process exposes).
+    /// The push sender counts its own sends: give it the same registry.
+    pub fn with_metrics(mut self, metrics: pidgr_metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     async fn counts(&self, campaign: &CampaignRef) -> Result<DeliveryCounts, ActivityError> {
@@ -223,6 +233,8 @@ impl CampaignActivitiesImpl {
             .mark_missed(&campaign.org_id, &campaign.campaign_id)
             .await
             .map_err(retryable)?;
+        self.metrics.deliveries(DeliveryEvent::Missed, missed);
+        tracing::info!(org_id = %campaign.org_id, campaign_id = %campaign.campaign_id, step_id, missed, "deliveries marked missed");
         self.log(
             &campaign,
             Some(&step_id),
@@ -308,7 +320,16 @@ impl CampaignActivitiesImpl {
             .complete_campaign(&input.org_id, &input.campaign_id)
             .await
             .map_err(retryable)?;
+        self.metrics.deliveries(DeliveryEvent::Missed, missed);
         let counts = self.counts(&input).await?;
+        tracing::info!(
+            org_id = %input.org_id,
+            campaign_id = %input.campaign_id,
+            acknowledged = counts.acknowledged,
+            missed = counts.missed,
+            failed = counts.failed,
+            "campaign completed"
+        );
         self.log(
             &input,
             None,

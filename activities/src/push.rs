@@ -6,6 +6,7 @@
 //! no credentials can be "sent" by the `log` provider instead, which records the push in the
 //! database and the log, so the whole flow runs without real phones.
 
+use pidgr_metrics::{Metrics, PushOutcome};
 use pidgr_push::{
     ApnsCredentials, ApnsKeyFile, FcmCredentials, Notification, PushClient,
     PushError as ProviderError,
@@ -75,6 +76,7 @@ pub struct PushSender {
     client: PushClient,
     /// Development only: record pushes for platforms without credentials instead of failing.
     log_fallback: bool,
+    metrics: Metrics,
 }
 
 impl PushSender {
@@ -83,7 +85,14 @@ impl PushSender {
             store,
             client,
             log_fallback,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Counts every push into `metrics` (the registry the process exposes).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The organisation's FCM and APNs credentials, opened and parsed.
@@ -152,6 +161,17 @@ impl PushSender {
                 }
                 _ => None,
             };
+            if let Some(sent) = &sent {
+                self.metrics.push_send(
+                    provider_label(device.platform),
+                    match sent {
+                        Ok(_) => PushOutcome::Sent,
+                        Err(ProviderError::InvalidToken { .. }) => PushOutcome::TokenRemoved,
+                        Err(ProviderError::Unavailable { .. }) => PushOutcome::Retried,
+                        Err(_) => PushOutcome::Failed,
+                    },
+                );
+            }
             match sent {
                 Some(Ok(_)) => report.sent = true,
                 Some(Err(ProviderError::InvalidToken { reason })) => {
@@ -186,6 +206,7 @@ impl PushSender {
                     self.record_in_log(message, device.platform)
                         .await
                         .map_err(|e| PushUnavailable::store(e, &report.removed))?;
+                    self.metrics.push_send("log", PushOutcome::Sent);
                     report.sent = true;
                 }
                 None => reasons.push(format!(
@@ -237,6 +258,14 @@ impl PushSender {
             "push recorded by the log provider"
         );
         Ok(())
+    }
+}
+
+/// The `provider` label of a push to this platform.
+fn provider_label(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Fcm => "fcm",
+        Platform::Apns => "apns",
     }
 }
 

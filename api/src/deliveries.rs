@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
+use pidgr_metrics::DeliveryEvent;
 use pidgr_store::{ActionKind, Campaign, CampaignStatus, Delivery};
 use pidgr_workflows::contract::DeliveryCounts;
 use pidgr_workflows::{CampaignWorkflow, workflow_id};
@@ -170,6 +171,7 @@ async fn act(
     Body(request): Body<ActionRequest>,
     kind: ActionKind,
 ) -> Result<Json<Delivery>, ApiError> {
+    let arrived = std::time::Instant::now();
     let source = request.source.as_ref().map_or("api", Text::as_str);
     let outcome = state
         .store
@@ -177,10 +179,19 @@ async fn act(
         .await
         .or_not_found("delivery")?;
     let delivery = outcome.delivery;
+    if outcome.changed {
+        state.metrics.deliveries(
+            match kind {
+                ActionKind::Ack => DeliveryEvent::Acknowledged,
+                ActionKind::Read => DeliveryEvent::Read,
+            },
+            1,
+        );
+    }
     // Only an active campaign's workflow waits for progress.
     if outcome.changed && outcome.campaign_status == CampaignStatus::Active {
         // Best effort: the action is recorded, and the workflow re-counts at its deadline.
-        if let Err(error) = signal_progress(
+        match signal_progress(
             &state,
             &caller.org_id,
             &delivery.campaign_id,
@@ -188,14 +199,18 @@ async fn act(
         )
         .await
         {
-            tracing::warn!(campaign_id = %delivery.campaign_id, %error, "could not signal the campaign workflow");
+            Ok(true) if kind == ActionKind::Ack => state.metrics.ack_signalled(arrived.elapsed()),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(campaign_id = %delivery.campaign_id, %error, "could not signal the campaign workflow");
+            }
         }
     }
     Ok(Json(delivery))
 }
 
 /// Signals the campaign's workflow with fresh counts: at most once per `signal_interval`, but
-/// always when nothing is left unresolved, so a wait ends at once.
+/// always when nothing is left unresolved, so a wait ends at once. True when it signalled.
 ///
 /// The per-ACK cost must not grow with the campaign, and counting does (it reads every
 /// delivery's status). So the slot is claimed first and the campaign counted only by the one
@@ -207,7 +222,7 @@ async fn signal_progress(
     org_id: &str,
     campaign_id: &str,
     last_signal_at: Option<DateTime<Utc>>,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let interval = state.settings.signal_interval.as_millis() as i64;
     let slot_free =
         last_signal_at.is_none_or(|at| (Utc::now() - at).num_milliseconds() >= interval);
@@ -224,7 +239,7 @@ async fn signal_progress(
             .await
             .map_err(|e| e.to_string())?
     {
-        return Ok(());
+        return Ok(false);
     }
     let c = state
         .store
@@ -248,5 +263,6 @@ async fn signal_progress(
             WorkflowSignalOptions::default(),
         )
         .await
+        .map(|_| true)
         .map_err(|e| e.to_string())
 }

@@ -32,6 +32,7 @@ mod limits;
 mod markdown;
 mod member_sets;
 mod message;
+pub mod observe;
 pub mod reconcile;
 mod roles;
 mod routes;
@@ -102,6 +103,9 @@ pub struct AppState {
     pub outbound: pidgr_outbound::OutboundClient,
     /// The rate limiters and request slots of `settings.limits`, shared by every request.
     pub limiters: Arc<Limiters>,
+    /// What requests and deliveries are counted into (one registry no one scrapes unless
+    /// [`AppState::with_metrics`] gives the process's own).
+    pub metrics: pidgr_metrics::Metrics,
 }
 
 impl AppState {
@@ -118,14 +122,23 @@ impl AppState {
             settings,
             outbound,
             limiters,
+            metrics: pidgr_metrics::Metrics::default(),
         }
+    }
+
+    /// Counts into `metrics` (the registry the process exposes).
+    pub fn with_metrics(mut self, metrics: pidgr_metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
-/// The whole API: the [`router`] inside the server-wide bounds, a time limit per request and,
-/// outermost, the cap on requests in progress (so a refused request costs nothing more).
+/// The whole API: the [`router`] inside the server-wide bounds, a time limit per request and
+/// the cap on requests in progress (so a refused request costs nothing more), all inside the
+/// request log and HTTP metrics of [`observe`] (so refused requests are counted too).
 pub fn app(state: AppState) -> axum::Router {
     let limiters = state.limiters.clone();
+    let metrics = state.metrics.clone();
     router(state)
         .layer(axum::middleware::from_fn_with_state(
             limiters.clone(),
@@ -134,6 +147,10 @@ pub fn app(state: AppState) -> axum::Router {
         .layer(axum::middleware::from_fn_with_state(
             limiters,
             limits::limit_concurrency,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            observe::observe,
         ))
 }
 

@@ -453,6 +453,8 @@ pub fn router(state: AppState) -> Router {
             handler =
                 handler.route_layer(from_fn_with_state(state.clone(), idempotency::idempotent));
         }
+        // Inside authentication: sees who called, for the request log.
+        handler = handler.route_layer(axum::middleware::from_fn(crate::observe::note_caller));
         let access = spec.access;
         handler = handler.route_layer(from_fn_with_state(
             state.clone(),

@@ -19,8 +19,17 @@ use temporalio_client::{Client, ClientOptions, Connection};
 use temporalio_common::data_converters::{
     DataConverter, DefaultFailureConverter, PayloadConverter,
 };
+use temporalio_common::telemetry::metrics::CoreMeter;
+use temporalio_common::telemetry::{
+    PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
+};
+use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::net::TcpListener;
+
+pub mod telemetry;
+
+pub use telemetry::LogFormat;
 
 /// Where the embedded development database lives unless `DATABASE_URL` says otherwise.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://.data/pidgr.db";
@@ -174,6 +183,22 @@ pub struct Config {
     /// many milliseconds after it opened or after its previous answer is closed.
     #[arg(long, env = "PIDGR_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
+    /// `text` (for people; coloured on a terminal) or `json` (one object per line). Levels
+    /// follow `RUST_LOG` (default `info`).
+    #[arg(long, env = "PIDGR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Where this process serves its Prometheus metrics (`GET /metrics`), e.g.
+    /// `127.0.0.1:9464`; off when unset. Served by `serve`, `api` and `worker` alike.
+    #[arg(long, env = "PIDGR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where a worker serves the Temporal SDK's own metrics (task slots, poll and schedule
+    /// latencies, sticky cache…), from the SDK's exporter; off when unset.
+    #[arg(long, env = "PIDGR_TEMPORAL_METRICS_LISTEN")]
+    pub temporal_metrics_listen: Option<SocketAddr>,
+    /// The process's metrics registry, shared by the API and the worker of one process. Not a
+    /// setting: each process (each end-to-end system) gets its own.
+    #[arg(skip)]
+    pub metrics: pidgr_metrics::Metrics,
     /// Name resolution for outbound webhook calls; the system resolver when `None`. Not a
     /// setting: embedders (the end-to-end tests) inject one to play DNS.
     #[arg(skip)]
@@ -235,7 +260,7 @@ impl Config {
             },
             ..Default::default()
         })?;
-        Ok(PushSender::new(store, client, self.push_log))
+        Ok(PushSender::new(store, client, self.push_log).with_metrics(self.metrics.clone()))
     }
 
     pub fn engine(&self) -> EngineSettings {
@@ -485,9 +510,12 @@ pub async fn serve_api(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let _maintenance = spawn_db_maintenance(store.clone(), DB_MAINTENANCE_INTERVAL);
+    // The API's process serves the metrics (its worker's too, under `serve`).
+    let _metrics = telemetry::start_metrics_server(config, &store).await?;
     let settings = config.api_settings()?;
     let header_read_timeout = settings.limits.header_read_timeout;
-    let state = AppState::new(store, temporal, settings, config.outbound()?);
+    let state = AppState::new(store, temporal, settings, config.outbound()?)
+        .with_metrics(config.metrics.clone());
     let _reconciler = pidgr_api::reconcile::spawn(
         state.clone(),
         Duration::from_millis(config.reconcile_interval_ms.max(100)),
@@ -499,15 +527,43 @@ pub async fn serve_api(
 
 /// Builds the campaign worker: the workflow and every step activity on the configured queue.
 pub fn build_worker(config: &Config, store: Store, temporal: Client) -> anyhow::Result<Worker> {
-    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let runtime = Runtime::from_current_tokio(
+        RuntimeOptions::builder()
+            .telemetry_options(temporal_telemetry(config)?)
+            .build()
+            .map_err(|why| anyhow::anyhow!("the Temporal runtime's options: {why}"))?,
+    )?;
     let push = config.push_sender(store.clone())?;
     let activities =
-        CampaignActivitiesImpl::new(store, push, config.outbound()?, config.activity_settings());
+        CampaignActivitiesImpl::new(store, push, config.outbound()?, config.activity_settings())
+            .with_metrics(config.metrics.clone());
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<CampaignWorkflow>()?
         .register_activities(activities)
         .build();
     Ok(Worker::new(&runtime, temporal, options)?)
+}
+
+/// The SDK's telemetry: its Prometheus exporter on `PIDGR_TEMPORAL_METRICS_LISTEN` when set.
+/// The exporter keeps a registry and a listener of its own (the SDK exposes neither to share),
+/// hence an address of its own; it serves until the process ends.
+fn temporal_telemetry(config: &Config) -> anyhow::Result<TelemetryOptions> {
+    let Some(address) = config.temporal_metrics_listen else {
+        return Ok(TelemetryOptions::default());
+    };
+    let exporter = start_prometheus_metric_exporter(
+        PrometheusExporterOptions::builder()
+            .socket_addr(address)
+            .counters_total_suffix(true)
+            .use_seconds_for_durations(true)
+            .unit_suffix(true)
+            .build(),
+    )
+    .with_context(|| format!("listening on PIDGR_TEMPORAL_METRICS_LISTEN={address}"))?;
+    tracing::info!(address = %exporter.bound_addr, "Temporal SDK metrics listening at /metrics");
+    Ok(TelemetryOptions::builder()
+        .metrics(exporter.meter as Arc<dyn CoreMeter>)
+        .build())
 }
 
 /// Runs the campaign worker until `stop` turns true, then shuts it down gracefully (in-flight

@@ -132,14 +132,6 @@ enum MembersCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "info,temporalio_sdk_core=warn,temporalio_sdk=warn,sqlx=warn".into()
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -156,11 +148,32 @@ async fn main() -> ExitCode {
             error.exit()
         }
     };
+    // The settings are read first, so that even their own complaints come out in the format
+    // asked for.
+    let rust_log = std::env::var("RUST_LOG").ok();
+    pidgr::telemetry::init_logging(cli.command.config().log_format, rust_log.as_deref());
     match run(cli.command).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    fn config(&self) -> &Config {
+        match self {
+            Command::Serve(config)
+            | Command::Api(config)
+            | Command::Worker(config)
+            | Command::Migrate(config)
+            | Command::DevKey(config)
+            | Command::Validate { config, .. }
+            | Command::Org(OrgCommand::Create { config, .. })
+            | Command::Members(MembersCommand::Import { config, .. })
+            | Command::Key(KeyCommand::Create { config, .. })
+            | Command::Secrets(SecretsCommand::RotateKey { config, .. }) => config,
         }
     }
 }
@@ -339,6 +352,12 @@ async fn run_services(config: Config, api: bool, worker: bool) -> anyhow::Result
     let store = config.store().await?;
     store.migrate().await?;
     let temporal = temporal_client(&config).await?;
+    // An API serves the process's metrics itself (see `serve_api`); a worker alone does here.
+    let _metrics = if api {
+        None
+    } else {
+        pidgr::telemetry::start_metrics_server(&config, &store).await?
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = std::sync::Arc::new(stop_tx);
     let stop_on_signal = stop_tx.clone();

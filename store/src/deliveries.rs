@@ -160,6 +160,14 @@ pub struct ActionOutcome {
     pub last_signal_at: Option<DateTime<Utc>>,
 }
 
+/// What [`Store::record_notified`] changed: deliveries a first notification moved out of
+/// PENDING.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NotifiedRows {
+    pub sent: u64,
+    pub failed: u64,
+}
+
 /// Ids per UPDATE when recording a fan-out page: well under both backends' bind limits.
 const RECORD_BATCH: usize = 1_000;
 
@@ -502,14 +510,16 @@ impl Store {
     /// Records the outcome of notifying a page of recipients for `step_id`: `Ok` means the
     /// provider accepted the push, `Err(reason)` that it did not. One statement for the
     /// recipients reached and one per distinct failure reason, in one transaction: a page of a
-    /// thousand costs a few statements, not a thousand.
+    /// thousand costs a few statements, not a thousand. Returns how many deliveries a first
+    /// notification moved to SENT and to FAILED (rows already recorded are not counted again);
+    /// a reminder moves none of them out of PENDING and returns zeros.
     pub async fn record_notified(
         &self,
         org_id: &str,
         step_id: &str,
         reminder: bool,
         outcomes: &[(String, Result<(), String>)],
-    ) -> Result<()> {
+    ) -> Result<NotifiedRows> {
         let mut groups: BTreeMap<Option<&str>, Vec<&str>> = BTreeMap::new();
         for (delivery_id, outcome) in outcomes {
             let reason = outcome.as_ref().err().map(String::as_str);
@@ -517,6 +527,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         let now = to_millis(Utc::now());
+        let mut rows = NotifiedRows::default();
         for (reason, ids) in &groups {
             for ids in ids.chunks(RECORD_BATCH) {
                 // $1 time, $2 step, $3 org, $4 reason (failures only), then the ids.
@@ -555,11 +566,16 @@ impl Store {
                 for id in ids {
                     query = query.bind((*id).to_owned());
                 }
-                query.execute(&mut *tx).await?;
+                let changed = query.execute(&mut *tx).await?.rows_affected();
+                match (reminder, reason) {
+                    (true, _) => {}
+                    (false, None) => rows.sent += changed,
+                    (false, Some(_)) => rows.failed += changed,
+                }
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(rows)
     }
 
     /// Marks every unresolved delivery of the campaign MISSED; returns how many.

@@ -37,7 +37,7 @@ pub use campaigns::{Campaign, CampaignStatus, NewCampaign, Recipient, StartOutco
 pub use definitions::{DefinitionVersion, StoredDefinition};
 pub use deliveries::{
     ActionKind, ActionOutcome, Delivery, DeliveryCounts, DeliveryReport, DeliveryStatus,
-    NotifyTarget,
+    NotifiedRows, NotifyTarget,
 };
 pub use devices::{Device, Platform, masked_token};
 pub use header_secrets::{
@@ -185,6 +185,38 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// This process's database connections: `(idle, in use)`, for its metrics.
+    pub fn pool_connections(&self) -> (u64, u64) {
+        let open = u64::from(self.pool.size());
+        let idle = self.pool.num_idle() as u64;
+        (idle, open.saturating_sub(idle))
+    }
+
+    /// How many campaigns are in each status, every organisation's together: the operator's
+    /// gauge, which shows no organisation's data. Every status is listed, zeros included.
+    pub async fn count_campaigns_by_status(&self) -> Result<Vec<(CampaignStatus, u64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM campaigns GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts: Vec<(CampaignStatus, u64)> = [
+            CampaignStatus::Created,
+            CampaignStatus::Active,
+            CampaignStatus::Completed,
+            CampaignStatus::Cancelled,
+        ]
+        .into_iter()
+        .map(|status| (status, 0))
+        .collect();
+        for row in rows {
+            let status = CampaignStatus::parse(&row.try_get::<String, _>("status")?)?;
+            let n = row.try_get::<i64, _>("n")?;
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == status) {
+                slot.1 = u64::try_from(n).unwrap_or(0);
+            }
+        }
+        Ok(counts)
     }
 
     /// One of the organisation's rows of `table` by id, decoded; [`StoreError::NotFound`] when

@@ -2,7 +2,7 @@
 
 use pidgr_store::{
     ActionKind, ActivityKind, CampaignStatus, DeliveryStatus, NewActivity, NewCampaign, NewPush,
-    Recipient, Store, StoreError,
+    NotifiedRows, Recipient, Store, StoreError,
 };
 use std::collections::BTreeMap;
 
@@ -236,10 +236,17 @@ async fn fan_out_pages_skip_recipients_the_step_already_notified(store: Store) {
             Err("no registered device".to_owned()),
         ),
     ];
-    store
+    let recorded = store
         .record_notified(&org, "notify", false, &outcomes)
         .await
         .unwrap();
+    assert_eq!(recorded, NotifiedRows { sent: 1, failed: 1 });
+    // Recording the same page again (a retried activity) changes no row, and says so.
+    let again = store
+        .record_notified(&org, "notify", false, &outcomes)
+        .await
+        .unwrap();
+    assert_eq!(again, NotifiedRows::default());
     // A retry from the start finds only those not yet notified.
     let retry = store
         .notify_page(&org, &campaign, "notify", false, 0, 10)
@@ -255,6 +262,25 @@ async fn fan_out_pages_skip_recipients_the_step_already_notified(store: Store) {
     let a = delivery_of(&store, &org, &campaign, "a").await;
     assert_eq!(a.status, DeliveryStatus::Sent);
     assert!(a.sent_at.is_some());
+}
+
+store_test!(campaigns_are_counted_by_status_across_organisations_with_every_status_listed);
+async fn campaigns_are_counted_by_status_across_organisations_with_every_status_listed(
+    store: Store,
+) {
+    let (first_org, first) = started(&store, &["a"]).await;
+    started(&store, &["b"]).await;
+    store.complete_campaign(&first_org, &first).await.unwrap();
+    let counts = store.count_campaigns_by_status().await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            (CampaignStatus::Created, 0),
+            (CampaignStatus::Active, 1),
+            (CampaignStatus::Completed, 1),
+            (CampaignStatus::Cancelled, 0),
+        ]
+    );
 }
 
 store_test!(reminders_reach_only_the_unacknowledged_and_revive_failed);

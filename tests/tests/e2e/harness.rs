@@ -154,6 +154,9 @@ pub struct Options {
     pub restartable_temporal: bool,
     /// The codec server is on (`config.codec_token` holds the operator's token).
     pub codec_server: bool,
+    /// The API serves this system's metrics (its in-process worker's too) on a loopback port
+    /// of its own (`config.metrics_listen`).
+    pub metrics: bool,
 }
 
 /// Whether end-to-end tests can run on PostgreSQL; says so when they cannot.
@@ -195,6 +198,7 @@ impl Default for Options {
             reconcile_interval_ms: 60_000,
             restartable_temporal: false,
             codec_server: true,
+            metrics: false,
         }
     }
 }
@@ -287,6 +291,13 @@ impl System {
             max_concurrent_requests: 1_024,
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
+            log_format: pidgr::LogFormat::Text,
+            metrics_listen: options
+                .metrics
+                .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], free_port()))),
+            temporal_metrics_listen: None,
+            // A registry of this system's own: the tests of one process run side by side.
+            metrics: Default::default(),
             resolver: Some(options.resolver.clone().unwrap_or_else(|| {
                 pidgr::Resolver(Arc::new(pidgr_outbound::StaticResolver::new().with(
                     "hooks.example.com",

@@ -10,6 +10,7 @@ mod fan_out;
 mod faults;
 mod harness;
 mod limits;
+mod observability;
 mod secrets;
 mod webhook_parts;
 

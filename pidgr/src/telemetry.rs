@@ -1,0 +1,284 @@
+//! What a running Pidgr tells its operators: logs (human or JSON lines) and the Prometheus
+//! endpoint (`PIDGR_METRICS_LISTEN`), which the API process serves and a worker-only process
+//! serves itself. The counters are recorded by the API and the activities into
+//! [`Config::metrics`](crate::Config::metrics); the gauges are read when scraped.
+
+use std::io::IsTerminal;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::ValueEnum;
+use pidgr_metrics::Metrics;
+use pidgr_store::Store;
+use tokio::net::TcpListener;
+use tracing::Subscriber;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// How log lines are written (`PIDGR_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line per event, coloured when the output is a terminal.
+    #[default]
+    Text,
+    /// For log pipelines: one JSON object per line, with the event's fields at the top level
+    /// and its spans' (request_id, org_id…) in `spans`.
+    Json,
+}
+
+/// What is logged unless `RUST_LOG` says otherwise: info, with the Temporal SDK and sqlx
+/// (which log every task and every slow query at info) held to warnings.
+pub const DEFAULT_LOG_FILTER: &str = "info,temporalio_sdk_core=warn,temporalio_sdk=warn,sqlx=warn";
+
+/// A subscriber writing `format` lines to `writer`, filtered by `filter` (`RUST_LOG` syntax).
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .finish(),
+        ),
+    }
+}
+
+/// Installs the process's logger: to stderr, in `format`, at `RUST_LOG`'s levels (or
+/// [`DEFAULT_LOG_FILTER`]); colours only when stderr is a terminal.
+pub fn init_logging(format: LogFormat, rust_log: Option<&str>) {
+    let filter = rust_log
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let ansi = std::io::stderr().is_terminal();
+    let _ =
+        tracing::subscriber::set_global_default(subscriber(format, filter, std::io::stderr, ansi));
+}
+
+/// The Prometheus endpoint: `GET /metrics` and nothing else.
+pub fn metrics_router(metrics: Metrics, store: Store) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(scrape))
+        .with_state((metrics, store))
+}
+
+/// Reads the gauges (one GROUP BY over campaigns, the pool's own counts), then writes every
+/// metric. A database that does not answer leaves the campaign gauge at its last reading
+/// rather than failing the scrape: the other metrics matter most when the database is down.
+async fn scrape(State((metrics, store)): State<(Metrics, Store)>) -> impl IntoResponse {
+    match store.count_campaigns_by_status().await {
+        Ok(counts) => metrics.set_campaigns(
+            counts
+                .iter()
+                .map(|(status, count)| (status.as_str(), *count)),
+        ),
+        Err(error) => tracing::warn!(%error, "metrics: could not count campaigns"),
+    }
+    let (idle, in_use) = store.pool_connections();
+    metrics.set_db_pool(idle, in_use);
+    (
+        [(CONTENT_TYPE, pidgr_metrics::CONTENT_TYPE)],
+        metrics.encode(),
+    )
+}
+
+/// The running Prometheus endpoint; it stops when this is dropped.
+pub struct MetricsServer {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves [`metrics_router`] on `listener` until the returned handle is dropped.
+pub fn spawn_metrics_server(
+    listener: TcpListener,
+    metrics: Metrics,
+    store: Store,
+) -> MetricsServer {
+    let router = metrics_router(metrics, store);
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "the metrics endpoint stopped");
+        }
+    });
+    MetricsServer { task }
+}
+
+/// Binds `PIDGR_METRICS_LISTEN` (when set) and serves the process's metrics on it.
+pub async fn start_metrics_server(
+    config: &crate::Config,
+    store: &Store,
+) -> anyhow::Result<Option<MetricsServer>> {
+    use anyhow::Context;
+    let Some(address) = config.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on PIDGR_METRICS_LISTEN={address}"))?;
+    tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening at /metrics");
+    Ok(Some(spawn_metrics_server(
+        listener,
+        config.metrics.clone(),
+        store.clone(),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use serde_json::Value;
+    use tower_service::Service;
+
+    use super::*;
+
+    /// Everything written, shared with the test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'w self) -> Captured {
+            self.clone()
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<Value> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(|line| {
+                    serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+                })
+                .collect()
+        }
+    }
+
+    async fn request(router: &mut axum::Router, method: &str, uri: &str) -> u16 {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        router.call(request).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn json_logs_are_one_object_per_line_with_the_route_template_and_request_id() {
+        let captured = Captured::default();
+        let _logger = tracing::subscriber::set_default(subscriber(
+            LogFormat::Json,
+            EnvFilter::new("info"),
+            captured.clone(),
+            false,
+        ));
+        let metrics = Metrics::new();
+        let mut router = axum::Router::new()
+            .route(
+                "/v1/things/{thing_id}",
+                get(|| async {
+                    tracing::info!("inside the handler");
+                    "ok"
+                }),
+            )
+            .route("/healthz", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(
+                metrics.clone(),
+                pidgr_api::observe::observe,
+            ));
+        assert_eq!(
+            request(&mut router, "GET", "/v1/things/secret-id-42").await,
+            200
+        );
+        assert_eq!(request(&mut router, "GET", "/healthz").await, 200);
+        assert_eq!(request(&mut router, "POST", "/nowhere").await, 404);
+
+        let lines = captured.lines();
+        let requests: Vec<&Value> = lines.iter().filter(|l| l["message"] == "request").collect();
+        // The probe is logged at debug, below this filter.
+        assert_eq!(requests.len(), 2, "{lines:#?}");
+        let thing = requests[0];
+        assert_eq!(thing["level"], "INFO");
+        assert_eq!(thing["method"], "GET");
+        assert_eq!(thing["route"], "/v1/things/{thing_id}");
+        assert_eq!(thing["status"], 200);
+        assert!(thing["duration_ms"].as_f64().is_some(), "{thing}");
+        let request_id = thing["spans"][0]["request_id"]
+            .as_str()
+            .expect("a request id");
+        assert_eq!(request_id.len(), 32);
+        assert!(!thing.to_string().contains("secret-id-42"), "{thing}");
+        // What the handler logs carries the same request id.
+        let inside = lines
+            .iter()
+            .find(|l| l["message"] == "inside the handler")
+            .expect("the handler's line");
+        assert_eq!(inside["spans"][0]["request_id"], request_id);
+        // Only a request that matched no route shows its path.
+        assert_eq!(requests[1]["route"], "/nowhere");
+        assert_eq!(requests[1]["status"], 404);
+
+        let exposed = metrics.encode();
+        for series in [
+            r#"pidgr_http_requests_total{method="GET",route="/v1/things/{thing_id}",status="200"} 1"#,
+            r#"pidgr_http_requests_total{method="GET",route="/healthz",status="200"} 1"#,
+            r#"pidgr_http_requests_total{method="POST",route="unmatched",status="404"} 1"#,
+        ] {
+            assert!(
+                exposed.lines().any(|line| line == series),
+                "{series} in\n{exposed}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_logs_have_no_colour_codes_when_not_asked_for() {
+        let captured = Captured::default();
+        let _logger = tracing::subscriber::set_default(subscriber(
+            LogFormat::Text,
+            EnvFilter::new("info"),
+            captured.clone(),
+            false,
+        ));
+        tracing::info!(status = 200, "request");
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("request") && text.contains("status=200"),
+            "{text}"
+        );
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+    }
+}
