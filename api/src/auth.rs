@@ -30,6 +30,11 @@ pub enum Access {
     Authenticated,
     /// A key whose role holds this permission.
     Requires(Permission),
+    /// Two answers at one address: a request with an `Authorization` header is an API call and
+    /// needs a key whose role holds this permission (refused 401/403 like [`Access::Requires`]);
+    /// a request without one is a person's browser and gets a public page that reveals nothing
+    /// (the recipient's deeplink, `GET /c/{code}`), charged to its client address.
+    KeyOrPublicPage(Permission),
     /// The server operator's own token, never an API key: for powers over every organisation
     /// (the codec server, [`crate::codec`], which checks the token itself).
     Operator,
@@ -72,7 +77,12 @@ pub async fn authorize(
     next: Next,
 ) -> Result<Response, ApiError> {
     let address = request.extensions().get::<ConnectInfo<SocketAddr>>();
-    if access == Access::Public {
+    let public = match access {
+        Access::Public => true,
+        Access::KeyOrPublicPage(_) => !request.headers().contains_key(header::AUTHORIZATION),
+        _ => false,
+    };
+    if public {
         if !is_probe(request.uri().path()) {
             state.limiters.charge_address(address)?;
         }
@@ -91,7 +101,9 @@ pub async fn authorize(
         })
         .await?;
         match access {
-            Access::Requires(permission) if !found.permissions.contains(&permission) => {
+            Access::Requires(permission) | Access::KeyOrPublicPage(permission)
+                if !found.permissions.contains(&permission) =>
+            {
                 return Err(ApiError::Forbidden(permission.as_str().to_owned()));
             }
             // No API key holds an operator's power, whatever its role.
@@ -148,6 +160,19 @@ where
         limiters.charge_key(&found.key.id)?;
     }
     Ok(found)
+}
+
+/// The caller of a route that also answers without a key ([`Access::KeyOrPublicPage`]): `None`
+/// for a request [`authorize`] let through as public.
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Caller>().cloned())
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

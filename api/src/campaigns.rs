@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use pidgr_store::{
     ActivityKind, Audience, AudienceMember, Campaign, CampaignStatus, Delivery, DeliveryCounts,
-    NewActivity, NewCampaign, StoreError,
+    DeliveryStatus, NewActivity, NewCampaign, StoreError,
 };
 use pidgr_workflows::contract::CampaignRef;
 use pidgr_workflows::definition::{Definition, Problem};
@@ -28,16 +28,57 @@ use crate::message::{self, Reader};
 use crate::workflow_definitions::validate_at;
 use crate::{ApiError, AppState, Caller};
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignQuery {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    /// Only campaigns in this status (CREATED, ACTIVE, COMPLETED or CANCELLED).
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// GET /v1/campaigns: a page of campaigns by id, each with its delivery `counts` and `total`
+/// (as `GET /v1/campaigns/{id}` shows them), counted for the whole page in one query.
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(page): Query<Page>,
+    Query(query): Query<CampaignQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let campaigns = state
-        .store
-        .list_campaigns(&caller.org_id, page.after(), page.limit())
-        .await?;
-    let views: Vec<Value> = campaigns.iter().map(|c| campaign_view(c, None)).collect();
+    let page = Page {
+        after: query.after,
+        limit: query.limit,
+    };
+    let campaigns = match query.status.as_deref() {
+        None => {
+            state
+                .store
+                .list_campaigns(&caller.org_id, page.after(), page.limit())
+                .await?
+        }
+        Some(status) => {
+            let status = CampaignStatus::parse(status).map_err(|_| {
+                ApiError::invalid(
+                    "/status",
+                    format!(
+                        "the query parameter status must be one of CREATED, ACTIVE, COMPLETED, CANCELLED, not {status:?}"
+                    ),
+                )
+            })?;
+            state
+                .store
+                .list_campaigns_in(&caller.org_id, status, page.after(), page.limit())
+                .await?
+        }
+    };
+    let ids: Vec<&str> = campaigns.iter().map(|c| c.id.as_str()).collect();
+    let mut counts = state.store.delivery_counts_of(&caller.org_id, &ids).await?;
+    let views: Vec<Value> = campaigns
+        .iter()
+        .map(|c| campaign_view(c, Some(counts.remove(&c.id).unwrap_or_default())))
+        .collect();
     Ok(page.respond(views, |v| v["id"].as_str().unwrap_or_default().to_owned()))
 }
 
@@ -559,16 +600,65 @@ struct Positioned {
     delivery: Delivery,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    /// Only deliveries in these statuses, comma-separated (`PENDING,SENT,READ`: everyone who
+    /// has not acknowledged yet).
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// The statuses `?status=` names; every one named must be a delivery status.
+fn delivery_statuses(list: Option<&str>) -> Result<Vec<DeliveryStatus>, ApiError> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(str::trim)
+        .map(|name| {
+            DeliveryStatus::ALL
+                .into_iter()
+                .find(|status| status.as_str() == name)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "/status",
+                        format!(
+                            "the query parameter status is a comma-separated list of PENDING, SENT, READ, ACKNOWLEDGED, MISSED, FAILED; {name:?} is none of them"
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// GET /v1/campaigns/{id}/deliveries: the campaign's deliveries in audience order, each with
+/// its `position` (the cursor), optionally only those in the statuses `?status=` names.
 pub async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(page): Query<Page>,
+    Query(query): Query<DeliveryQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let statuses = delivery_statuses(query.status.as_deref())?;
+    let page = Page {
+        after: query.after,
+        limit: query.limit,
+    };
     campaign_of(&state, &caller, &id).await?;
     let rows = state
         .store
-        .list_deliveries(&caller.org_id, &id, page.after_number()?, page.limit())
+        .list_deliveries_in(
+            &caller.org_id,
+            &id,
+            &statuses,
+            page.after_number()?,
+            page.limit(),
+        )
         .await?;
     let items = rows
         .into_iter()

@@ -1,12 +1,18 @@
 //! Members (the organisation's people, with profile attributes usable as template variables)
 //! and their push devices.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use pidgr_store::{Device, Member, MemberUpdate, NewMember, Permission, Platform};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pidgr_store::{
+    Device, ImportedMember, Member, MemberUpdate, NewMember, Permission, Platform, StoreError,
+    UpsertOutcome,
+};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::error::OrNotFound;
 use crate::input::{Body, Name, Page, Text, Variables};
@@ -113,6 +119,285 @@ pub async fn create(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(member)))
+}
+
+/// The body of `PUT /v1/members/by-external-id/{external_id}`: `POST /v1/members`'s, where
+/// `external_id` may be left out (the path names it) and must match the path when given.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertMember {
+    #[serde(default)]
+    external_id: Option<Name>,
+    email: Email,
+    display_name: Name,
+    #[serde(default)]
+    attributes: Variables,
+    /// A new member gets `member` when left out; an existing member keeps their role.
+    #[serde(default)]
+    role_id: Option<Name>,
+}
+
+impl CreateMember {
+    fn imported(&self) -> ImportedMember {
+        ImportedMember {
+            external_id: self.external_id.0.clone(),
+            email: self.email.0.clone(),
+            display_name: self.display_name.0.clone(),
+            attributes: self.attributes.0.clone(),
+            devices: Vec::new(),
+            teams: Vec::new(),
+        }
+    }
+}
+
+/// PUT /v1/members/by-external-id/{external_id}: creates the member with this external id
+/// (201) or brings them to exactly this profile (200); attributes are replaced whole.
+pub async fn upsert(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(external_id): Path<String>,
+    Body(body): Body<UpsertMember>,
+) -> Result<(StatusCode, Json<Member>), ApiError> {
+    // The path is held to the body's rule for the field.
+    let external_id: Name = serde_json::from_value(Value::String(external_id))
+        .map_err(|e| ApiError::invalid("/external_id", format!("the path's external id {e}")))?;
+    if let Some(given) = &body.external_id
+        && given != &external_id
+    {
+        return Err(ApiError::invalid(
+            "/external_id",
+            "differs from the external id in the path; leave it out or make them equal",
+        ));
+    }
+    let row = CreateMember {
+        external_id,
+        email: body.email,
+        display_name: body.display_name,
+        attributes: body.attributes,
+        role_id: body.role_id,
+    };
+    let existing = state
+        .store
+        .find_member_by_external_id(&caller.org_id, row.external_id.as_str())
+        .await?;
+    check_grants(&state, &caller, &[(&row, existing.as_ref())], |_| {
+        "/role_id".to_owned()
+    })
+    .await
+    .map_err(|refused| match refused {
+        Refused::Forbidden(error) => error,
+        Refused::Rows(_) => ApiError::invalid("/role_id", "no role has this id"),
+    })?;
+    let (_, written) = state
+        .store
+        .upsert_members(
+            &caller.org_id,
+            &[row.imported()],
+            &[row.role_id.map(|r| r.0)],
+        )
+        .await?;
+    let (outcome, id) = written
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal("an upsert of one member wrote no row".into()))?;
+    let member = state
+        .store
+        .get_member(&caller.org_id, &id)
+        .await
+        .or_not_found("member")?;
+    let status = match outcome {
+        UpsertOutcome::Created => StatusCode::CREATED,
+        UpsertOutcome::Updated | UpsertOutcome::Unchanged => StatusCode::OK,
+    };
+    Ok((status, Json(member)))
+}
+
+/// The most members one `POST /v1/members/bulk` takes.
+pub const MAX_BULK_MEMBERS: usize = 1_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkMembers {
+    /// Each `POST /v1/members`'s body; parsed one by one, so that every bad row is reported.
+    members: Vec<Value>,
+}
+
+/// Why a set of rows cannot be written: a role the caller may not grant refuses the whole
+/// request (403, as `POST /v1/members` would); anything else is a row's problem.
+enum Refused {
+    Forbidden(ApiError),
+    /// (row, pointer) of each role that does not exist.
+    Rows(Vec<(usize, String)>),
+}
+
+/// The role checks of `POST /v1/members` and `PATCH /v1/members/{id}` for rows written by
+/// external id: every role named must exist and be the caller's to grant; a member whose role
+/// changes must have one the caller could grant (taking a role away is a grant decision too);
+/// a new member without a role gets `member`, which the caller must be able to grant.
+async fn check_grants(
+    state: &AppState,
+    caller: &Caller,
+    rows: &[(&CreateMember, Option<&Member>)],
+    pointer: impl Fn(usize) -> String,
+) -> Result<(), Refused> {
+    let mut roles: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut taken_away: BTreeSet<&str> = BTreeSet::new();
+    for (index, (row, existing)) in rows.iter().enumerate() {
+        match (&row.role_id, existing) {
+            (Some(role), existing) => {
+                roles.entry(role.as_str()).or_default().push(index);
+                if let Some(member) = existing
+                    && member.role_id != role.as_str()
+                {
+                    taken_away.insert(&member.role_id);
+                }
+            }
+            (None, None) => roles.entry("member").or_default().push(index),
+            (None, Some(_)) => {}
+        }
+    }
+    let mut unknown = Vec::new();
+    for (role_id, named_by) in roles {
+        match state.store.get_role(&caller.org_id, role_id).await {
+            Err(StoreError::NotFound) => {
+                unknown.extend(named_by.into_iter().map(|index| (index, pointer(index))));
+            }
+            Err(other) => return Err(Refused::Forbidden(other.into())),
+            Ok(role) => caller
+                .may_grant(&role.permissions)
+                .map_err(Refused::Forbidden)?,
+        }
+    }
+    for role_id in taken_away {
+        // A member's current role exists (roles in use cannot be deleted).
+        let role = state
+            .store
+            .get_role(&caller.org_id, role_id)
+            .await
+            .map_err(|e| Refused::Forbidden(e.into()))?;
+        caller
+            .may_grant(&role.permissions)
+            .map_err(Refused::Forbidden)?;
+    }
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        unknown.sort();
+        Err(Refused::Rows(unknown))
+    }
+}
+
+/// POST /v1/members/bulk: creates or updates each member by external id, all or nothing. Every
+/// row is held to `POST /v1/members`'s rules; if any breaks them, the answer is a 422 naming
+/// every bad row (`errors: [{row, pointer, detail}]`) and nothing is written. Otherwise one
+/// transaction writes them all: `{created, updated, unchanged}`.
+pub async fn bulk(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<BulkMembers>,
+) -> Result<Response, ApiError> {
+    if body.members.len() > MAX_BULK_MEMBERS {
+        return Err(ApiError::invalid(
+            "/members",
+            format!(
+                "at most {MAX_BULK_MEMBERS} members per request, not {}; send them in several",
+                body.members.len()
+            ),
+        ));
+    }
+    let mut problems: Vec<(usize, String, String)> = Vec::new();
+    let mut rows: Vec<(usize, CreateMember)> = Vec::with_capacity(body.members.len());
+    let mut first_row_of: HashMap<String, usize> = HashMap::new();
+    for (index, value) in body.members.into_iter().enumerate() {
+        let at = format!("/members/{index}");
+        let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?;
+        match crate::input::parse_json::<CreateMember>(&bytes) {
+            Ok(row) => {
+                if let Some(first) = first_row_of.get(row.external_id.as_str()) {
+                    problems.push((
+                        index,
+                        format!("{at}/external_id"),
+                        format!("the external id is also row {first}'s; each member once"),
+                    ));
+                } else {
+                    first_row_of.insert(row.external_id.0.clone(), index);
+                    rows.push((index, row));
+                }
+            }
+            Err(ApiError::Invalid(found)) => problems.extend(
+                found
+                    .into_iter()
+                    .map(|p| (index, format!("{at}{}", p.pointer), p.message)),
+            ),
+            // A row is JSON already, so nothing else can come back.
+            Err(other) => problems.push((index, at, other.to_string())),
+        }
+    }
+    let external_ids: Vec<&str> = rows.iter().map(|(_, r)| r.external_id.as_str()).collect();
+    let existing = state
+        .store
+        .find_members_by_external_ids(&caller.org_id, &external_ids)
+        .await?;
+    let checked: Vec<(&CreateMember, Option<&Member>)> = rows
+        .iter()
+        .map(|(_, row)| (row, existing.get(row.external_id.as_str())))
+        .collect();
+    match check_grants(&state, &caller, &checked, |i| {
+        format!("/members/{}/role_id", rows[i].0)
+    })
+    .await
+    {
+        Ok(()) => {}
+        Err(Refused::Forbidden(error)) => return Err(error),
+        Err(Refused::Rows(unknown)) => problems.extend(
+            unknown
+                .into_iter()
+                .map(|(i, pointer)| (rows[i].0, pointer, "no role has this id".to_owned())),
+        ),
+    }
+    if !problems.is_empty() {
+        return Ok(bad_rows(problems));
+    }
+    let batch: Vec<ImportedMember> = rows.iter().map(|(_, row)| row.imported()).collect();
+    let roles: Vec<Option<String>> = rows
+        .iter()
+        .map(|(_, row)| row.role_id.as_ref().map(|r| r.0.clone()))
+        .collect();
+    let (counts, _) = state
+        .store
+        .upsert_members(&caller.org_id, &batch, &roles)
+        .await?;
+    Ok(Json(json!({
+        "created": counts.created,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+    }))
+    .into_response())
+}
+
+/// The 422 of a bulk write: a problem document whose `errors` name each bad row, in row order.
+fn bad_rows(mut problems: Vec<(usize, String, String)>) -> Response {
+    problems.sort_by_key(|(row, _, _)| *row);
+    let rows: BTreeSet<usize> = problems.iter().map(|(row, _, _)| *row).collect();
+    let body = json!({
+        "type": "https://pidgr.dev/problems/validation",
+        "title": "Validation failed",
+        "status": 422,
+        "detail": format!(
+            "{} row(s) break the rules of POST /v1/members; nothing was written",
+            rows.len()
+        ),
+        "errors": problems
+            .into_iter()
+            .map(|(row, pointer, detail)| json!({ "row": row, "pointer": pointer, "detail": detail }))
+            .collect::<Vec<_>>(),
+    });
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

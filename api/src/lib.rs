@@ -19,6 +19,7 @@ use pidgr_workflows::definition::UrlPolicy;
 use temporalio_client::Client;
 
 mod api_keys;
+mod app_links;
 mod auth;
 mod campaigns;
 mod codec;
@@ -41,6 +42,7 @@ mod templates;
 mod webhook_channel;
 mod workflow_definitions;
 
+pub use app_links::AppLinks;
 pub use auth::{Access, Caller};
 pub use codec::CodecToken;
 pub use deliveries::INBOX_PAGE_BUDGET_BYTES;
@@ -77,6 +79,8 @@ pub struct ApiSettings {
     pub limits: ServerLimits,
     /// The operator's token for the codec server; without one the codec routes are off.
     pub codec_token: Option<CodecToken>,
+    /// The mobile apps that open deeplinks (app-link files, the landing page's button).
+    pub app_links: AppLinks,
 }
 
 impl Default for ApiSettings {
@@ -90,6 +94,7 @@ impl Default for ApiSettings {
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             limits: ServerLimits::default(),
             codec_token: None,
+            app_links: AppLinks::default(),
         }
     }
 }

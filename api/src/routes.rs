@@ -12,8 +12,8 @@ use pidgr_store::SetKind;
 use crate::auth::{Access, authorize};
 use crate::input::MAX_BODY_BYTES;
 use crate::{
-    AppState, api_keys, campaigns, deliveries, directory, idempotency, integrations, member_sets,
-    roles, templates, webhook_channel, workflow_definitions,
+    AppState, api_keys, app_links, campaigns, deliveries, directory, idempotency, integrations,
+    member_sets, roles, templates, webhook_channel, workflow_definitions,
 };
 
 /// The OpenAPI document, kept in the repository beside this crate and served as is.
@@ -78,6 +78,17 @@ fn table() -> Vec<Entry> {
         public(M::GET, "/healthz", get(crate::health)),
         public(M::GET, "/readyz", get(crate::ready)),
         public(M::GET, "/v1/openapi.json", get(crate::openapi)),
+        // What lets the mobile apps open recipients' `/c/…` links (404 until configured).
+        public(
+            M::GET,
+            "/.well-known/apple-app-site-association",
+            get(app_links::apple_app_site_association),
+        ),
+        public(
+            M::GET,
+            "/.well-known/assetlinks.json",
+            get(app_links::asset_links),
+        ),
         entry(
             M::GET,
             "/v1/organisation",
@@ -123,6 +134,20 @@ fn table() -> Vec<Entry> {
         // Members and their devices.
         needs(MembersRead, M::GET, "/v1/members", get(directory::list)),
         creates(MembersWrite, "/v1/members", post(directory::create)),
+        // Writes by the organisation's own ids, for directory syncs: replaying one converges,
+        // so neither takes an Idempotency-Key.
+        needs(
+            MembersWrite,
+            M::PUT,
+            "/v1/members/by-external-id/{external_id}",
+            put(directory::upsert),
+        ),
+        needs(
+            MembersWrite,
+            M::POST,
+            "/v1/members/bulk",
+            post(directory::bulk),
+        ),
         needs(
             MembersRead,
             M::GET,
@@ -183,11 +208,12 @@ fn table() -> Vec<Entry> {
             "/v1/deliveries/{delivery_id}/ack",
             post(deliveries::acknowledge),
         ),
-        needs(
-            DeliveriesWrite,
+        // The mobile backend's keyed JSON; a recipient's browser (no key) gets the landing page.
+        entry(
             M::GET,
             "/c/{code}",
-            get(deliveries::deeplink),
+            Access::KeyOrPublicPage(DeliveriesWrite),
+            get(app_links::deeplink),
         ),
         // Templates.
         needs(TemplatesRead, M::GET, "/v1/templates", get(templates::list)),
@@ -482,6 +508,9 @@ mod tests {
             Access::Public => "public".into(),
             Access::Authenticated => "authenticated".into(),
             Access::Requires(permission) => permission.as_str().into(),
+            Access::KeyOrPublicPage(permission) => {
+                format!("{} or public page", permission.as_str())
+            }
             Access::Operator => "operator".into(),
         }
     }

@@ -95,6 +95,22 @@ pub struct Config {
     /// no API key opens them, whatever its role.
     #[arg(long, env = "PIDGR_CODEC_TOKEN", hide_env_values = true)]
     pub codec_token: Option<String>,
+    /// iOS apps that open recipients' deeplinks, comma-separated `TEAMID.bundle.id`: served
+    /// in `/.well-known/apple-app-site-association` (404 without any).
+    #[arg(long, env = "PIDGR_IOS_APP_IDS", value_delimiter = ',')]
+    pub ios_app_ids: Vec<String>,
+    /// The Android app that opens recipients' deeplinks (its package name), served in
+    /// `/.well-known/assetlinks.json` with PIDGR_ANDROID_CERT_FINGERPRINTS (404 without both).
+    #[arg(long, env = "PIDGR_ANDROID_PACKAGE")]
+    pub android_package: Option<String>,
+    /// SHA-256 fingerprints of the Android app's signing certificates, comma-separated
+    /// (`AB:CD:…`, 32 bytes each).
+    #[arg(long, env = "PIDGR_ANDROID_CERT_FINGERPRINTS", value_delimiter = ',')]
+    pub android_cert_fingerprints: Vec<String>,
+    /// A URL scheme the app registers (`acme-pidgr`): the deeplink landing page's "Open in the
+    /// app" button opens `<scheme>://c/<code>`; without one it is the deeplink itself.
+    #[arg(long, env = "PIDGR_APP_URL_SCHEME")]
+    pub app_url_scheme: Option<String>,
     /// Recipients per fan-out page (progress is checkpointed per page).
     #[arg(long, env = "PIDGR_FANOUT_PAGE_SIZE", default_value_t = 1000)]
     pub fanout_page_size: i64,
@@ -287,6 +303,93 @@ impl Config {
             max_recipients: self.max_recipients,
             limits: self.server_limits(),
             codec_token: self.codec_token()?,
+            app_links: self.app_links()?,
+        })
+    }
+
+    /// The mobile apps of the app-link files and the landing page, checked: a malformed value
+    /// would publish a file the phones silently ignore.
+    fn app_links(&self) -> anyhow::Result<pidgr_api::AppLinks> {
+        let listed = |values: &[String]| -> Vec<String> {
+            values
+                .iter()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .collect()
+        };
+        let ios_app_ids = listed(&self.ios_app_ids);
+        for id in &ios_app_ids {
+            let valid = id.split_once('.').is_some_and(|(team, bundle)| {
+                team.len() == 10
+                    && team.chars().all(|c| c.is_ascii_alphanumeric())
+                    && !bundle.is_empty()
+                    && bundle
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c))
+            });
+            if !valid {
+                bail!(
+                    "PIDGR_IOS_APP_IDS: {id:?} is not TEAMID.bundle.id (a 10-character team id, a dot, a bundle id)"
+                );
+            }
+        }
+        let android_package = self
+            .android_package
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        if let Some(package) = &android_package {
+            let valid = package.split('.').count() >= 2
+                && package.split('.').all(|part| {
+                    part.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                        && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+            if !valid {
+                bail!(
+                    "PIDGR_ANDROID_PACKAGE: {package:?} is not an Android package name (com.example.app)"
+                );
+            }
+        }
+        let mut android_cert_fingerprints = Vec::new();
+        for fingerprint in listed(&self.android_cert_fingerprints) {
+            let bytes: Vec<&str> = fingerprint.split(':').collect();
+            if bytes.len() != 32
+                || !bytes
+                    .iter()
+                    .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                bail!(
+                    "PIDGR_ANDROID_CERT_FINGERPRINTS: {fingerprint:?} is not a SHA-256 fingerprint (32 hex bytes separated by colons)"
+                );
+            }
+            android_cert_fingerprints.push(fingerprint.to_ascii_uppercase());
+        }
+        let url_scheme = self
+            .app_url_scheme
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_ascii_lowercase);
+        if let Some(scheme) = &url_scheme {
+            // RFC 3986: a letter, then letters, digits, `+`, `-` or `.`.
+            let valid = scheme
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            if !valid || ["http", "https", "javascript", "data", "file"].contains(&scheme.as_str())
+            {
+                bail!("PIDGR_APP_URL_SCHEME: {scheme:?} is not an app's own URL scheme");
+            }
+        }
+        Ok(pidgr_api::AppLinks {
+            ios_app_ids,
+            android_package,
+            android_cert_fingerprints,
+            url_scheme,
         })
     }
 

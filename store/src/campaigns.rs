@@ -217,6 +217,28 @@ impl Store {
         .await
     }
 
+    /// A page of the organisation's campaigns in `status`, by id after `after` (the index
+    /// `campaigns_org_status` answers it in order).
+    pub async fn list_campaigns_in(
+        &self,
+        org_id: &str,
+        status: CampaignStatus,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Campaign>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns
+             WHERE org_id = $1 AND status = $2 AND id > $3 ORDER BY id LIMIT $4"
+        )))
+        .bind(org_id)
+        .bind(status.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(campaign).collect()
+    }
+
     /// How many campaigns the organisation has, in any status.
     pub async fn count_campaigns(&self, org_id: &str) -> Result<i64> {
         Ok(

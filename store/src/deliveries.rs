@@ -219,6 +219,41 @@ impl Store {
         Ok(counts)
     }
 
+    /// The counts of several campaigns of one organisation in one query (a list page's):
+    /// every campaign asked about has an entry, zeros when it has no deliveries yet.
+    pub async fn delivery_counts_of(
+        &self,
+        org_id: &str,
+        campaign_ids: &[&str],
+    ) -> Result<BTreeMap<String, DeliveryCounts>> {
+        let mut all: BTreeMap<String, DeliveryCounts> = campaign_ids
+            .iter()
+            .map(|id| ((*id).to_owned(), DeliveryCounts::default()))
+            .collect();
+        if campaign_ids.is_empty() {
+            return Ok(all);
+        }
+        // Answered from `deliveries_progress` (campaign, organisation, status) alone.
+        let sql = format!(
+            "SELECT campaign_id, status, COUNT(*) AS n FROM deliveries
+             WHERE org_id = $1 AND campaign_id IN ({})
+             GROUP BY campaign_id, status",
+            placeholders(2, campaign_ids.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(org_id);
+        for id in campaign_ids {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&self.pool).await? {
+            let status = DeliveryStatus::parse(&row.try_get::<String, _>("status")?)?;
+            let campaign_id: String = row.try_get("campaign_id")?;
+            if let Some(counts) = all.get_mut(&campaign_id) {
+                *counts.slot(status) = row.try_get::<i64, _>("n")? as u64;
+            }
+        }
+        Ok(all)
+    }
+
     /// Whether any of the campaign's deliveries is still unresolved (PENDING, SENT or READ).
     /// Stops at the first such delivery in the index, so it costs the same for ten recipients
     /// as for a million: what an ACK may afford to ask to spot the "nothing left" edge.
@@ -317,6 +352,64 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
+            .map(|row| Ok((row.try_get("seq")?, delivery(row)?)))
+            .collect()
+    }
+
+    /// A page of a campaign's deliveries in one of `statuses`, in audience order, after
+    /// position `after_seq` (every status when `statuses` is empty).
+    ///
+    /// One arm per status, each the next `limit` entries of `deliveries_progress` (campaign,
+    /// organisation, status, seq) after the cursor, merged and cut to `limit`: a page reads at
+    /// most `limit` index entries per status named, however large the campaign. A plain
+    /// `status IN (…) ORDER BY seq` cannot walk that index in seq order across statuses, so it
+    /// would read and sort every matching delivery after the cursor for every page.
+    pub async fn list_deliveries_in(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        statuses: &[DeliveryStatus],
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Delivery)>> {
+        let mut wanted: Vec<DeliveryStatus> = Vec::new();
+        for status in statuses {
+            if !wanted.contains(status) {
+                wanted.push(*status);
+            }
+        }
+        if wanted.is_empty() || wanted.len() == DeliveryStatus::ALL.len() {
+            return self
+                .list_deliveries(org_id, campaign_id, after_seq, limit)
+                .await;
+        }
+        // $1 campaign, $2 organisation, $3 cursor, $4 limit, then one status per arm.
+        let arms = (0..wanted.len())
+            .map(|i| {
+                format!(
+                    "SELECT * FROM (SELECT d.seq, {DELIVERY_COLUMNS} FROM deliveries d
+                                    WHERE d.campaign_id = $1 AND d.org_id = $2 AND d.status = ${}
+                                      AND d.seq > $3
+                                    ORDER BY d.seq LIMIT $4) AS arm{i}",
+                    5 + i
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let mut query = sqlx::query(AssertSqlSafe(format!(
+            "SELECT * FROM ({arms}) AS picked ORDER BY seq LIMIT $4"
+        )))
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(after_seq)
+        .bind(limit);
+        for status in &wanted {
+            query = query.bind(status.as_str());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
             .map(|row| Ok((row.try_get("seq")?, delivery(row)?)))
             .collect()
     }

@@ -48,7 +48,9 @@ pub use idempotency::{
 };
 pub use key_rotation::{ROTATION_MAX_PASSES, RotatedTable, RotationReport};
 pub use member_sets::{MemberSet, SetKind};
-pub use members::{ImportCounts, ImportedMember, Member, MemberUpdate, NewMember};
+pub use members::{
+    ImportCounts, ImportedMember, Member, MemberUpdate, NewMember, UpsertOutcome,
+};
 pub use organisations::{ApiKey, Authenticated, GeneratedKey, LAST_USED_GRANULARITY, Organisation};
 pub use push_credentials::PushCredentials;
 pub use push_log::{NewPush, PushRecord};

@@ -128,6 +128,31 @@ impl Store {
         .transpose()
     }
 
+    /// The members with these external ids (those that exist), by external id: one query per
+    /// [`IMPORT_ROWS_PER_STATEMENT`] ids.
+    pub async fn find_members_by_external_ids(
+        &self,
+        org_id: &str,
+        external_ids: &[&str],
+    ) -> Result<HashMap<String, Member>> {
+        let mut found = HashMap::with_capacity(external_ids.len());
+        for chunk in external_ids.chunks(IMPORT_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 AND external_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(org_id);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let member = member(&row)?;
+                found.insert(member.external_id.clone(), member);
+            }
+        }
+        Ok(found)
+    }
+
     /// A page of the organisation's members by id.
     pub async fn list_members(&self, org_id: &str, after: &str, limit: i64) -> Result<Vec<Member>> {
         self.page_by_id("members", MEMBER_COLUMNS, org_id, after, limit, member)
@@ -245,6 +270,15 @@ pub(crate) const IMPORT_ROWS_PER_STATEMENT: usize = 500;
 /// own permissions are checked; an import never grants more than the system role `member`).
 const IMPORTED_ROLE: &str = "member";
 
+/// What writing one member by external id did to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Created,
+    Updated,
+    /// Already exactly as written.
+    Unchanged,
+}
+
 impl Store {
     /// Writes one batch of a bulk import in one transaction: members created or updated by
     /// external id (a re-import changes what changed and leaves the rest alone, never
@@ -260,77 +294,135 @@ impl Store {
         team_ids: &HashMap<String, String>,
         batch: &[ImportedMember],
     ) -> Result<ImportCounts> {
+        let roles = vec![None; batch.len()];
+        Ok(self.write_members(org_id, team_ids, batch, &roles).await?.0)
+    }
+
+    /// The API's writes by external id (`PUT /v1/members/by-external-id/…`,
+    /// `POST /v1/members/bulk`): the import's path, in one transaction, so a batch is written
+    /// whole or not at all. `roles[i]` is the role row `i` is given; `None` gives a new member
+    /// the system role `member` and leaves an existing member's role as it is (the caller has
+    /// checked that it may grant every role named). Answers the counts and each row's outcome
+    /// and member id, in batch order. External ids must be unique within the batch.
+    pub async fn upsert_members(
+        &self,
+        org_id: &str,
+        batch: &[ImportedMember],
+        roles: &[Option<String>],
+    ) -> Result<(ImportCounts, Vec<(UpsertOutcome, String)>)> {
+        if roles.len() != batch.len() {
+            return Err(StoreError::Config(
+                "upsert_members needs one role (or None) per member".into(),
+            ));
+        }
+        self.write_members(org_id, &HashMap::new(), batch, roles)
+            .await
+    }
+
+    async fn write_members(
+        &self,
+        org_id: &str,
+        team_ids: &HashMap<String, String>,
+        batch: &[ImportedMember],
+        roles: &[Option<String>],
+    ) -> Result<(ImportCounts, Vec<(UpsertOutcome, String)>)> {
         let mut counts = ImportCounts::default();
         if batch.is_empty() {
-            return Ok(counts);
+            return Ok((counts, Vec::new()));
         }
         let now = to_millis(Utc::now());
         let mut tx = self.write_tx().await?;
-        if lock_role(&mut tx, self.backend, org_id, IMPORTED_ROLE, false)
-            .await?
-            .is_none()
-        {
-            return Err(unknown_role(IMPORTED_ROLE));
+        // Every role given out is locked (shared) so none is deleted while it is given.
+        let mut given: Vec<&str> = vec![IMPORTED_ROLE];
+        for role in roles.iter().flatten() {
+            if !given.contains(&role.as_str()) {
+                given.push(role);
+            }
+        }
+        for role in given {
+            if lock_role(&mut tx, self.backend, org_id, role, false)
+                .await?
+                .is_none()
+            {
+                return Err(unknown_role(role));
+            }
         }
         let mut ids: HashMap<&str, String> = HashMap::with_capacity(batch.len());
-        for chunk in batch.chunks(IMPORT_ROWS_PER_STATEMENT) {
+        let mut outcomes: HashMap<&str, UpsertOutcome> = HashMap::with_capacity(batch.len());
+        // Existing members whose role changes: (member id, new role).
+        let mut role_changes: Vec<(&str, &str)> = Vec::new();
+        let rows: Vec<(&ImportedMember, Option<&str>)> = batch
+            .iter()
+            .zip(roles.iter().map(Option::as_deref))
+            .collect();
+        for chunk in rows.chunks(IMPORT_ROWS_PER_STATEMENT) {
             // What is stored now, to tell created from updated from unchanged.
             let sql = format!(
-                "SELECT id, external_id, email, display_name, attributes FROM members
+                "SELECT id, external_id, email, display_name, attributes, role_id FROM members
                  WHERE org_id = $1 AND external_id IN ({})",
                 placeholders(2, chunk.len())
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).bind(org_id);
-            for new in chunk {
+            for (new, _) in chunk {
                 query = query.bind(&new.external_id);
             }
-            let mut stored: HashMap<String, (String, String, String, String)> = HashMap::new();
+            let mut stored: HashMap<String, Stored> = HashMap::new();
             for row in query.fetch_all(&mut *tx).await? {
                 stored.insert(
                     row.try_get("external_id")?,
-                    (
-                        row.try_get("id")?,
-                        row.try_get("email")?,
-                        row.try_get("display_name")?,
-                        row.try_get("attributes")?,
-                    ),
+                    Stored {
+                        id: row.try_get("id")?,
+                        email: row.try_get("email")?,
+                        display_name: row.try_get("display_name")?,
+                        attributes: row.try_get("attributes")?,
+                        role_id: row.try_get("role_id")?,
+                    },
                 );
             }
             let mut writes = Vec::with_capacity(chunk.len());
-            for new in chunk {
+            for &(new, role) in chunk {
                 let attributes = to_json(&new.attributes)?;
                 match stored.remove(&new.external_id) {
-                    Some((id, email, name, attrs))
-                        if email == new.email
-                            && name == new.display_name
-                            && attrs == attributes =>
+                    Some(old)
+                        if old.email == new.email
+                            && old.display_name == new.display_name
+                            && old.attributes == attributes
+                            && role.is_none_or(|role| role == old.role_id) =>
                     {
                         counts.unchanged += 1;
-                        ids.insert(&new.external_id, id);
+                        outcomes.insert(&new.external_id, UpsertOutcome::Unchanged);
+                        ids.insert(&new.external_id, old.id);
                     }
-                    Some(_) => {
+                    Some(old) => {
                         counts.updated += 1;
-                        writes.push((new, attributes));
+                        outcomes.insert(&new.external_id, UpsertOutcome::Updated);
+                        if let Some(role) = role.filter(|role| *role != old.role_id) {
+                            role_changes.push((&new.external_id, role));
+                        }
+                        writes.push((new, attributes, role.unwrap_or(IMPORTED_ROLE)));
                     }
                     None => {
                         counts.created += 1;
-                        writes.push((new, attributes));
+                        outcomes.insert(&new.external_id, UpsertOutcome::Created);
+                        writes.push((new, attributes, role.unwrap_or(IMPORTED_ROLE)));
                     }
                 }
             }
             if writes.is_empty() {
                 continue;
             }
-            // $1 organisation, $2 role, $3 now; then five per member.
+            // $1 organisation, $2 now; then six per member. The role is a new member's only:
+            // an update keeps the stored role unless the caller named one (set below).
             let values = (0..writes.len())
                 .map(|i| {
-                    let n = 4 + i * 5;
+                    let n = 3 + i * 6;
                     format!(
-                        "(${n}, $1, ${}, ${}, ${}, ${}, $2, $3, $3)",
+                        "(${n}, $1, ${}, ${}, ${}, ${}, ${}, $2, $2)",
                         n + 1,
                         n + 2,
                         n + 3,
-                        n + 4
+                        n + 4,
+                        n + 5
                     )
                 })
                 .collect::<Vec<_>>()
@@ -344,17 +436,15 @@ impl Store {
                      attributes = excluded.attributes, updated_at = excluded.updated_at
                  RETURNING id, external_id"
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .bind(org_id)
-                .bind(IMPORTED_ROLE)
-                .bind(now);
-            for (new, attributes) in &writes {
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(org_id).bind(now);
+            for (new, attributes, role) in &writes {
                 query = query
                     .bind(new_id())
                     .bind(&new.external_id)
                     .bind(&new.email)
                     .bind(&new.display_name)
-                    .bind(attributes);
+                    .bind(attributes)
+                    .bind(*role);
             }
             // The ids come back from the database, not from what we generated: a member created
             // by the API since the SELECT above keeps its own id.
@@ -362,7 +452,7 @@ impl Store {
             for row in query.fetch_all(&mut *tx).await? {
                 returned.insert(row.try_get("external_id")?, row.try_get("id")?);
             }
-            for (new, _) in &writes {
+            for (new, _, _) in &writes {
                 let id = returned.remove(&new.external_id).ok_or_else(|| {
                     StoreError::Corrupt(format!(
                         "the import of member {:?} returned no row",
@@ -372,6 +462,14 @@ impl Store {
                 ids.insert(&new.external_id, id);
             }
         }
+        for (external_id, role) in role_changes {
+            sqlx::query("UPDATE members SET role_id = $1 WHERE org_id = $2 AND external_id = $3")
+                .bind(role)
+                .bind(org_id)
+                .bind(external_id)
+                .execute(&mut *tx)
+                .await?;
+        }
 
         let member_id = |new: &ImportedMember| -> Result<&str> {
             ids.get(new.external_id.as_str())
@@ -380,8 +478,10 @@ impl Store {
         };
         let mut devices = Vec::new();
         let mut memberships = Vec::new();
+        let mut written = Vec::with_capacity(batch.len());
         for new in batch {
             let id = member_id(new)?;
+            written.push((outcomes[new.external_id.as_str()], id.to_owned()));
             for (platform, token) in &new.devices {
                 devices.push((id, *platform, token.as_str()));
             }
@@ -397,6 +497,15 @@ impl Store {
         counts.devices = import_devices(&mut tx, org_id, &devices, now).await?;
         counts.memberships = import_set_members(&mut tx, org_id, &memberships, now).await?;
         tx.commit().await?;
-        Ok(counts)
+        Ok((counts, written))
     }
+}
+
+/// A member as stored, to compare with what is written.
+struct Stored {
+    id: String,
+    email: String,
+    display_name: String,
+    attributes: String,
+    role_id: String,
 }

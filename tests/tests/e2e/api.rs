@@ -325,6 +325,8 @@ async fn prepare(
         };
         system.call(Method::PUT, &path, Some(body)).await?;
     }
+    // A fresh external id: the upsert creates (201) for every caller allowed to.
+    path = path.replace("{external_id}", &unique("ext"));
     path = path
         .replace("{template_id}", &fx.template)
         .replace("{definition_id}", &fx.definition)
@@ -340,6 +342,12 @@ async fn prepare(
             json!({ "external_id": unique("m"), "email": "m@acme.test", "display_name": "M" })
         }
         ("PATCH", "/v1/members/{member_id}") => json!({ "display_name": "Ann" }),
+        ("PUT", "/v1/members/by-external-id/{external_id}") => {
+            json!({ "email": "u@acme.test", "display_name": "U" })
+        }
+        ("POST", "/v1/members/bulk") => json!({ "members": [
+            { "external_id": unique("b"), "email": "b@acme.test", "display_name": "B" },
+        ] }),
         ("POST", "/v1/members/{member_id}/devices") => {
             json!({ "platform": "apns", "token": unique("token") })
         }
@@ -375,6 +383,32 @@ async fn prepare(
     Ok((path, (!body.is_null()).then_some(body)))
 }
 
+/// What a browser gets at `path` (no key): the status, headers that matter and the body.
+struct PublicPage {
+    status: StatusCode,
+    content_type: String,
+    csp: String,
+    body: String,
+}
+
+async fn public_page(api: &str, path: &str) -> Result<PublicPage> {
+    let response = reqwest::get(format!("{api}{path}")).await?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(PublicPage {
+        status: StatusCode::from_u16(response.status().as_u16())?,
+        content_type: header("content-type"),
+        csp: header("content-security-policy"),
+        body: response.text().await?,
+    })
+}
+
 /// What an allowed caller gets from `spec`.
 fn success(spec: &RouteSpec) -> StatusCode {
     match (spec.method.as_str(), spec.path) {
@@ -382,6 +416,7 @@ fn success(spec: &RouteSpec) -> StatusCode {
         _ if spec.idempotent => StatusCode::CREATED,
         ("DELETE", _) => StatusCode::NO_CONTENT,
         ("PUT", path) if path.ends_with("/members/{member_id}") => StatusCode::CREATED,
+        ("PUT", "/v1/members/by-external-id/{external_id}") => StatusCode::CREATED,
         ("POST", path) if path.ends_with("/start") => StatusCode::ACCEPTED,
         _ => StatusCode::OK,
     }
@@ -397,6 +432,8 @@ fn other_organisation(spec: &RouteSpec) -> StatusCode {
             StatusCode::NOT_FOUND
         }
         ("PUT", "/v1/webhook-channel") => StatusCode::CREATED,
+        // An external id is the organisation's own: the same one is a new member elsewhere.
+        ("PUT", "/v1/members/by-external-id/{external_id}") => StatusCode::CREATED,
         ("DELETE", "/v1/integrations/push/fcm" | "/v1/integrations/push/apns") => {
             StatusCode::NOT_FOUND
         }
@@ -461,12 +498,20 @@ async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<
             .map(|(name, key, permissions)| {
                 let expected = match (spec.access, permissions) {
                     (Access::Public, _) => success(spec),
+                    // No key at all: a browser, which gets the public page.
+                    (Access::KeyOrPublicPage(_), _) if key.is_none() => StatusCode::OK,
                     // The codec server takes the operator's token; no API key opens it.
                     (Access::Operator, _) => StatusCode::UNAUTHORIZED,
                     (_, None) => StatusCode::UNAUTHORIZED,
                     (Access::Authenticated, Some(_)) => success(spec),
-                    (Access::Requires(p), Some(held)) if held.contains(&p) => success(spec),
-                    (Access::Requires(_), Some(_)) => StatusCode::FORBIDDEN,
+                    (Access::Requires(p) | Access::KeyOrPublicPage(p), Some(held))
+                        if held.contains(&p) =>
+                    {
+                        success(spec)
+                    }
+                    (Access::Requires(_) | Access::KeyOrPublicPage(_), Some(_)) => {
+                        StatusCode::FORBIDDEN
+                    }
                 };
                 (*name, key.as_deref(), expected)
             })
@@ -486,9 +531,21 @@ async fn every_route_answers_each_caller_exactly_as_its_role_allows() -> Result<
             }
             let (path, body) = prepare(&system, &fx, spec).await?;
             let body_text = body.as_ref().map(Value::to_string).unwrap_or_default();
-            let (status, answer) = system
-                .call_as(key, spec.method.clone(), &path, body)
-                .await?;
+            let (status, answer) = if matches!(spec.access, Access::KeyOrPublicPage(_))
+                && key.is_none()
+            {
+                // The public page is HTML, not JSON.
+                let page = public_page(&system.api, &path).await?;
+                if page.body.contains("Fixture") || page.content_type != "text/html; charset=utf-8"
+                {
+                    failures.push(format!("{path}: not the public page: {}", page.body));
+                }
+                (page.status, Value::Null)
+            } else {
+                system
+                    .call_as(key, spec.method.clone(), &path, body)
+                    .await?
+            };
             checked += 1;
             if status != expected {
                 failures.push(format!(
@@ -627,6 +684,20 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
             "/v1/members".into(),
             json!({ "external_id": "zed", "email": "z@acme.test", "display_name": "Zed" }),
             "external_id",
+            true,
+        ),
+        w(
+            Method::PUT,
+            "/v1/members/by-external-id/zed".into(),
+            json!({ "email": "z@acme.test", "display_name": "Zed" }),
+            "display_name",
+            true,
+        ),
+        w(
+            Method::POST,
+            "/v1/members/bulk".into(),
+            json!({ "members": [{ "external_id": "zed", "email": "z@acme.test", "display_name": "Zed" }] }),
+            "members",
             true,
         ),
         w(
@@ -1206,4 +1277,298 @@ async fn a_campaign_built_only_through_the_public_api_ends_acknowledged_in_the_i
     assert_eq!(status, StatusCode::FORBIDDEN);
     system.shutdown().await;
     Ok(())
+}
+
+/// Every item of a list, following `next_cursor` with pages of `limit` (`path` has a query).
+async fn every_page(system: &System, path: &str, limit: u32) -> Result<Vec<Value>> {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = system
+            .get(&format!("{path}&limit={limit}&after={after}"))
+            .await?;
+        all.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// A campaign for the group, through the API ("Hello {{name}}" / "Read **this**."), as a draft.
+async fn draft_for(system: &System, group: &str, title: &str) -> Result<String> {
+    let template = system
+        .create(
+            "/v1/templates",
+            json!({ "name": unique("t"), "title": "Hello {{name}}", "body": "Read **this**." }),
+        )
+        .await?;
+    let campaign = system
+        .create(
+            "/v1/campaigns",
+            json!({ "name": title, "title": title, "template_id": template["id"],
+                    "audience": { "groups": [group] }, "definition": notify_then_wait() }),
+        )
+        .await?;
+    Ok(campaign["id"].as_str().context("campaign id")?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_filter_by_status_page_by_page_and_the_campaign_list_carries_counts()
+-> Result<()> {
+    let system = System::start(Options::default()).await?;
+    let users: Vec<String> = (0..7).map(|i| format!("f-{i}")).collect();
+    let group = system
+        .group_of(&users.iter().map(String::as_str).collect::<Vec<_>>())
+        .await?;
+    let active = draft_for(&system, &group, "Filtered").await?;
+    system.start_draft(&active).await?;
+    until("everyone notified", || async {
+        let view = system.get(&format!("/v1/campaigns/{active}")).await?;
+        Ok((view["counts"]["sent"] == 7).then_some(()))
+    })
+    .await?;
+    let deliveries = system.deliveries(&active).await?;
+    let id = |d: &Value| d["id"].as_str().unwrap_or_default().to_owned();
+    for (index, action) in [(1, "ack"), (4, "ack"), (2, "read")] {
+        let (status, answer) = system
+            .post(
+                &format!("/v1/deliveries/{}/{action}", id(&deliveries[index])),
+                json!({}),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let ids_of = |items: &[Value]| items.iter().map(id).collect::<Vec<_>>();
+    let expect = |indexes: &[usize]| {
+        indexes
+            .iter()
+            .map(|&i| id(&deliveries[i]))
+            .collect::<Vec<_>>()
+    };
+
+    // "Not acknowledged", two a page: every one of them once, in audience order.
+    let base = format!("/v1/campaigns/{active}/deliveries?");
+    let waiting = every_page(&system, &format!("{base}status=PENDING,SENT,READ"), 2).await?;
+    assert_eq!(ids_of(&waiting), expect(&[0, 2, 3, 5, 6]));
+    assert!(waiting.iter().all(|d| d["status"] != "ACKNOWLEDGED"));
+    let positions: Vec<i64> = waiting
+        .iter()
+        .map(|d| d["position"].as_i64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let acknowledged = every_page(&system, &format!("{base}status=ACKNOWLEDGED"), 1).await?;
+    assert_eq!(ids_of(&acknowledged), expect(&[1, 4]));
+    // A status named twice counts once; several merge in audience order.
+    let read_or_acked = every_page(
+        &system,
+        &format!("{base}status=ACKNOWLEDGED,READ,ACKNOWLEDGED"),
+        500,
+    )
+    .await?;
+    assert_eq!(ids_of(&read_or_acked), expect(&[1, 2, 4]));
+    assert!(
+        every_page(&system, &format!("{base}status=MISSED"), 10)
+            .await?
+            .is_empty()
+    );
+    for bad in ["SENT,DONE", "sent", ""] {
+        let (status, problem) = system
+            .call(Method::GET, &format!("{base}status={bad}"), None)
+            .await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {problem}");
+        let message = problem["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("status") && message.contains("ACKNOWLEDGED"),
+            "{problem}"
+        );
+    }
+
+    // The list: counts for every campaign, as the campaign itself shows them.
+    let draft = draft_for(&system, &group, "Draft").await?;
+    let listed = every_page(&system, "/v1/campaigns?", 1).await?;
+    let find = |items: &[Value], id: &str| items.iter().find(|c| c["id"] == id).cloned();
+    let active_item = find(&listed, &active).context("the active campaign is listed")?;
+    let active_view = system.get(&format!("/v1/campaigns/{active}")).await?;
+    assert_eq!(active_item["counts"], active_view["counts"]);
+    assert_eq!(
+        active_item["counts"],
+        json!({ "pending": 0, "sent": 4, "read": 1, "acknowledged": 2, "missed": 0, "failed": 0 })
+    );
+    assert_eq!(active_item["total"], 7);
+    let draft_item = find(&listed, &draft).context("the draft is listed")?;
+    assert_eq!(draft_item["total"], 0);
+    assert_eq!(draft_item["counts"]["pending"], 0);
+    // Filtered by status.
+    let drafts = every_page(&system, "/v1/campaigns?status=CREATED", 500).await?;
+    assert!(find(&drafts, &draft).is_some() && find(&drafts, &active).is_none());
+    assert!(drafts.iter().all(|c| c["status"] == "CREATED"));
+    let running = every_page(&system, "/v1/campaigns?status=ACTIVE", 1).await?;
+    assert_eq!(ids_of(&running), vec![active.clone()]);
+    assert_eq!(running[0]["counts"]["acknowledged"], 2);
+    let (status, problem) = system
+        .call(Method::GET, "/v1/campaigns?status=RUNNING", None)
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    system.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_at_a_deeplink_gets_one_bare_page_for_any_code_and_a_key_still_gets_json()
+-> Result<()> {
+    let system = System::start(Options::default()).await?;
+    let group = system.group_of(&["deep-1"]).await?;
+    let campaign = draft_for(&system, &group, "Secret drill").await?;
+    system.start_draft(&campaign).await?;
+    let delivery = system.deliveries(&campaign).await?.remove(0);
+    let code = delivery["deeplink_code"]
+        .as_str()
+        .context("code")?
+        .to_owned();
+
+    // A browser: the landing page, which shows nothing of the campaign or the recipient.
+    let real = public_page(&system.api, &format!("/c/{code}")).await?;
+    assert_eq!(real.status, StatusCode::OK);
+    assert_eq!(real.content_type, "text/html; charset=utf-8");
+    assert!(real.csp.starts_with("default-src 'none'"), "{}", real.csp);
+    assert!(real.body.contains("Pidgr") && real.body.contains("Open in the app"));
+    for secret in ["Secret drill", "Read", "deep-1", "example.com", "Hello"] {
+        assert!(!real.body.contains(secret), "{secret}: {}", real.body);
+    }
+    assert!(!real.body.contains("<script") && !real.body.contains("<style"));
+    // The button is the deeplink itself (no URL scheme configured).
+    assert!(
+        real.body
+            .contains(&format!("href=\"{}/c/{code}\"", system.api))
+    );
+    // A made-up code, and one that tries to be markup, get the very same page.
+    for fake in ["0123456789abcdef0123456789abcdef", "x%22%3E%3Cscript%3E"] {
+        let page = public_page(&system.api, &format!("/c/{fake}")).await?;
+        assert_eq!(
+            (page.status, &page.content_type, &page.csp),
+            (real.status, &real.content_type, &real.csp)
+        );
+        // The code comes back only inside the button's link, percent-encoded.
+        assert_eq!(
+            page.body.replace(fake, "CODE"),
+            real.body.replace(&code, "CODE"),
+            "{fake}"
+        );
+        assert!(!page.body.contains("<script"));
+    }
+
+    // The mobile backend's key: the JSON it always had; a made-up code is a 404.
+    let (status, item) = system
+        .call(Method::GET, &format!("/c/{code}"), None)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{item}");
+    assert_eq!(item["delivery"]["id"], delivery["id"]);
+    assert_eq!(item["campaign"]["title"], "Secret drill");
+    let (status, _) = system.call(Method::GET, "/c/nope", None).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A key that fails is refused, never shown the page.
+    let (status, _) = system
+        .call_as(
+            Some("pidgr_made-up"),
+            Method::GET,
+            &format!("/c/{code}"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let member_key = system
+        .store
+        .create_api_key(&system.org_id, "member", "member")
+        .await?
+        .secret;
+    let (status, _) = system
+        .call_as(Some(&member_key), Method::GET, &format!("/c/{code}"), None)
+        .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The app-link files, as configured for every test system.
+    let aasa = system
+        .get("/.well-known/apple-app-site-association")
+        .await?;
+    let details = &aasa["applinks"]["details"][0];
+    assert_eq!(details["appIDs"], json!([crate::harness::E2E_IOS_APP_ID]));
+    assert_eq!(details["paths"], json!(["/c/*"]));
+    let links = system.get("/.well-known/assetlinks.json").await?;
+    assert_eq!(
+        links[0]["relation"],
+        json!(["delegate_permission/common.handle_all_urls"])
+    );
+    assert_eq!(
+        links[0]["target"],
+        json!({ "namespace": "android_app", "package_name": crate::harness::E2E_ANDROID_PACKAGE,
+                "sha256_cert_fingerprints": [crate::harness::E2E_ANDROID_FINGERPRINT] })
+    );
+
+    // A server without apps configured has no files, and one with a URL scheme opens it;
+    // its browsers are charged to their address (a burst of 3 here).
+    let bare = api_server_with(&system, |config| {
+        config.ios_app_ids.clear();
+        config.android_package = None;
+        config.android_cert_fingerprints.clear();
+        config.app_url_scheme = Some("acme-pidgr".into());
+        config.rate_limit_per_address = 1;
+        config.rate_limit_per_address_burst = 3;
+    })
+    .await?;
+    // The key is seen once before the address is spent (a key the server has never seen is
+    // charged to its address until it proves valid).
+    let keyed = |url: String| {
+        let key = system.key.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await?;
+            anyhow::Ok(response.status().as_u16())
+        }
+    };
+    assert_eq!(keyed(format!("{bare}/c/{code}")).await?, 200);
+    let page = public_page(&bare, &format!("/c/{code}")).await?;
+    assert!(
+        page.body
+            .contains(&format!("href=\"acme-pidgr://c/{code}\"")),
+        "{}",
+        page.body
+    );
+    for file in ["apple-app-site-association", "assetlinks.json"] {
+        let page = public_page(&bare, &format!("/.well-known/{file}")).await?;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{file}");
+    }
+    let mut limited = false;
+    for _ in 0..20 {
+        if public_page(&bare, "/c/whatever").await?.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "browsers at deeplinks count against their address");
+    // The key's requests are its own, whatever its address has spent.
+    assert_eq!(keyed(format!("{bare}/c/{code}")).await?, 200);
+    system.shutdown().await;
+    Ok(())
+}
+
+/// Another API server beside `system`'s (same database and Temporal) with `tweak`ed settings,
+/// serving until the test ends; its base URL.
+async fn api_server_with(
+    system: &System,
+    tweak: impl FnOnce(&mut pidgr::Config),
+) -> Result<String> {
+    let mut config = system.config.clone();
+    tweak(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    config.listen = listener.local_addr()?;
+    let url = format!("http://{}", config.listen);
+    let (store, client) = (system.store.clone(), system.client.clone());
+    tokio::spawn(async move {
+        pidgr::serve_api(listener, store, client, &config, std::future::pending()).await
+    });
+    Ok(url)
 }

@@ -159,6 +159,11 @@ pub struct Options {
     pub metrics: bool,
 }
 
+/// The mobile apps every test system's app-link files name.
+pub const E2E_IOS_APP_ID: &str = "ABCDE12345.dev.pidgr.e2e";
+pub const E2E_ANDROID_PACKAGE: &str = "dev.pidgr.e2e";
+pub const E2E_ANDROID_FINGERPRINT: &str = "14:6D:E9:83:C5:73:06:50:D8:EE:B9:95:2F:34:FC:64:16:A0:83:42:E6:1D:BE:A8:8A:04:96:B2:3F:CF:44:E5";
+
 /// Whether end-to-end tests can run on PostgreSQL; says so when they cannot.
 pub fn postgres_configured(test: &str) -> bool {
     let configured = std::env::var(pidgr_store::testing::POSTGRES_URL_VAR).is_ok();
@@ -271,6 +276,11 @@ impl System {
             codec_token: options
                 .codec_server
                 .then(|| pidgr_store::SecretKey::generate().to_hex()),
+            // Both app-link files served (a test clears these on an extra server for the 404).
+            ios_app_ids: vec![E2E_IOS_APP_ID.to_owned()],
+            android_package: Some(E2E_ANDROID_PACKAGE.to_owned()),
+            android_cert_fingerprints: vec![E2E_ANDROID_FINGERPRINT.to_owned()],
+            app_url_scheme: None,
             fcm_url: push_urls.map_or(PushEndpoints::FCM, |u| &u.fcm).to_owned(),
             fcm_token_url: push_urls
                 .map_or(PushEndpoints::FCM_TOKEN, |u| &u.fcm_token)

@@ -5,6 +5,7 @@ mod api;
 mod bounds;
 mod channels;
 mod codec;
+mod directory_bulk;
 mod durability;
 mod fan_out;
 mod faults;
