@@ -5,6 +5,8 @@ mod api;
 mod bounds;
 mod channels;
 mod codec;
+mod console;
+mod console_support;
 mod directory_bulk;
 mod durability;
 mod fan_out;
