@@ -489,8 +489,10 @@ async fn render_preview(session: &Session, draft: &Draft) -> Result<Preview, Con
     })
 }
 
-/// The variables the workflow's first notification gives every recipient (the first message
-/// they see), from the saved definition chosen or the JSON written.
+/// The variables the workflow gives every recipient: those every notification and reminder
+/// step sets (a variable only some steps set is missing from the others' messages, and
+/// creating the campaign is refused for it), with the values of the first such step, the
+/// first message recipients see. From the saved definition chosen or the JSON written.
 async fn step_variables(
     session: &Session,
     draft: &Draft,
@@ -508,20 +510,29 @@ async fn step_variables(
         .map(|v| v["definition"].clone()),
         None => serde_json::from_str::<Value>(&draft.definition_json).ok(),
     };
-    let Some(definition) = definition else {
-        return Ok(BTreeMap::new());
-    };
-    let first = definition["steps"]
+    Ok(definition
+        .as_ref()
+        .map(common_variables)
+        .unwrap_or_default())
+}
+
+fn common_variables(definition: &Value) -> BTreeMap<String, String> {
+    let sets: Vec<&Map<String, Value>> = definition["steps"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|s| s["type"] == "SEND_NOTIFICATION");
-    Ok(first
-        .and_then(|s| s["config"]["variables"].as_object())
-        .into_iter()
-        .flatten()
+        .filter(|s| s["type"] == "SEND_NOTIFICATION" || s["type"] == "SEND_REMINDER")
+        .map(|s| s["config"]["variables"].as_object())
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default();
+    let Some((first, rest)) = sets.split_first() else {
+        return BTreeMap::new();
+    };
+    first
+        .iter()
+        .filter(|(name, _)| rest.iter().all(|set| set.contains_key(*name)))
         .filter_map(|(name, value)| Some((name.clone(), value.as_str()?.to_owned())))
-        .collect())
+        .collect()
 }
 
 /// POST /console/campaigns/new: creates the campaign, or shows the form again with every
@@ -660,6 +671,25 @@ mod tests {
         assert_eq!(draft.saved_definition(), Some(("d1", "3")));
         assert_eq!(draft.q, "ann");
         assert_eq!(Draft::read(b"definition=").saved_definition(), None);
+    }
+
+    #[test]
+    fn the_preview_takes_the_variables_every_notification_step_sets() {
+        let definition = json!({"steps": [
+            {"type": "SEND_NOTIFICATION", "config": {"variables": {"deadline": "Friday", "room": "4"}}},
+            {"type": "DEADLINE_CHECK", "config": {"duration": "1h"}},
+            {"type": "SEND_REMINDER", "config": {"variables": {"deadline": "Monday"}}}
+        ]});
+        assert_eq!(
+            common_variables(&definition),
+            BTreeMap::from([("deadline".to_owned(), "Friday".to_owned())])
+        );
+        // A step without variables gives none to anyone.
+        let without = json!({"steps": [
+            {"type": "SEND_NOTIFICATION", "config": {"variables": {"deadline": "Friday"}}},
+            {"type": "SEND_REMINDER"}
+        ]});
+        assert!(common_variables(&without).is_empty());
     }
 
     #[test]

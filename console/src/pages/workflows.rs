@@ -270,8 +270,7 @@ async fn show(
         }
         _ => (latest, stored["latest"]["definition"].clone()),
     };
-    let text = serde_json::to_string_pretty(&definition)
-        .map_err(|e| ConsoleError::Internal(e.to_string()))?;
+    let text = pretty(&definition);
     let check = check_text(&session, &text).await?;
     render(EditPage {
         layout: Layout::new(&session, "Workflows"),
@@ -291,6 +290,104 @@ async fn show(
         refusal: None,
         check,
     })
+}
+
+/// Keys written first, in this order, wherever they appear (the rest follow alphabetically).
+const KEY_ORDER: [&str; 7] = [
+    "version",
+    "start",
+    "steps",
+    "id",
+    "type",
+    "config",
+    "transitions",
+];
+/// A value shorter than this (with its indent) is written on one line.
+const LINE: usize = 88;
+
+/// A definition as people write it: the document, its steps list and each step broken over
+/// lines, keys in the order of the reference (`id`, `type`, `config`, `transitions`), and
+/// short values kept on one line.
+fn pretty(definition: &Value) -> String {
+    let mut out = String::new();
+    write_pretty(definition, 0, 3, &mut out);
+    out.push('\n');
+    out
+}
+
+fn ordered(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by_key(|(key, _)| {
+        (
+            KEY_ORDER
+                .iter()
+                .position(|k| k == key)
+                .unwrap_or(KEY_ORDER.len()),
+            key.as_str(),
+        )
+    });
+    entries
+}
+
+fn inline(value: &Value) -> String {
+    match value {
+        Value::Object(map) if !map.is_empty() => format!(
+            "{{ {} }}",
+            ordered(map)
+                .into_iter()
+                .map(|(key, value)| format!("{}: {}", Value::from(key.as_str()), inline(value)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(inline).collect::<Vec<_>>().join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Writes `value` at `indent`; the first `break_levels` levels of containers always break.
+fn write_pretty(value: &Value, indent: usize, break_levels: usize, out: &mut String) {
+    let flat = inline(value);
+    let breakable = matches!(value, Value::Object(m) if !m.is_empty())
+        || matches!(value, Value::Array(a) if !a.is_empty());
+    if !breakable || (break_levels == 0 && indent + flat.len() <= LINE) {
+        out.push_str(&flat);
+        return;
+    }
+    let pad = " ".repeat(indent + 2);
+    let next = break_levels.saturating_sub(1);
+    match value {
+        Value::Object(map) => {
+            out.push_str("{\n");
+            let entries = ordered(map);
+            for (index, (key, item)) in entries.iter().enumerate() {
+                out.push_str(&pad);
+                out.push_str(&Value::from(key.as_str()).to_string());
+                out.push_str(": ");
+                write_pretty(item, indent + 2, next, out);
+                out.push_str(if index + 1 < entries.len() {
+                    ",\n"
+                } else {
+                    "\n"
+                });
+            }
+            out.push_str(&" ".repeat(indent));
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push_str("[\n");
+            for (index, item) in items.iter().enumerate() {
+                out.push_str(&pad);
+                write_pretty(item, indent + 2, next, out);
+                out.push_str(if index + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&" ".repeat(indent));
+            out.push(']');
+        }
+        _ => out.push_str(&flat),
+    }
 }
 
 /// The fields of a urlencoded form, each once (the last value wins).
@@ -664,6 +761,22 @@ mod tests {
         );
         assert_eq!(locate(&definition, "/start"), (None, "start".to_owned()));
         assert_eq!(locate(&definition, ""), (None, String::new()));
+    }
+
+    #[test]
+    fn a_stored_definition_is_shown_as_people_write_it() {
+        let stored: Value = serde_json::from_str(STARTER).unwrap();
+        let text = pretty(&stored);
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), stored);
+        assert!(text.starts_with("{\n  \"version\": 1,\n  \"start\": \"notify\",\n  \"steps\": [\n    {\n      \"id\": \"notify\",\n      \"type\": \"SEND_NOTIFICATION\",\n"), "{text}");
+        assert!(
+            text.contains("      \"config\": { \"duration\": \"72h\" },\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("      \"transitions\": { \"deadline\": \"remind\" }\n"),
+            "{text}"
+        );
     }
 
     #[test]
