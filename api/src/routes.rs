@@ -2,6 +2,7 @@
 //! `Idempotency-Key`. The router, the OpenAPI coverage test and the end-to-end permission
 //! matrix are all built from this one list, so a route cannot exist without a declared access.
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
@@ -146,7 +147,8 @@ fn table() -> Vec<Entry> {
             MembersWrite,
             M::POST,
             "/v1/members/bulk",
-            post(directory::bulk),
+            post(directory::bulk)
+                .route_layer(DefaultBodyLimit::max(directory::MAX_BULK_BODY_BYTES)),
         ),
         needs(
             MembersRead,
