@@ -1,6 +1,7 @@
 //! Pieces several pages draw: times, status badges, the progress bar. Pure functions of the
 //! API's JSON, so they are tested without a server.
 
+pub mod chart;
 pub mod graph;
 pub mod progress;
 
