@@ -234,7 +234,7 @@ async fn listed_deliveries(browser: &Browser) -> Result<Vec<String>> {
 
 // ---- the tests ----
 
-#[ignore = "the new-campaign page is being written"]
+#[ignore = "the campaigns list asks the API for ?order=, which it does not take"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_is_made_started_followed_exported_and_cancelled_through_the_pages() -> Result<()>
 {
@@ -257,10 +257,11 @@ async fn a_campaign_is_made_started_followed_exported_and_cancelled_through_the_
                 &serde_json::to_string_pretty(&notify_then_wait())?,
             )
             .await?;
+        // The check runs after a pause in typing: until then the page shows the starter's.
+        browser.until_count("svg#workflow-graph g.node", 3).await?;
         browser
             .until_text("div#problems", |t| t.contains("Valid"))
             .await?;
-        ensure!(browser.all("svg#workflow-graph g.node").await?.len() == 3);
         browser.picture("workflow-editor").await?;
         browser.click("button#save").await?;
         let saved = browser
@@ -564,7 +565,6 @@ fn signed_with(raw: &[u8], signature: Option<&str>, secret: &str) -> bool {
     mac.verify_slice(&signature).is_ok()
 }
 
-#[ignore = "the integrations page is being written"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_channel_shows_its_secret_once_and_a_test_event_reaches_a_verifying_receiver()
 -> Result<()> {
@@ -626,7 +626,7 @@ async fn the_webhook_channel_shows_its_secret_once_and_a_test_event_reaches_a_ve
     })
 }
 
-#[ignore = "the campaigns list and the settings page are being written"]
+#[ignore = "the campaigns list asks the API for ?order=, which it does not take"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_sees_no_admin_actions_and_neither_its_posts_nor_another_sites_form_change_anything()
 -> Result<()> {

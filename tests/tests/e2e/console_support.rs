@@ -287,6 +287,14 @@ impl Browser {
         .await
     }
 
+    /// Waits until exactly `count` elements match `css`.
+    pub async fn until_count(&self, css: &str, count: usize) -> Result<()> {
+        until(&format!("{count} elements {css}"), || async {
+            Ok((self.all(css).await?.len() == count).then_some(()))
+        })
+        .await
+    }
+
     /// An attribute of the element matching `css`.
     pub async fn attr(&self, css: &str, name: &str) -> Result<Option<String>> {
         Ok(self.element(css).await?.attr(name).await?)
