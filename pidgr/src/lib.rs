@@ -728,4 +728,46 @@ mod tests {
             .unwrap();
         config_with_request_timeout(30_000).api_settings().unwrap();
     }
+
+    fn app_links(args: &[&str]) -> anyhow::Result<pidgr_api::AppLinks> {
+        let mut argv = vec!["pidgr", "--environment=development"];
+        argv.extend(args);
+        Ok(Cli::try_parse_from(argv)?.config.api_settings()?.app_links)
+    }
+
+    #[test]
+    fn app_link_settings_are_checked_and_normalised() {
+        let fingerprint = ["ab"; 32].join(":");
+        let links = app_links(&[
+            "--ios-app-ids=ABCDE12345.com.acme.app, FGHIJ67890.com.acme.other",
+            "--android-package=com.acme.app",
+            &format!("--android-cert-fingerprints={fingerprint}"),
+            "--app-url-scheme=Acme-Pidgr",
+        ])
+        .unwrap();
+        assert_eq!(
+            links.ios_app_ids,
+            ["ABCDE12345.com.acme.app", "FGHIJ67890.com.acme.other"]
+        );
+        assert_eq!(links.android_package.as_deref(), Some("com.acme.app"));
+        assert_eq!(links.android_cert_fingerprints, [["AB"; 32].join(":")]);
+        assert_eq!(links.url_scheme.as_deref(), Some("acme-pidgr"));
+        // Nothing configured: no app links, and no error.
+        let none = app_links(&[]).unwrap();
+        assert!(none.ios_app_ids.is_empty() && none.android_package.is_none());
+        for (bad, setting) in [
+            ("--ios-app-ids=com.acme.app", "PIDGR_IOS_APP_IDS"),
+            ("--android-package=acme", "PIDGR_ANDROID_PACKAGE"),
+            (
+                "--android-cert-fingerprints=AB:CD",
+                "PIDGR_ANDROID_CERT_FINGERPRINTS",
+            ),
+            ("--app-url-scheme=https", "PIDGR_APP_URL_SCHEME"),
+            ("--app-url-scheme=javascript", "PIDGR_APP_URL_SCHEME"),
+            ("--app-url-scheme=1app", "PIDGR_APP_URL_SCHEME"),
+        ] {
+            let error = app_links(&[bad]).unwrap_err().to_string();
+            assert!(error.contains(setting), "{bad}: {error}");
+        }
+    }
 }
