@@ -16,6 +16,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Html;
 use axum::routing::get;
 use pidgr_store::SetKind;
+use pidgr_workflows::template::{MAX_VARIABLE_NAME_LEN, is_variable_name};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -496,6 +497,16 @@ fn header_problem(columns: &[String]) -> Option<String> {
         if !seen.insert(column) {
             return Some(format!("the header row names {column} twice"));
         }
+        // Said once here rather than by the API for every row: the same rule it applies.
+        let is_attribute = !REQUIRED.contains(&column.as_str())
+            && !NAME_COLUMNS.contains(&column.as_str())
+            && column != ROLE_COLUMN;
+        if is_attribute && !is_variable_name(column) {
+            return Some(format!(
+                "the column \"{column}\" cannot be an attribute: its name must be 1 to \
+                 {MAX_VARIABLE_NAME_LEN} letters, digits, '_' or '.'"
+            ));
+        }
     }
     None
 }
@@ -575,11 +586,35 @@ pub fn rejections_of(errors: &Value, parsed: &ParsedFile) -> Vec<Rejection> {
             Rejection {
                 row,
                 field,
-                detail: error["detail"].as_str().unwrap_or_default().to_owned(),
+                detail: file_rows_in(error["detail"].as_str().unwrap_or_default(), parsed),
             }
         })
         .collect();
     out.sort_by_key(|r| r.row);
+    out
+}
+
+/// The API names another row of the request by its index ("also row 0's"); a person reading
+/// the report counts the file's rows, so such a mention is given as the file's row.
+fn file_rows_in(detail: &str, parsed: &ParsedFile) -> String {
+    let mut out = String::with_capacity(detail.len());
+    let mut rest = detail;
+    while let Some(at) = rest.find("row ") {
+        let (before, after) = rest.split_at(at + "row ".len());
+        out.push_str(before);
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, tail) = after.split_at(digits);
+        match number
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| parsed.members.get(i))
+        {
+            Some((row, _)) => out.push_str(&row.to_string()),
+            None => out.push_str(number),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
     out
 }
 
@@ -700,11 +735,13 @@ async fn import_file(session: &Session, file: &[u8]) -> Result<ImportReport, Con
     if !parsed.rejected.is_empty() {
         let mut rejected = parsed.rejected.clone();
         rejected.sort_by_key(|r| r.row);
-        return Ok(ImportReport::rejected(
-            &rejected,
+        let advice = if rejected.iter().any(|r| r.row == 1) {
+            "Fix the header row and import the file again."
+        } else {
             "Fix these rows and import the file again. The other rows are checked once every \
-             row can be read.",
-        ));
+             row can be read."
+        };
+        return Ok(ImportReport::rejected(&rejected, advice));
     }
     if parsed.members.is_empty() {
         return Ok(ImportReport::refused(
@@ -894,12 +931,19 @@ mod tests {
             vec!["row 1: the header row names name twice"]
         );
         assert_eq!(rejections(&parse_members(b"")).len(), 1);
+        assert_eq!(
+            rejections(&parse_members(b"external_id,email,name,dept name\n")),
+            vec![
+                "row 1: the column \"dept name\" cannot be an attribute: its name must be 1 to 64 \
+                 letters, digits, '_' or '.'"
+            ]
+        );
     }
 
     #[test]
     fn the_apis_row_errors_name_the_files_rows_and_columns() {
         let parsed = parse_members(
-            b"external_id,email,name,team size\n\
+            b"external_id,email,name,team_size\n\
               e1,a@example.com,Ada,3\n\
               \n\
               e2,nope,,4\n",
@@ -921,6 +965,21 @@ mod tests {
                 "row 4: name: must not be empty",
                 "row 4: email: must be an e-mail address",
             ]
+        );
+    }
+
+    #[test]
+    fn another_row_the_api_names_is_given_as_the_files_row() {
+        let parsed = parse_members(
+            b"external_id,email,name\ne1,a@example.com,A\ne2,b@example.com,B\ne1,c@example.com,C\n",
+        );
+        let errors = json!([{
+            "row": 2, "pointer": "/members/2/external_id",
+            "detail": "the external id is also row 0's; each member once",
+        }]);
+        assert_eq!(
+            rejections_of(&errors, &parsed)[0].to_string(),
+            "row 4: external_id: the external id is also row 2's; each member once"
         );
     }
 
