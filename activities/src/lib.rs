@@ -20,6 +20,7 @@ use serde_json::json;
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
 
 mod call_webhook;
 mod channel;
@@ -161,7 +162,8 @@ impl CampaignActivitiesImpl {
         ctx: ActivityContext,
         input: FanOutInput,
     ) -> Result<FanOutResult, ActivityError> {
-        self.fan_out(&ctx, input, false).await
+        let span = activity_span(&ctx, &input.campaign);
+        self.fan_out(&ctx, input, false).instrument(span).await
     }
 
     /// The campaign started: its deliveries are written from the audience, a page at a time.
@@ -171,7 +173,8 @@ impl CampaignActivitiesImpl {
         ctx: ActivityContext,
         input: CampaignRef,
     ) -> Result<PreparedDeliveries, ActivityError> {
-        self.prepare(&ctx, input).await
+        let span = activity_span(&ctx, &input);
+        self.prepare(&ctx, input).instrument(span).await
     }
 
     #[activity(definition = campaign_activities::PlanFanOut)]
@@ -198,7 +201,8 @@ impl CampaignActivitiesImpl {
         ctx: ActivityContext,
         input: FanOutInput,
     ) -> Result<FanOutResult, ActivityError> {
-        self.fan_out(&ctx, input, true).await
+        let span = activity_span(&ctx, &input.campaign);
+        self.fan_out(&ctx, input, true).instrument(span).await
     }
 
     /// DEADLINE_CHECK begins: recorded, and counted so a wait with nothing unresolved ends at once.
@@ -253,7 +257,8 @@ impl CampaignActivitiesImpl {
         ctx: ActivityContext,
         input: WebhookInput,
     ) -> Result<WebhookDelivered, ActivityError> {
-        self.post_outcomes(&ctx, input).await
+        let span = activity_span(&ctx, &input.campaign);
+        self.post_outcomes(&ctx, input).instrument(span).await
     }
 
     /// Sends the webhook channel events a fan-out step queued, on the channel's 1 s / 5 s / 30 s retry schedule.
@@ -263,7 +268,8 @@ impl CampaignActivitiesImpl {
         ctx: ActivityContext,
         input: StepInput,
     ) -> Result<ChannelEventsDelivered, ActivityError> {
-        self.deliver_events(&ctx, input).await
+        let span = activity_span(&ctx, &input.campaign);
+        self.deliver_events(&ctx, input).instrument(span).await
     }
 
     #[activity(definition = campaign_activities::CountDeliveries)]
@@ -390,6 +396,20 @@ impl CampaignActivitiesImpl {
         )
         .await
     }
+}
+
+/// The span an activity's log lines carry: which organisation, campaign and workflow run they
+/// concern, and the attempt.
+fn activity_span(ctx: &ActivityContext, campaign: &CampaignRef) -> tracing::Span {
+    let info = ctx.info();
+    tracing::info_span!(
+        "activity",
+        activity = %info.activity_type,
+        org_id = %campaign.org_id,
+        campaign_id = %campaign.campaign_id,
+        workflow_id = info.workflow_id.as_deref().unwrap_or_default(),
+        attempt = info.attempt,
+    )
 }
 
 fn contract_counts(c: pidgr_store::DeliveryCounts) -> DeliveryCounts {

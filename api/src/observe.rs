@@ -5,13 +5,14 @@
 //!
 //! [`observe`] wraps everything else (it is the outermost layer of [`crate::app`]), so requests
 //! refused for load or time are counted too. It runs each request inside a span carrying a
-//! request id, so every line a handler logs can be tied to its request; [`note_caller`], a
-//! route layer inside authentication, adds the organisation to that span and tells
-//! [`observe`] which key called.
+//! request id (and the campaign's id on a campaign's routes), so every line a handler logs
+//! can be tied to its request; [`note_caller`], a route layer inside authentication, adds the
+//! organisation to that span and tells [`observe`] which key called.
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::RequestExt;
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use pidgr_metrics::Metrics;
@@ -34,7 +35,7 @@ struct CallerIds {
 
 /// Logs and counts every request. Probes (`/healthz`, `/readyz`) are logged at debug only:
 /// load balancers call them every few seconds.
-pub async fn observe(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+pub async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
@@ -42,6 +43,17 @@ pub async fn observe(State(metrics): State<Metrics>, request: Request, next: Nex
         .get::<MatchedPath>()
         .map(|matched| matched.as_str().to_owned());
     let path = request.uri().path().to_owned();
+    // The campaign a route is about, so that everything logged about it can be found by id.
+    let campaign_id = request
+        .extract_parts::<RawPathParams>()
+        .await
+        .ok()
+        .and_then(|params| {
+            params
+                .iter()
+                .find(|(name, _)| *name == "campaign_id")
+                .map(|(_, value)| value.to_owned())
+        });
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!(
         "request",
@@ -49,6 +61,7 @@ pub async fn observe(State(metrics): State<Metrics>, request: Request, next: Nex
         method = %method,
         route = route.as_deref().unwrap_or(UNMATCHED_ROUTE),
         org_id = tracing::field::Empty,
+        campaign_id = campaign_id.as_deref(),
     );
     let response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();

@@ -214,6 +214,13 @@ mod tests {
                     "ok"
                 }),
             )
+            .route(
+                "/v1/campaigns/{campaign_id}",
+                get(|| async {
+                    tracing::info!("about a campaign");
+                    "ok"
+                }),
+            )
             .route("/healthz", get(|| async { "ok" }))
             .layer(axum::middleware::from_fn_with_state(
                 metrics.clone(),
@@ -224,12 +231,13 @@ mod tests {
             200
         );
         assert_eq!(request(&mut router, "GET", "/healthz").await, 200);
+        assert_eq!(request(&mut router, "GET", "/v1/campaigns/c-7").await, 200);
         assert_eq!(request(&mut router, "POST", "/nowhere").await, 404);
 
         let lines = captured.lines();
         let requests: Vec<&Value> = lines.iter().filter(|l| l["message"] == "request").collect();
         // The probe is logged at debug, below this filter.
-        assert_eq!(requests.len(), 2, "{lines:#?}");
+        assert_eq!(requests.len(), 3, "{lines:#?}");
         let thing = requests[0];
         assert_eq!(thing["level"], "INFO");
         assert_eq!(thing["method"], "GET");
@@ -247,9 +255,16 @@ mod tests {
             .find(|l| l["message"] == "inside the handler")
             .expect("the handler's line");
         assert_eq!(inside["spans"][0]["request_id"], request_id);
+        // On a campaign's routes, the campaign's id is on the span.
+        let campaign = lines
+            .iter()
+            .find(|l| l["message"] == "about a campaign")
+            .expect("the campaign handler's line");
+        assert_eq!(campaign["spans"][0]["campaign_id"], "c-7");
+        assert_eq!(requests[1]["route"], "/v1/campaigns/{campaign_id}");
         // Only a request that matched no route shows its path.
-        assert_eq!(requests[1]["route"], "/nowhere");
-        assert_eq!(requests[1]["status"], 404);
+        assert_eq!(requests[2]["route"], "/nowhere");
+        assert_eq!(requests[2]["status"], 404);
 
         let exposed = metrics.encode();
         for series in [
