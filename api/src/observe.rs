@@ -37,7 +37,7 @@ struct CallerIds {
 /// load balancers call them every few seconds.
 pub async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -112,4 +112,20 @@ pub async fn note_caller(request: Request, next: Next) -> Response {
         response.extensions_mut().insert(caller);
     }
     response
+}
+
+/// The method as labelled: the standard ones by name, any other as `OTHER` (a client may send
+/// any token as a method, and each would be a series of its own).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }

@@ -233,11 +233,12 @@ mod tests {
         assert_eq!(request(&mut router, "GET", "/healthz").await, 200);
         assert_eq!(request(&mut router, "GET", "/v1/campaigns/c-7").await, 200);
         assert_eq!(request(&mut router, "POST", "/nowhere").await, 404);
+        assert_eq!(request(&mut router, "BREW", "/nowhere").await, 404);
 
         let lines = captured.lines();
         let requests: Vec<&Value> = lines.iter().filter(|l| l["message"] == "request").collect();
         // The probe is logged at debug, below this filter.
-        assert_eq!(requests.len(), 3, "{lines:#?}");
+        assert_eq!(requests.len(), 4, "{lines:#?}");
         let thing = requests[0];
         assert_eq!(thing["level"], "INFO");
         assert_eq!(thing["method"], "GET");
@@ -271,6 +272,7 @@ mod tests {
             r#"pidgr_http_requests_total{method="GET",route="/v1/things/{thing_id}",status="200"} 1"#,
             r#"pidgr_http_requests_total{method="GET",route="/healthz",status="200"} 1"#,
             r#"pidgr_http_requests_total{method="POST",route="unmatched",status="404"} 1"#,
+            r#"pidgr_http_requests_total{method="OTHER",route="unmatched",status="404"} 1"#,
         ] {
             assert!(
                 exposed.lines().any(|line| line == series),
