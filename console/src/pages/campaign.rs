@@ -387,10 +387,14 @@ async fn draw(
         name: text(&campaign["name"]),
         title: text(&campaign["title"]),
         status: status.clone(),
-        template_href: format!(
-            "/console/templates/{}",
-            segment(&text(&campaign["template_id"]))
-        ),
+        template_href: if session.can(Method::GET, "/v1/templates/{template_id}") {
+            format!(
+                "/console/templates/{}",
+                segment(&text(&campaign["template_id"]))
+            )
+        } else {
+            String::new()
+        },
         template_version: campaign["template_version"].to_string(),
         template_name: name_of(
             session,
@@ -604,10 +608,12 @@ async fn graph_of(
         None
     };
     let Some(definition) = definition else {
-        return Ok((
-            String::new(),
-            "This campaign's workflow was given inline; it is not shown here.".to_owned(),
-        ));
+        let why = if campaign["definition_id"].is_string() {
+            "This campaign's workflow definition could not be read."
+        } else {
+            "This campaign's workflow was given inline; it is not shown here."
+        };
+        return Ok((String::new(), why.to_owned()));
     };
     let current = (!current_step.is_empty()).then_some(current_step);
     let svg = crate::views::graph::draw(&definition, current, &BTreeMap::new());
