@@ -13,6 +13,8 @@ export PIDGR_ALLOW_INSECURE_WEBHOOKS="${PIDGR_ALLOW_INSECURE_WEBHOOKS:-true}"
 # No push credentials in development: pushes to devices are recorded by the `log` provider.
 export PIDGR_PUSH_LOG="${PIDGR_PUSH_LOG:-true}"
 export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:${TEMPORAL_PORT:-7233}}"
+# The console links each campaign to its run in the Web UI.
+export PIDGR_TEMPORAL_UI_URL="${PIDGR_TEMPORAL_UI_URL:-http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}}"
 mkdir -p .data
 # Stored secrets (webhook signing secrets) are encrypted with this key; keep it with the data.
 if [ -z "${PIDGR_SECRET_KEY:-}" ]; then
@@ -59,8 +61,9 @@ done
 
 cat <<INFO
 
+  Console     http://$PIDGR_LISTEN/console/   (sign in with the API key below)
   API         http://$PIDGR_LISTEN
-  Web UI      http://127.0.0.1:${TEMPORAL_UI_PORT:-8233}
+  Web UI      $PIDGR_TEMPORAL_UI_URL
   API key     $key
               export PIDGR_KEY=$key
   Temporal    payloads are encrypted; the Web UI decodes them through http://$PIDGR_LISTEN/codec,

@@ -69,6 +69,29 @@ impl Caller {
     }
 }
 
+/// The key a console session acts as. The console puts it on the requests it hands to this
+/// router in-process; request extensions cannot come from the network, so only the console's
+/// own session check (the cookie and its CSRF token) leads here. The key is re-read on every
+/// request, so a revoked key or a changed role takes effect at once, and the request counts
+/// against the key's own rate limit like any other.
+#[derive(Clone, Debug)]
+pub struct SessionKey {
+    pub org_id: String,
+    pub key_id: String,
+}
+
+impl SessionKey {
+    async fn authenticate(&self, state: &AppState) -> Result<Authenticated, ApiError> {
+        let found = state
+            .store
+            .authenticate_key_id(&self.org_id, &self.key_id)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        state.limiters.charge_key(&self.key_id)?;
+        Ok(found)
+    }
+}
+
 /// The middleware every route goes through, with the access its table entry declares.
 pub async fn authorize(
     State(state): State<AppState>,
@@ -87,19 +110,24 @@ pub async fn authorize(
             state.limiters.charge_address(address)?;
         }
     } else {
-        let secret = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        // A read; `last_used_at` is written at most once a minute per key, and never for a
-        // secret that matches no live key.
-        let store = &state.store;
-        let found = identify(&state.limiters, address, secret, |secret| async move {
-            store.authenticate(&secret).await
-        })
-        .await?;
+        let found = match request.extensions().get::<SessionKey>() {
+            Some(session) => session.authenticate(&state).await?,
+            None => {
+                let secret = request
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::trim);
+                // A read; `last_used_at` is written at most once a minute per key, and never
+                // for a secret that matches no live key.
+                let store = &state.store;
+                identify(&state.limiters, address, secret, |secret| async move {
+                    store.authenticate(&secret).await
+                })
+                .await?
+            }
+        };
         match access {
             Access::Requires(permission) | Access::KeyOrPublicPage(permission)
                 if !found.permissions.contains(&permission) =>

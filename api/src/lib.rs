@@ -43,7 +43,7 @@ mod webhook_channel;
 mod workflow_definitions;
 
 pub use app_links::AppLinks;
-pub use auth::{Access, Caller};
+pub use auth::{Access, Caller, SessionKey};
 pub use codec::CodecToken;
 pub use deliveries::INBOX_PAGE_BUDGET_BYTES;
 pub use error::ApiError;
@@ -142,9 +142,16 @@ impl AppState {
 /// the cap on requests in progress (so a refused request costs nothing more), all inside the
 /// request log and HTTP metrics of [`observe`] (so refused requests are counted too).
 pub fn app(state: AppState) -> axum::Router {
+    app_with(state, axum::Router::new())
+}
+
+/// [`app`] with more routes inside the same bounds (the console's pages), which must not
+/// declare a fallback of their own.
+pub fn app_with(state: AppState, extra: axum::Router) -> axum::Router {
     let limiters = state.limiters.clone();
     let metrics = state.metrics.clone();
     router(state)
+        .merge(extra)
         .layer(axum::middleware::from_fn_with_state(
             limiters.clone(),
             limits::limit_duration,

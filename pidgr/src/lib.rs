@@ -63,6 +63,16 @@ pub struct Config {
     /// Public base URL of the API, used to build recipients' deeplinks.
     #[arg(long, env = "PIDGR_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The Temporal Web UI's base address (e.g. `http://localhost:8233`): the console links each
+    /// campaign to its run there. No links without it.
+    #[arg(long, env = "PIDGR_TEMPORAL_UI_URL")]
+    pub temporal_ui_url: Option<String>,
+    /// The Temporal namespace campaigns run in, for those links (the client's own setting).
+    #[arg(long, env = "TEMPORAL_NAMESPACE", default_value = "default")]
+    pub temporal_namespace: String,
+    /// How long a console sign-in lasts, in hours.
+    #[arg(long, env = "PIDGR_CONSOLE_SESSION_HOURS", default_value_t = 8)]
+    pub console_session_hours: u64,
     /// At most one progress signal per campaign per this many milliseconds.
     #[arg(long, env = "PIDGR_SIGNAL_INTERVAL_MS", default_value_t = 1000)]
     pub signal_interval_ms: u64,
@@ -416,6 +426,21 @@ impl Config {
         Ok(())
     }
 
+    pub fn console_settings(&self) -> pidgr_console::ConsoleSettings {
+        pidgr_console::ConsoleSettings {
+            temporal_ui_url: self
+                .temporal_ui_url
+                .as_deref()
+                .map(|url| url.trim_end_matches('/').to_owned()),
+            temporal_namespace: self.temporal_namespace.clone(),
+            session_lifetime: Duration::from_secs(self.console_session_hours.max(1) * 3600),
+            secure_cookies: self
+                .public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://")),
+        }
+    }
+
     pub fn server_limits(&self) -> ServerLimits {
         ServerLimits {
             per_key: Rate {
@@ -623,7 +648,11 @@ pub async fn serve_api(
         state.clone(),
         Duration::from_millis(config.reconcile_interval_ms.max(100)),
     );
-    let app = pidgr_api::app(state);
+    let console = pidgr_console::router(pidgr_console::Console::new(
+        state.clone(),
+        config.console_settings(),
+    ));
+    let app = pidgr_api::app_with(state, console);
     pidgr_api::serve(listener, app, header_read_timeout, shutdown).await?;
     Ok(())
 }

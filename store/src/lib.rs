@@ -12,6 +12,7 @@
 mod activity_log;
 mod audiences;
 mod campaigns;
+mod console_sessions;
 mod definitions;
 mod deliveries;
 mod devices;
@@ -33,6 +34,7 @@ mod webhook_events;
 
 pub use activity_log::{ActivityEntry, ActivityKind, NewActivity};
 pub use audiences::{Audience, AudienceMember, AudienceReader, MissingRef, ResolvedAudience};
+pub use console_sessions::{ConsoleSession, NewConsoleSession};
 pub use campaigns::{Campaign, CampaignStatus, NewCampaign, Recipient, StartOutcome};
 pub use definitions::{DefinitionVersion, StoredDefinition};
 pub use deliveries::{

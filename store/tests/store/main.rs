@@ -37,6 +37,7 @@ where
 
 mod campaigns;
 mod channels;
+mod console_sessions;
 mod content;
 mod directory;
 mod idempotency;
