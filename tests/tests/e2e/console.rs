@@ -98,14 +98,16 @@ async fn signing_in_with_the_key_opens_the_campaigns_a_wrong_key_is_refused_and_
 
 // ---- what the tests set up through the API ----
 
-/// Notifies by push, then waits a day: the campaign stays ACTIVE for as long as a test needs.
+/// Notifies by push (with the `deadline` the harness's template asks for), then waits a day:
+/// the campaign stays ACTIVE for as long as a test needs.
 fn notify_then_wait() -> Value {
     json!({
         "version": 1,
         "start": "notify",
         "steps": [
             { "id": "notify", "type": "SEND_NOTIFICATION",
-              "config": { "channels": ["push"] }, "transitions": { "next": "wait" } },
+              "config": { "channels": ["push"], "variables": { "deadline": "Friday" } },
+              "transitions": { "next": "wait" } },
             { "id": "wait", "type": "DEADLINE_CHECK", "config": { "duration": "1d" },
               "transitions": { "next": "missed" } },
             { "id": "missed", "type": "MARK_MISSED", "config": {}, "transitions": {} }
@@ -450,9 +452,6 @@ async fn a_campaign_is_made_started_followed_exported_and_cancelled_through_the_
             "a cancelled campaign has no cancel"
         );
 
-        browser.open("/console/campaigns").await?;
-        browser.element("table#campaigns").await?;
-        browser.picture("campaigns").await?;
         browser.open("/console/templates").await?;
         browser.element("table#templates").await?;
         browser.picture("templates").await?;
@@ -461,6 +460,9 @@ async fn a_campaign_is_made_started_followed_exported_and_cancelled_through_the_
             .await?;
         browser.element("textarea#markdown").await?;
         browser.picture("template").await?;
+        browser.open("/console/campaigns").await?;
+        browser.element("table#campaigns").await?;
+        browser.picture("campaigns").await?;
         Ok(())
     })
 }
