@@ -41,7 +41,8 @@ trap cleanup EXIT INT TERM
 
 echo "==> migrating $DATABASE_URL"
 "$pidgr" migrate
-key="$("$pidgr" dev-key)"
+# The same Development key on every run (kept in .data/dev.key while it still works).
+key="$("$pidgr" dev-key --key-file .data/dev.key)"
 # Temporal sees only encrypted payloads; the Web UI reads them in clear through the API's codec
 # server, with the codec token in the path (the UI sends no header of ours). Development only:
 # the UI hands its configured endpoint to whoever opens it.

@@ -27,7 +27,9 @@ use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 
+pub mod check;
 pub mod telemetry;
+pub mod temporal_setup;
 
 pub use telemetry::LogFormat;
 
@@ -49,6 +51,11 @@ pub struct Config {
         value_parser = ["development", "production"]
     )]
     pub environment: String,
+    /// Whether `serve`, `api` and `worker` apply pending migrations when they start. Development
+    /// always does; in production migrations are a deploy step (`pidgr migrate`) and processes
+    /// refuse to start while any is pending, unless this is `true`.
+    #[arg(long, env = "PIDGR_MIGRATE_AT_BOOT", default_value_t = false)]
+    pub migrate_at_boot: bool,
     /// Development only: allow plain-HTTP webhook URLs to loopback receivers (`127.0.0.0/8`,
     /// `::1`, `localhost`), for local receivers. Every other host still needs `https://` and a
     /// public address.
@@ -488,8 +495,50 @@ impl Config {
             .context("reading PIDGR_PREVIOUS_SECRET_KEYS")
     }
 
-    /// Opens the database; an embedded SQLite file's folder is created first.
-    pub async fn store(&self) -> anyhow::Result<Store> {
+    /// Whether processes apply pending migrations when they start (see
+    /// [`Config::migrate_at_boot`]).
+    pub fn migrates_at_boot(&self) -> bool {
+        self.environment != "production" || self.migrate_at_boot
+    }
+
+    /// The `log` push provider is a development allowance.
+    pub fn push_log_allowed(&self) -> anyhow::Result<()> {
+        if self.push_log && self.environment == "production" {
+            bail!(
+                "PIDGR_PUSH_LOG is a development setting and is refused when PIDGR_ENVIRONMENT=production"
+            );
+        }
+        Ok(())
+    }
+
+    /// Opens the database with its secret keys, refusing (for an embedded SQLite file that does
+    /// not exist) unless `missing` allows creating it.
+    pub async fn open_store(&self, missing: check::MissingDatabase) -> anyhow::Result<Store> {
+        let store = self.connect_database(missing).await?;
+        self.with_secret_keys(store)
+    }
+
+    /// Opens the database without its secret keys. An embedded SQLite file that does not exist
+    /// is refused unless `missing` allows creating it (then its folder is created first): a
+    /// command run from the wrong directory must not quietly work on a new empty database.
+    pub async fn connect_database(
+        &self,
+        missing: check::MissingDatabase,
+    ) -> anyhow::Result<Store> {
+        if missing == check::MissingDatabase::Refuse
+            && let Some(file) = check::missing_sqlite_file(&self.database_url)
+        {
+            let here = std::env::current_dir()
+                .map(|dir| dir.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            bail!(
+                "the SQLite database {file} does not exist (DATABASE_URL={}, looked for from \
+                 {here}): run this from the directory `make dev` runs in (the repository's root), \
+                 set DATABASE_URL to the database's path (sqlite:///absolute/path/pidgr.db), or \
+                 create it with `pidgr migrate`",
+                self.database_url
+            );
+        }
         if let Some(path) = self.database_url.strip_prefix("sqlite://") {
             let file = path.split('?').next().unwrap_or(path);
             if let Some(dir) = std::path::Path::new(file)
@@ -500,9 +549,22 @@ impl Config {
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
         }
-        let store = Store::connect(&self.database_url)
-            .await
-            .with_context(|| format!("opening the database at {}", redact(&self.database_url)))?;
+        Store::connect(&self.database_url).await.with_context(|| {
+            format!(
+                "cannot open the database at {} (check DATABASE_URL: host, port, user, password \
+                 and database name)",
+                redact(&self.database_url)
+            )
+        })
+    }
+
+    /// Opens the database, creating an embedded SQLite file when missing, with its secret keys.
+    pub async fn store(&self) -> anyhow::Result<Store> {
+        self.open_store(check::MissingDatabase::Create).await
+    }
+
+    /// The store sealing and opening secrets with PIDGR_SECRET_KEY (and the previous keys).
+    pub fn with_secret_keys(&self, store: Store) -> anyhow::Result<Store> {
         let previous = self.previous_keys()?;
         match &self.secret_key {
             Some(hex) => Ok(store.with_keyring(Keyring::new(
@@ -521,7 +583,7 @@ impl Config {
 }
 
 /// A database URL with any password removed, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://…@{}", &url[..scheme], &url[at + 1..])
@@ -670,6 +732,10 @@ pub fn build_worker(config: &Config, store: Store, temporal: Client) -> anyhow::
         CampaignActivitiesImpl::new(store, push, config.outbound()?, config.activity_settings())
             .with_metrics(config.metrics.clone());
     let options = WorkerOptions::new(config.task_queue.clone())
+        // No eager activities: a workflow task would hand the fan-out ranges it schedules to the
+        // worker that ran it, so one campaign's ranges would pile onto one worker instead of
+        // spreading over every worker polling the queue.
+        .max_eager_activity_reservations_per_workflow_task(0)
         .register_workflow::<CampaignWorkflow>()?
         .register_activities(activities)
         .build();

@@ -1,5 +1,5 @@
-//! `pidgr`: serve | api | worker | migrate | validate | org create | key create | members import
-//! | dev-key.
+//! `pidgr`: serve | api | worker | migrate | check | temporal setup | validate | org create |
+//! key create | members import | dev-key.
 
 mod import;
 
@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pidgr::{Config, run_worker, serve_api, temporal_client};
+use pidgr::check::{self, MissingDatabase};
+use pidgr::{Config, run_worker, serve_api};
 use pidgr_store::SUPER_ADMIN;
 use pidgr_workflows::definition::parse;
 use tokio::net::TcpListener;
@@ -32,8 +33,17 @@ enum Command {
     Api(#[command(flatten)] Config),
     /// The campaign worker only.
     Worker(#[command(flatten)] Config),
-    /// Applies database migrations.
+    /// Applies database migrations and prints which (the deploy step before a rolling
+    /// restart; development processes also migrate when they start).
     Migrate(#[command(flatten)] Config),
+    /// Checks everything a process needs (settings, the secret key, the database and its
+    /// migrations, Temporal, the namespace and its search attributes) and prints `ok` or the fix
+    /// for each; exits non-zero when anything fails. `serve`, `api` and `worker` run the same
+    /// checks when they start and refuse to start with the same messages.
+    Check(#[command(flatten)] Config),
+    /// The Temporal namespace Pidgr runs in.
+    #[command(subcommand)]
+    Temporal(TemporalCommand),
     /// Validates a workflow definition file; exits 1 and lists every problem if it is invalid.
     Validate {
         file: PathBuf,
@@ -52,9 +62,24 @@ enum Command {
     /// Secrets sealed at rest with PIDGR_SECRET_KEY.
     #[command(subcommand)]
     Secrets(SecretsCommand),
-    /// Creates a Super Admin API key for the "Development" organisation (created if missing)
-    /// and prints it.
-    DevKey(#[command(flatten)] Config),
+    /// Prints a Super Admin API key for the "Development" organisation (created if missing).
+    /// With a key file, the key kept there is printed again as long as it still works, so
+    /// `make dev` shows the same key every time; otherwise a new key is made (and kept there).
+    DevKey {
+        /// Where the key is kept between runs (`make dev`: .data/dev.key).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemporalCommand {
+    /// Registers the search attributes Pidgr sets (PidgrCampaignId, PidgrOrganisationId,
+    /// PidgrCampaignStatus) on the configured namespace, through the operator service; those
+    /// already there are left alone. Needs the rights to change the namespace.
+    Setup(#[command(flatten)] Config),
 }
 
 #[derive(Subcommand)]
@@ -168,7 +193,9 @@ impl Command {
             | Command::Api(config)
             | Command::Worker(config)
             | Command::Migrate(config)
-            | Command::DevKey(config)
+            | Command::Check(config)
+            | Command::Temporal(TemporalCommand::Setup(config))
+            | Command::DevKey { config, .. }
             | Command::Validate { config, .. }
             | Command::Org(OrgCommand::Create { config, .. })
             | Command::Members(MembersCommand::Import { config, .. })
@@ -209,17 +236,47 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Migrate(config) => {
-            let store = config.store().await?;
+            let store = config.connect_database(MissingDatabase::Create).await?;
+            let before = store.migration_status().await?;
             store.migrate().await?;
-            println!("database migrated");
+            let after = store.migration_status().await?;
+            let applied: Vec<&str> = before
+                .pending()
+                .into_iter()
+                .filter(|m| after.applied.contains(&m.version))
+                .map(|m| m.name.as_str())
+                .collect();
+            if applied.is_empty() {
+                println!("already current: {} migrations", after.known.len());
+            } else {
+                println!("applied {}", applied.join(", "));
+            }
+        }
+        Command::Check(config) => {
+            let checked = check::run(&config, MissingDatabase::Refuse, false).await;
+            print!("{}", checked.report);
+            return Ok(if checked.report.passed() {
+                println!("every check passed");
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "{} check(s) failed: fix them, then run `pidgr check` again",
+                    checked.report.failures().count()
+                );
+                ExitCode::FAILURE
+            });
+        }
+        Command::Temporal(TemporalCommand::Setup(_config)) => {
+            for line in pidgr::temporal_setup::setup().await? {
+                println!("{line}");
+            }
         }
         Command::Org(OrgCommand::Create { name, config }) => {
             let name = name.trim();
             if name.is_empty() || name.chars().count() > 200 {
                 anyhow::bail!("an organisation name must be 1 to 200 characters");
             }
-            let store = config.store().await?;
-            store.migrate().await?;
+            let store = open_for_command(&config).await?;
             let org = store.create_organisation(name).await?;
             let key = store
                 .create_api_key(&org.id, "first Super Admin key", SUPER_ADMIN)
@@ -236,8 +293,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             batch_size,
             config,
         }) => {
-            let store = config.store().await?;
-            store.migrate().await?;
+            let store = open_for_command(&config).await?;
             let org = find_organisation(&store, &org).await?;
             let started = std::time::Instant::now();
             let counts = import::import_members(&store, &org.id, &file, batch_size).await?;
@@ -264,8 +320,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if name.is_empty() || name.chars().count() > 200 {
                 anyhow::bail!("a key name must be 1 to 200 characters");
             }
-            let store = config.store().await?;
-            store.migrate().await?;
+            let store = open_for_command(&config).await?;
             let org = find_organisation(&store, &org).await?;
             let key = store
                 .create_api_key(&org.id, name, role.trim())
@@ -279,8 +334,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", key.secret);
         }
         Command::Secrets(SecretsCommand::RotateKey { batch_size, config }) => {
-            let store = config.store().await?;
-            store.migrate().await?;
+            let store = open_for_command(&config).await?;
             let report = store.rotate_secret_key(batch_size).await.context(
                 "re-sealing stopped (what was re-sealed before stays so; run again once fixed)",
             )?;
@@ -309,9 +363,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 report.passes
             );
         }
-        Command::DevKey(config) => {
-            let store = config.store().await?;
-            store.migrate().await?;
+        Command::DevKey { key_file, config } => {
+            let store = config.open_store(MissingDatabase::Create).await?;
+            migrate_or_refuse(&config, &store).await?;
+            // The key kept from an earlier run, while it still opens the Development
+            // organisation (not revoked, not from a database since wiped).
+            if let Some(file) = &key_file
+                && let Ok(kept) = std::fs::read_to_string(file)
+                && let Some(found) = store.authenticate(kept.trim()).await?
+                && store
+                    .find_organisation_by_name("Development")
+                    .await?
+                    .is_some_and(|org| org.id == found.key.org_id)
+            {
+                println!("{}", kept.trim());
+                return Ok(ExitCode::SUCCESS);
+            }
             let org = match store.find_organisation_by_name("Development").await? {
                 Some(org) => org,
                 None => store.create_organisation("Development").await?,
@@ -319,6 +386,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let key = store
                 .create_api_key(&org.id, "make dev", SUPER_ADMIN)
                 .await?;
+            if let Some(file) = &key_file {
+                write_private(file, &key.secret)
+                    .with_context(|| format!("keeping the key in {}", file.display()))?;
+            }
             println!("{}", key.secret);
         }
         Command::Serve(config) => run_services(config, true, true).await?,
@@ -326,6 +397,39 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Worker(config) => run_services(config, false, true).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The database of an operator's command: it must exist (see [`MissingDatabase::Refuse`]), and
+/// its migrations are applied as a booting process would (development) or must be current.
+async fn open_for_command(config: &Config) -> anyhow::Result<pidgr_store::Store> {
+    let store = config.open_store(MissingDatabase::Refuse).await?;
+    migrate_or_refuse(config, &store).await?;
+    Ok(store)
+}
+
+/// Applies pending migrations where processes migrate at boot; elsewhere refuses while any is
+/// pending, naming the fix.
+async fn migrate_or_refuse(config: &Config, store: &pidgr_store::Store) -> anyhow::Result<()> {
+    if config.migrates_at_boot() {
+        store.migrate().await?;
+        return Ok(());
+    }
+    match check::migrations_item(&store.migration_status().await?).outcome {
+        check::Outcome::Failed(fix) => anyhow::bail!("migrations: {fix}"),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `secret` to `path`, readable by its owner only.
+fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(path)?, format!("{secret}\n").as_bytes())
 }
 
 /// The organisation with this id or, failing that, this exact name.
@@ -346,12 +450,26 @@ async fn find_organisation(
 /// Runs the API and/or the worker until Ctrl-C or SIGTERM, then shuts both down gracefully.
 /// Either one failing stops the other, and the process exits with the error.
 async fn run_services(config: Config, api: bool, worker: bool) -> anyhow::Result<()> {
-    // Settings are checked before anything starts, so a bad one fails at once.
-    config.api_settings()?;
-    config.outbound()?;
-    let store = config.store().await?;
-    store.migrate().await?;
-    let temporal = temporal_client(&config).await?;
+    // Everything `pidgr check` checks, checked before anything starts: a process that could
+    // not do its work refuses to start, saying what to fix. `serve` is what `make dev` runs
+    // and may create the embedded database; `api` and `worker` need the one that exists.
+    let missing = if api && worker {
+        MissingDatabase::Create
+    } else {
+        MissingDatabase::Refuse
+    };
+    let checked = check::run(&config, missing, config.migrates_at_boot()).await;
+    if !checked.report.passed() {
+        for item in checked.report.failures() {
+            eprintln!("{item}");
+        }
+        anyhow::bail!(
+            "refusing to start: {} check(s) failed (`pidgr check` lists every check)",
+            checked.report.failures().count()
+        );
+    }
+    let temporal = checked.client(&config)?;
+    let store = config.with_secret_keys(checked.store.context("the database")?)?;
     // An API serves the process's metrics itself (see `serve_api`); a worker alone does here.
     let _metrics = if api {
         None

@@ -71,6 +71,8 @@ async fn key_create_prints_a_working_key_of_the_given_role_once() {
         ("DATABASE_URL", url.as_str()),
         ("PIDGR_ENVIRONMENT", "development"),
     ];
+    let migrated = pidgr(&["migrate"], &env);
+    assert!(migrated.status.success(), "{migrated:?}");
     let created = pidgr(&["org", "create", "Acme Corp"], &env);
     assert!(created.status.success(), "{created:?}");
 
@@ -145,4 +147,147 @@ async fn key_create_prints_a_working_key_of_the_given_role_once() {
         store.list_api_keys(&org.id, "", 100).await.unwrap().len(),
         3
     );
+}
+
+/// A valid secret key (production requires one).
+const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_command_refuses_a_sqlite_database_that_does_not_exist_instead_of_creating_an_empty_one() {
+    let url = database_url("missing-database");
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("PIDGR_ENVIRONMENT", "development"),
+    ];
+    let file = url.trim_start_matches("sqlite://");
+    for args in [
+        &["org", "create", "Acme"][..],
+        &["key", "create", "--org", "Acme", "--role", "admin"],
+        &["api"],
+        &["worker"],
+    ] {
+        let refused = pidgr(args, &env);
+        assert!(!refused.status.success(), "{args:?}");
+        let why = stderr(&refused);
+        assert!(
+            why.contains("does not exist") && why.contains("DATABASE_URL"),
+            "{args:?}: {why}"
+        );
+        assert!(!std::path::Path::new(file).exists(), "{args:?} created it");
+    }
+}
+
+#[test]
+fn migrate_names_what_it_applied_then_says_the_database_is_current() {
+    let url = database_url("migrate-output");
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("PIDGR_ENVIRONMENT", "production"),
+    ];
+    let first = pidgr(&["migrate"], &env);
+    assert!(first.status.success(), "{first:?}");
+    let applied = stdout(&first);
+    assert!(
+        applied.starts_with("applied 0001_") && applied.contains(", 0002_"),
+        "{applied}"
+    );
+    let again = pidgr(&["migrate"], &env);
+    assert!(again.status.success(), "{again:?}");
+    let count = applied.matches(", ").count() + 1;
+    assert_eq!(
+        stdout(&again).trim(),
+        format!("already current: {count} migrations")
+    );
+}
+
+#[test]
+fn production_commands_refuse_pending_migrations_and_name_pidgr_migrate() {
+    let url = database_url("production-pending");
+    // An empty database file: every migration pending.
+    std::fs::File::create(url.trim_start_matches("sqlite://")).unwrap();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("PIDGR_ENVIRONMENT", "production"),
+        ("PIDGR_SECRET_KEY", KEY),
+    ];
+    let refused = pidgr(&["org", "create", "Acme"], &env);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("`pidgr migrate`"), "{refused:?}");
+    // With PIDGR_MIGRATE_AT_BOOT the command migrates first, as development does.
+    let migrating = [
+        ("DATABASE_URL", url.as_str()),
+        ("PIDGR_ENVIRONMENT", "production"),
+        ("PIDGR_SECRET_KEY", KEY),
+        ("PIDGR_MIGRATE_AT_BOOT", "true"),
+    ];
+    let created = pidgr(&["org", "create", "Acme"], &migrating);
+    assert!(created.status.success(), "{created:?}");
+}
+
+#[test]
+fn dev_key_prints_the_same_key_on_every_run_while_it_works() {
+    let url = database_url("dev-key");
+    let dir = std::path::PathBuf::from(url.trim_start_matches("sqlite://"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let key_file = dir.join("dev.key");
+    let key_file = key_file.to_str().unwrap();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("PIDGR_ENVIRONMENT", "development"),
+    ];
+    let first = pidgr(&["dev-key", "--key-file", key_file], &env);
+    assert!(first.status.success(), "{first:?}");
+    let second = pidgr(&["dev-key", "--key-file", key_file], &env);
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(stdout(&first), stdout(&second));
+    assert_eq!(
+        std::fs::read_to_string(key_file).unwrap().trim(),
+        stdout(&first).trim()
+    );
+    // A kept key that no longer works (a wiped database, say) is replaced.
+    std::fs::write(key_file, "pidgr_not-a-key").unwrap();
+    let third = pidgr(&["dev-key", "--key-file", key_file], &env);
+    assert!(third.status.success(), "{third:?}");
+    assert_ne!(stdout(&third), stdout(&first));
+    assert_eq!(
+        std::fs::read_to_string(key_file).unwrap().trim(),
+        stdout(&third).trim()
+    );
+}
+
+#[test]
+fn check_names_every_failure_and_exits_non_zero() {
+    let url = database_url("check-failures");
+    let output = pidgr(
+        &["check"],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("PIDGR_ENVIRONMENT", "production"),
+            // Nothing listens there.
+            ("TEMPORAL_ADDRESS", "127.0.0.1:1"),
+        ],
+    );
+    assert!(!output.status.success());
+    let report = stdout(&output);
+    for expected in [
+        "FAILED  secret key: PIDGR_SECRET_KEY is not set",
+        "FAILED  public URL: PIDGR_PUBLIC_URL is required in production",
+        "FAILED  database: the SQLite database",
+        "skipped migrations",
+        "FAILED  Temporal: cannot reach Temporal at http://127.0.0.1:1",
+        "skipped namespace",
+        "skipped search attributes",
+    ] {
+        assert!(report.contains(expected), "{expected:?} in:\n{report}");
+    }
 }

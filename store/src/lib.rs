@@ -107,6 +107,41 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A migration this build carries: its version and file name (`0014_console_sessions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownMigration {
+    pub version: i64,
+    pub name: String,
+}
+
+/// What [`Store::migration_status`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// Every migration this build carries, oldest first.
+    pub known: Vec<KnownMigration>,
+    /// The versions the database has applied successfully, oldest first.
+    pub applied: Vec<i64>,
+}
+
+impl MigrationStatus {
+    /// Known and not applied: what `pidgr migrate` would apply.
+    pub fn pending(&self) -> Vec<&KnownMigration> {
+        self.known
+            .iter()
+            .filter(|m| !self.applied.contains(&m.version))
+            .collect()
+    }
+
+    /// Applied but unknown to this build: the database was migrated by a newer release.
+    pub fn unknown_applied(&self) -> Vec<i64> {
+        self.applied
+            .iter()
+            .copied()
+            .filter(|v| !self.known.iter().any(|m| m.version == *v))
+            .collect()
+    }
+}
+
 /// A handle on the database; cheap to clone (it wraps a connection pool).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -179,6 +214,43 @@ impl Store {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
         self.optimize().await
+    }
+
+    /// Which migrations this build knows and which the database has applied, read without
+    /// changing anything (for `pidgr check` and the boot checks; [`Store::migrate`] applies).
+    pub async fn migration_status(&self) -> Result<MigrationStatus> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let known = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| KnownMigration {
+                version: m.version,
+                name: format!("{:04}_{}", m.version, m.description.replace(' ', "_")),
+            })
+            .collect();
+        // A database never migrated has no bookkeeping table: nothing applied.
+        let has_table: i64 = match self.backend {
+            Backend::Sqlite => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            ),
+            Backend::Postgres => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+            ),
+        }
+        .fetch_one(&self.pool)
+        .await?;
+        let applied = if has_table == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?
+        };
+        Ok(MigrationStatus { known, applied })
     }
 
     pub async fn close(&self) {

@@ -250,6 +250,7 @@ impl System {
         let config = Config {
             database_url,
             environment: "development".into(),
+            migrate_at_boot: false,
             allow_insecure_webhooks: !options.strict_urls,
             task_queue: format!("pidgr-e2e-{}", uuid::Uuid::new_v4().simple()),
             listen: api_addr,
@@ -454,7 +455,7 @@ impl System {
     }
 
     /// `pidgr <subcommand>` with this system's settings in its environment.
-    fn pidgr_command(&self, subcommand: &str) -> Result<tokio::process::Command> {
+    pub fn pidgr_command(&self, subcommand: &str) -> Result<tokio::process::Command> {
         let c = &self.config;
         let mut command = tokio::process::Command::new(pidgr_binary()?);
         command

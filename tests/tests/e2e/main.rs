@@ -14,6 +14,7 @@ mod faults;
 mod harness;
 mod limits;
 mod observability;
+mod operations;
 mod secrets;
 mod webhook_parts;
 
