@@ -178,6 +178,8 @@ struct Preview {
     body_html: String,
     unresolved: Vec<String>,
     shown: bool,
+    /// Rendered for a recipient (without one, their name and e-mail have no value).
+    for_member: bool,
 }
 
 #[derive(Template)]
@@ -486,6 +488,7 @@ async fn render_preview(session: &Session, draft: &Draft) -> Result<Preview, Con
             .map(text)
             .collect(),
         shown: true,
+        for_member: !draft.preview_member.is_empty(),
     })
 }
 
