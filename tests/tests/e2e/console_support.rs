@@ -366,13 +366,15 @@ impl Browser {
 
     // ---- pictures ----
 
-    /// Keeps a picture of the current page at the desktop and the phone size, as
+    /// Keeps a picture of the top of the current page at the desktop and the phone size, as
     /// `<name>-1280.png` and `<name>-390.png`, then goes back to the desktop size.
     pub async fn picture(&self, name: &str) -> Result<()> {
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir)?;
         for (width, height) in [PHONE, DESKTOP] {
             self.resize(width, height).await?;
+            // The page's top, as it opens (a field filled lower down scrolled it).
+            self.client.execute("window.scrollTo(0, 0);", vec![]).await?;
             let png = self.client.screenshot().await?;
             std::fs::write(dir.join(format!("{name}-{width}.png")), png)?;
         }
