@@ -601,7 +601,7 @@ mod tests {
         assert!(secret_key_item(Some(&key), &[]).passed());
         let fix = failure(&secret_key_item(Some(&key), &[key.clone(), "nope".into()])).to_owned();
         assert!(fix.contains("key number 2"), "{fix}");
-        assert!(secret_key_item(Some(&key), &[key.clone()]).passed());
+        assert!(secret_key_item(Some(&key), std::slice::from_ref(&key)).passed());
     }
 
     #[test]

@@ -521,10 +521,7 @@ impl Config {
     /// Opens the database without its secret keys. An embedded SQLite file that does not exist
     /// is refused unless `missing` allows creating it (then its folder is created first): a
     /// command run from the wrong directory must not quietly work on a new empty database.
-    pub async fn connect_database(
-        &self,
-        missing: check::MissingDatabase,
-    ) -> anyhow::Result<Store> {
+    pub async fn connect_database(&self, missing: check::MissingDatabase) -> anyhow::Result<Store> {
         if missing == check::MissingDatabase::Refuse
             && let Some(file) = check::missing_sqlite_file(&self.database_url)
         {

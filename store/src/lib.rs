@@ -246,9 +246,11 @@ impl Store {
         let applied = if has_table == 0 {
             Vec::new()
         } else {
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-                .fetch_all(&self.pool)
-                .await?
+            sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(&self.pool)
+            .await?
         };
         Ok(MigrationStatus { known, applied })
     }

@@ -255,7 +255,7 @@ async fn two_apis_and_two_workers_on_postgres_survive_losing_a_worker_mid_campai
         })
         .await?;
     }
-    let mut workers = vec![
+    let mut workers = [
         system.spawn_worker_process()?,
         system.spawn_worker_process()?,
     ];
