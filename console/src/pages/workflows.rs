@@ -80,6 +80,7 @@ pub fn routes() -> Router<Console> {
         .route("/console/workflows", get(list))
         .route("/console/workflows/new", get(new_definition).post(create))
         .route("/console/workflows/check", post(check))
+        .route("/console/workflows/channels", post(channels))
         .route("/console/workflows/reference", get(reference))
         .route(
             "/console/workflows/{definition_id}",
@@ -180,6 +181,81 @@ pub struct Check {
     pub graph: String,
     /// The API said the definition is valid.
     pub valid: bool,
+    /// The channels of each notification and reminder step, as checkboxes.
+    pub channels: Vec<Channels>,
+}
+
+/// One notification or reminder step's channels.
+pub struct Channels {
+    pub index: usize,
+    pub step: String,
+    /// Each channel there is, and whether the step uses it.
+    pub options: Vec<(&'static str, bool)>,
+}
+
+/// The channels a step can notify through.
+const CHANNELS: [&str; 2] = ["push", "webhook"];
+/// What a notification step uses when it names no channels.
+const DEFAULT_CHANNEL: &str = "push";
+
+fn channels_of(definition: &Value) -> Vec<Channels> {
+    definition
+        .get("steps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, step)| {
+            matches!(
+                step.get("type").and_then(Value::as_str),
+                Some("SEND_NOTIFICATION" | "SEND_REMINDER")
+            )
+        })
+        .map(|(index, step)| {
+            let used = used_channels(step);
+            Channels {
+                index,
+                step: step_key(step, index),
+                options: CHANNELS
+                    .iter()
+                    .map(|c| (*c, used.iter().any(|u| u == c)))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn used_channels(step: &Value) -> Vec<String> {
+    match step.pointer("/config/channels") {
+        None => vec![DEFAULT_CHANNEL.to_owned()],
+        Some(list) => list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect(),
+    }
+}
+
+/// The definition with `channel` added to or taken from step `index`'s channels; None when
+/// there is no such step to change.
+fn toggle_channel(mut definition: Value, index: usize, channel: &str) -> Option<Value> {
+    let step = definition
+        .get_mut("steps")?
+        .get_mut(index)?
+        .as_object_mut()?;
+    let mut used = used_channels(&Value::Object(step.clone()));
+    if let Some(at) = used.iter().position(|c| c == channel) {
+        used.remove(at);
+    } else {
+        used.push(channel.to_owned());
+    }
+    let config = step
+        .entry("config")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()))
+        .as_object_mut()?;
+    config.insert("channels".to_owned(), json!(used));
+    Some(definition)
 }
 
 #[derive(Template)]
@@ -403,6 +479,39 @@ async fn check(session: Session, body: Bytes) -> Result<Html<String>, ConsoleErr
     render(CheckFragment { check })
 }
 
+#[derive(Template)]
+#[template(path = "workflow_textarea.html")]
+struct TextareaFragment {
+    text: String,
+}
+
+/// POST /console/workflows/channels (htmx, a channel checkbox clicked): the textarea with the
+/// step's channels changed; once it is in place, the side panel is told to check it again.
+async fn channels(_session: Session, body: Bytes) -> Result<Response, ConsoleError> {
+    let fields = form_fields(&body);
+    let text = fields.get("definition").cloned().unwrap_or_default();
+    let index = fields.get("index").and_then(|i| i.parse::<usize>().ok());
+    let channel = fields
+        .get("channel")
+        .map(String::as_str)
+        .filter(|c| CHANNELS.contains(c));
+    let changed = match (parse(&text), index, channel) {
+        (Ok(definition), Some(index), Some(channel)) => {
+            toggle_channel(definition, index, channel).map(|d| pretty(&d))
+        }
+        _ => None,
+    };
+    let Some(text) = changed else {
+        return Ok(render(TextareaFragment { text })?.into_response());
+    };
+    let mut response = render(TextareaFragment { text })?.into_response();
+    response.headers_mut().insert(
+        "HX-Trigger-After-Swap",
+        axum::http::HeaderValue::from_static("definition-changed"),
+    );
+    Ok(response)
+}
+
 /// Parses and validates `text` through the API, and draws it.
 async fn check_text(session: &Session, text: &str) -> Result<Check, ConsoleError> {
     let definition = match parse(text) {
@@ -419,6 +528,7 @@ async fn check_text(session: &Session, text: &str) -> Result<Check, ConsoleError
                 problems,
                 warnings: Vec::new(),
                 valid: false,
+                channels: Vec::new(),
             });
         }
     };
@@ -449,6 +559,7 @@ async fn check_text(session: &Session, text: &str) -> Result<Check, ConsoleError
     };
     Ok(Check {
         graph: draw(&definition, None, &by_step(&problems)),
+        channels: channels_of(&definition),
         problems,
         warnings,
         valid,
@@ -777,6 +888,28 @@ mod tests {
             text.contains("      \"transitions\": { \"deadline\": \"remind\" }\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_channel_checkbox_adds_or_takes_the_channel_from_its_step() {
+        let definition = json!({"steps": [
+            {"id": "n", "type": "SEND_NOTIFICATION"},
+            {"id": "r", "type": "SEND_REMINDER", "config": {"channels": ["push", "webhook"]}},
+            {"id": "w", "type": "DEADLINE_CHECK"}
+        ]});
+        let shown = channels_of(&definition);
+        assert_eq!(shown.len(), 2);
+        assert_eq!(shown[0].options, [("push", true), ("webhook", false)]);
+        assert_eq!(shown[1].step, "r");
+        assert_eq!(shown[1].options, [("push", true), ("webhook", true)]);
+        let added = toggle_channel(definition.clone(), 0, "webhook").unwrap();
+        assert_eq!(
+            added["steps"][0]["config"]["channels"],
+            json!(["push", "webhook"])
+        );
+        let taken = toggle_channel(definition.clone(), 1, "push").unwrap();
+        assert_eq!(taken["steps"][1]["config"]["channels"], json!(["webhook"]));
+        assert!(toggle_channel(definition, 7, "push").is_none());
     }
 
     #[test]
