@@ -601,16 +601,17 @@ fn order_layers(layers: &mut [Vec<usize>], above: &[Vec<usize>], below: &[Vec<us
             position[item] = index as f64;
         }
     };
+    let last = layers.len().saturating_sub(1);
     for _ in 0..2 {
-        for index in 1..layers.len() {
-            sweep(&mut layers[index], above, &mut position);
+        for row in layers.iter_mut().skip(1) {
+            sweep(row, above, &mut position);
         }
-        for index in (0..layers.len().saturating_sub(1)).rev() {
-            sweep(&mut layers[index], below, &mut position);
+        for row in layers[..last].iter_mut().rev() {
+            sweep(row, below, &mut position);
         }
     }
-    for index in 1..layers.len() {
-        sweep(&mut layers[index], above, &mut position);
+    for row in layers.iter_mut().skip(1) {
+        sweep(row, above, &mut position);
     }
 }
 
