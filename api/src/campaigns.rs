@@ -38,10 +38,14 @@ pub struct CampaignQuery {
     /// Only campaigns in this status (CREATED, ACTIVE, COMPLETED or CANCELLED).
     #[serde(default)]
     status: Option<String>,
+    /// `oldest` (the default) or `newest` first.
+    #[serde(default)]
+    order: Option<String>,
 }
 
-/// GET /v1/campaigns: a page of campaigns by id, each with its delivery `counts` and `total`
-/// (as `GET /v1/campaigns/{id}` shows them), counted for the whole page in one query.
+/// GET /v1/campaigns: a page of campaigns by id (oldest first, or `?order=newest`), each with
+/// its delivery `counts` and `total` (as `GET /v1/campaigns/{id}` shows them), counted for the
+/// whole page in one query; `?status=` keeps one status.
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -51,28 +55,40 @@ pub async fn list(
         after: query.after,
         limit: query.limit,
     };
-    let campaigns = match query.status.as_deref() {
-        None => {
-            state
-                .store
-                .list_campaigns(&caller.org_id, page.after(), page.limit())
-                .await?
-        }
-        Some(status) => {
-            let status = CampaignStatus::parse(status).map_err(|_| {
+    let status = query
+        .status
+        .as_deref()
+        .map(|status| {
+            CampaignStatus::parse(status).map_err(|_| {
                 ApiError::invalid(
                     "/status",
                     format!(
                         "the query parameter status must be one of CREATED, ACTIVE, COMPLETED, CANCELLED, not {status:?}"
                     ),
                 )
-            })?;
-            state
-                .store
-                .list_campaigns_in(&caller.org_id, status, page.after(), page.limit())
-                .await?
+            })
+        })
+        .transpose()?;
+    let newest_first = match query.order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "/order",
+                format!("the query parameter order must be oldest or newest, not {other:?}"),
+            ));
         }
     };
+    let campaigns = state
+        .store
+        .list_campaigns_in(
+            &caller.org_id,
+            status,
+            newest_first,
+            page.after(),
+            page.limit(),
+        )
+        .await?;
     let ids: Vec<&str> = campaigns.iter().map(|c| c.id.as_str()).collect();
     let mut counts = state.store.delivery_counts_of(&caller.org_id, &ids).await?;
     let views: Vec<Value> = campaigns

@@ -217,25 +217,40 @@ impl Store {
         .await
     }
 
-    /// A page of the organisation's campaigns in `status`, by id after `after` (the index
-    /// `campaigns_org_status` answers it in order).
+    /// A page of the organisation's campaigns, by id: oldest first after the id `after`, or
+    /// with `newest_first` newest first before it (ids grow with time); only those in `status`
+    /// when given (the index `campaigns_org_status` answers that in either order).
     pub async fn list_campaigns_in(
         &self,
         org_id: &str,
-        status: CampaignStatus,
+        status: Option<CampaignStatus>,
+        newest_first: bool,
         after: &str,
         limit: i64,
     ) -> Result<Vec<Campaign>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        // $1 organisation, $2 cursor, $3 limit, $4 status. The status is named only when given,
+        // so that the planner sees the index prefix it can use.
+        let beyond = match (newest_first, after.is_empty()) {
+            (false, _) => "AND id > $2 ORDER BY id",
+            (true, false) => "AND id < $2 ORDER BY id DESC",
+            (true, true) => "AND $2 = '' ORDER BY id DESC",
+        };
+        let in_status = if status.is_some() {
+            "AND status = $4"
+        } else {
+            ""
+        };
+        let mut query = sqlx::query(AssertSqlSafe(format!(
             "SELECT {CAMPAIGN_COLUMNS} FROM campaigns
-             WHERE org_id = $1 AND status = $2 AND id > $3 ORDER BY id LIMIT $4"
+             WHERE org_id = $1 {in_status} {beyond} LIMIT $3"
         )))
         .bind(org_id)
-        .bind(status.as_str())
         .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .bind(limit);
+        if let Some(status) = status {
+            query = query.bind(status.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(campaign).collect()
     }
 

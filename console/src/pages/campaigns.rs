@@ -18,7 +18,7 @@ use crate::views::{text, when};
 use crate::{Console, ConsoleError};
 
 const PAGE_SIZE: &str = "25";
-pub const STATUSES: [&str; 5] = ["CREATED", "ACTIVE", "COMPLETED", "CANCELLED", "FAILED"];
+pub const STATUSES: [&str; 4] = ["CREATED", "ACTIVE", "COMPLETED", "CANCELLED"];
 
 pub fn routes() -> Router<Console> {
     Router::new().route("/console/campaigns", get(list))

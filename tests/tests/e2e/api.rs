@@ -1412,8 +1412,32 @@ async fn deliveries_filter_by_status_page_by_page_and_the_campaign_list_carries_
     let running = every_page(&system, "/v1/campaigns?status=ACTIVE", 1).await?;
     assert_eq!(ids_of(&running), vec![active.clone()]);
     assert_eq!(running[0]["counts"]["acknowledged"], 2);
+    // Newest first, page by page: the same campaigns the other way round.
+    let newest = every_page(&system, "/v1/campaigns?order=newest", 1).await?;
+    let mut oldest = ids_of(&listed);
+    oldest.reverse();
+    assert_eq!(ids_of(&newest), oldest);
+    let newest_drafts = every_page(&system, "/v1/campaigns?order=newest&status=CREATED", 1).await?;
+    assert_eq!(newest_drafts[0]["id"], draft.as_str());
+    for bad in ["status=RUNNING", "order=sideways"] {
+        let (status, problem) = system
+            .call(Method::GET, &format!("/v1/campaigns?{bad}"), None)
+            .await?;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {problem}");
+    }
+    // Newest first, a page of one at a time: exactly the oldest-first list backwards, with
+    // and without a status filter.
+    let newest = every_page(&system, "/v1/campaigns?order=newest", 1).await?;
+    let mut oldest = ids_of(&listed);
+    oldest.reverse();
+    assert_eq!(ids_of(&newest), oldest);
+    assert_eq!(ids_of(&newest)[0], draft);
+    let newest_drafts = every_page(&system, "/v1/campaigns?order=newest&status=CREATED", 1).await?;
+    let mut drafts_backwards = ids_of(&drafts);
+    drafts_backwards.reverse();
+    assert_eq!(ids_of(&newest_drafts), drafts_backwards);
     let (status, problem) = system
-        .call(Method::GET, "/v1/campaigns?status=RUNNING", None)
+        .call(Method::GET, "/v1/campaigns?order=random", None)
         .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     system.shutdown().await;
