@@ -30,10 +30,11 @@ pub enum Access {
     Authenticated,
     /// A key whose role holds this permission.
     Requires(Permission),
-    /// Two answers at one address: a request with an `Authorization` header is an API call and
-    /// needs a key whose role holds this permission (refused 401/403 like [`Access::Requires`]);
-    /// a request without one is a person's browser and gets a public page that reveals nothing
-    /// (the recipient's deeplink, `GET /c/{code}`), charged to its client address.
+    /// Two answers at one address: a request with an `Authorization` header (or a console
+    /// session's) is an API call and needs a key whose role holds this permission (refused
+    /// 401/403 like [`Access::Requires`]); a request without one is a person's browser and gets
+    /// a public page that reveals nothing (the recipient's deeplink, `GET /c/{code}`), charged
+    /// to its client address.
     KeyOrPublicPage(Permission),
     /// The server operator's own token, never an API key: for powers over every organisation
     /// (the codec server, [`crate::codec`], which checks the token itself).
@@ -102,7 +103,11 @@ pub async fn authorize(
     let address = request.extensions().get::<ConnectInfo<SocketAddr>>();
     let public = match access {
         Access::Public => true,
-        Access::KeyOrPublicPage(_) => !request.headers().contains_key(header::AUTHORIZATION),
+        // Neither an API key nor a console session: a person's browser.
+        Access::KeyOrPublicPage(_) => {
+            !request.headers().contains_key(header::AUTHORIZATION)
+                && request.extensions().get::<SessionKey>().is_none()
+        }
         _ => false,
     };
     if public {
