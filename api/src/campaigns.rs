@@ -451,7 +451,12 @@ pub async fn read(
 ) -> Result<Json<Value>, ApiError> {
     let campaign = campaign_of(&state, &caller, &id).await?;
     let counts = state.store.delivery_counts(&caller.org_id, &id).await?;
-    Ok(Json(campaign_view(&campaign, Some(counts))))
+    let mut view = campaign_view(&campaign, Some(counts));
+    // The definition it runs (header values masked), stored or inline alike.
+    let definition = serde_json::from_str(&campaign.definition)
+        .map_err(|e| ApiError::Internal(format!("a stored definition is not JSON: {e}")))?;
+    view["definition"] = crate::workflow_definitions::masked(definition);
+    Ok(Json(view))
 }
 
 /// POST /v1/campaigns/{id}/start: the audience is counted and the campaign made ACTIVE, then

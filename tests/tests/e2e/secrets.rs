@@ -99,6 +99,13 @@ async fn a_webhook_header_secret_reaches_the_receiver_and_shows_nowhere_else() -
     system.until_status(&campaign, "COMPLETED").await?;
     let request = receiver.next().await?;
     assert_eq!(request.headers["authorization"], authorization.as_str());
+    // The campaign's own answer shows the inline definition it runs, the value masked too.
+    let shown = system.campaign(&campaign).await?;
+    assert_eq!(
+        shown["definition"]["steps"][5]["config"]["headers"],
+        json!({ "Authorization": MASK })
+    );
+    assert!(!shown.to_string().contains(&token), "{shown}");
 
     // What the workflow was given (the stored definition it starts from) holds a reference.
     let stored = system.store.get_campaign(&system.org_id, &campaign).await?;
