@@ -31,7 +31,6 @@ macro_rules! browser_test {
     }};
 }
 
-#[ignore = "the campaigns list asks the API for ?order=, which it does not take"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_in_with_the_key_opens_the_campaigns_a_wrong_key_is_refused_and_signing_out_ends_the_session()
 -> Result<()> {
@@ -239,7 +238,6 @@ async fn listed_deliveries(browser: &Browser) -> Result<Vec<String>> {
 
 // ---- the tests ----
 
-#[ignore = "the campaigns list asks the API for ?order=, which it does not take"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_is_made_started_followed_exported_and_cancelled_through_the_pages() -> Result<()>
 {
@@ -640,7 +638,6 @@ async fn the_webhook_channel_shows_its_secret_once_and_a_test_event_reaches_a_ve
     )
 }
 
-#[ignore = "the campaigns list asks the API for ?order=, which it does not take"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_sees_no_admin_actions_and_neither_its_posts_nor_another_sites_form_change_anything()
 -> Result<()> {
