@@ -86,7 +86,7 @@ impl Browser {
             chromedriver,
         } = tools;
         let port = free_port();
-        let driver = tokio::process::Command::new(&chromedriver)
+        let driver = tokio::process::Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -374,7 +374,9 @@ impl Browser {
         for (width, height) in [PHONE, DESKTOP] {
             self.resize(width, height).await?;
             // The page's top, as it opens (a field filled lower down scrolled it).
-            self.client.execute("window.scrollTo(0, 0);", vec![]).await?;
+            self.client
+                .execute("window.scrollTo(0, 0);", vec![])
+                .await?;
             let png = self.client.screenshot().await?;
             std::fs::write(dir.join(format!("{name}-{width}.png")), png)?;
         }
