@@ -15,5 +15,6 @@ exec "$cli" server start-dev \
   --search-attribute PidgrCampaignId=Keyword \
   --search-attribute PidgrOrganisationId=Keyword \
   --search-attribute PidgrCampaignStatus=Keyword \
+  --search-attribute PidgrCampaignName=Keyword \
   ${TEMPORAL_UI_CODEC_ENDPOINT:+--ui-codec-endpoint "$TEMPORAL_UI_CODEC_ENDPOINT"} \
   --log-level warn

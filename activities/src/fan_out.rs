@@ -418,15 +418,21 @@ impl CampaignActivitiesImpl {
         failed: u64,
         tokens_removed: u64,
     ) -> Result<(), ActivityError> {
+        // Aggregated: one line per step whatever the audience's size, with a bounded sample of
+        // who was reached and, per failure reason, how many and a sample of who.
+        let reminder = self.is_reminder(cref, step_id).await?;
+        let (sample, failures) = self.fan_out_story(cref, step_id, failed).await?;
         self.log(
             cref,
             Some(step_id),
             ActivityKind::StepFinished,
-            format!("{notified} recipients notified, {failed} failed"),
+            crate::story::fan_out_message(reminder, notified, &sample, failed, &failures),
             json!({
                 "notified": notified,
                 "failed": failed,
                 "tokens_removed": tokens_removed,
+                "sample": sample,
+                "failures": failures,
             }),
         )
         .await

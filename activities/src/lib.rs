@@ -27,6 +27,7 @@ mod channel;
 mod fan_out;
 mod prepare;
 pub mod push;
+mod story;
 
 pub use push::{PushMessage, PushSender};
 
@@ -128,7 +129,8 @@ impl CampaignActivitiesImpl {
     }
 
     /// Records that `step_id` is running: on the campaign row (what the API shows) and, on an
-    /// activity's first attempt, in the activity log.
+    /// activity's first attempt, in the activity log. A wait that ended to lead here is logged
+    /// first, with why it ended.
     async fn step_started(
         &self,
         ctx: &ActivityContext,
@@ -136,6 +138,7 @@ impl CampaignActivitiesImpl {
         step_id: &str,
         message: String,
     ) -> Result<(), ActivityError> {
+        self.log_wait_end(campaign, Some(step_id)).await?;
         self.store
             .set_current_step(&campaign.org_id, &campaign.campaign_id, step_id)
             .await
@@ -239,12 +242,14 @@ impl CampaignActivitiesImpl {
             .map_err(retryable)?;
         self.metrics.deliveries(DeliveryEvent::Missed, missed);
         tracing::info!(org_id = %campaign.org_id, campaign_id = %campaign.campaign_id, step_id, missed, "deliveries marked missed");
+        // A retry finds nobody left to mark: the sample then still names who was.
+        let sample = self.missed_sample(&campaign).await?;
         self.log(
             &campaign,
             Some(&step_id),
             ActivityKind::StepFinished,
-            format!("{missed} deliveries marked missed"),
-            json!({ "missed": missed }),
+            story::missed_message(missed, &sample),
+            json!({ "missed": missed, "sample": sample }),
         )
         .await?;
         self.counts(&campaign).await
@@ -321,6 +326,7 @@ impl CampaignActivitiesImpl {
         _ctx: ActivityContext,
         input: CampaignRef,
     ) -> Result<DeliveryCounts, ActivityError> {
+        self.log_wait_end(&input, None).await?;
         let missed = self
             .store
             .complete_campaign(&input.org_id, &input.campaign_id)
@@ -336,15 +342,24 @@ impl CampaignActivitiesImpl {
             failed = counts.failed,
             "campaign completed"
         );
+        let mut message = format!(
+            "campaign completed: {} acknowledged, {} missed, {} failed",
+            counts.acknowledged, counts.missed, counts.failed
+        );
+        let mut sample = Vec::new();
+        if missed > 0 {
+            sample = self.missed_sample(&input).await?;
+            message.push_str(&format!(
+                "; {}",
+                story::missed_message(missed, &sample).replacen("marked", "marked at the end", 1)
+            ));
+        }
         self.log(
             &input,
             None,
             ActivityKind::CampaignCompleted,
-            format!(
-                "campaign completed: {} acknowledged, {} missed, {} failed",
-                counts.acknowledged, counts.missed, counts.failed
-            ),
-            json!({ "marked_missed_at_end": missed, "counts": counts }),
+            message,
+            json!({ "marked_missed_at_end": missed, "counts": counts, "missed_sample": sample }),
         )
         .await?;
         Ok(counts)

@@ -481,6 +481,26 @@ pub async fn start(
         .await
         .or_not_found("campaign")?;
     let campaign = outcome.campaign;
+    if outcome.newly_started {
+        // Written once, by the request that made the campaign ACTIVE (a repeated start finds
+        // it started), and before the workflow writes anything.
+        let by = started_by(&state, &caller).await;
+        state
+            .store
+            .append_activity(NewActivity {
+                org_id: &caller.org_id,
+                campaign_id: &id,
+                step_id: None,
+                kind: ActivityKind::CampaignStarted,
+                message: format!(
+                    "campaign started by {}: {}",
+                    by.0,
+                    pidgr_store::counted(recipients, "recipient", "recipients")
+                ),
+                details: json!({ "key_id": caller.key_id, "key_name": by.1, "recipients": recipients }),
+            })
+            .await?;
+    }
     let started = start_workflow(
         &state,
         &campaign,
@@ -532,6 +552,7 @@ pub(crate) async fn start_workflow(
         search_attributes::CAMPAIGN_ID.value_set(campaign.id.clone()),
         search_attributes::ORGANISATION_ID.value_set(campaign.org_id.clone()),
         search_attributes::STATUS.value_set("ACTIVE".into()),
+        search_attributes::NAME.value_set(campaign.name.clone()),
     ]);
     let options =
         WorkflowStartOptions::new(state.settings.task_queue.clone(), workflow_id(&campaign.id))
@@ -548,6 +569,22 @@ pub(crate) async fn start_workflow(
         Ok(_) => Ok(()),
         Err(WorkflowStartError::AlreadyStarted { .. }) => Err(StartWorkflowError::Exists),
         Err(error) => Err(StartWorkflowError::Temporal(error.to_string())),
+    }
+}
+
+/// Who the caller is, as the activity log names them: `API key "ops" (<id>)`, and the key's
+/// name. The name is a courtesy: a lookup that fails leaves the id alone.
+async fn started_by(state: &AppState, caller: &Caller) -> (String, Option<String>) {
+    match state
+        .store
+        .get_api_key(&caller.org_id, &caller.key_id)
+        .await
+    {
+        Ok(key) => (
+            format!("API key {:?} ({})", key.name, key.id),
+            Some(key.name),
+        ),
+        Err(_) => (format!("API key {}", caller.key_id), None),
     }
 }
 
@@ -579,8 +616,11 @@ pub async fn cancel(
                 campaign_id: &id,
                 step_id: None,
                 kind: ActivityKind::CampaignCancelled,
-                message: "campaign cancelled through the API".into(),
-                details: json!({ "was": before.status }),
+                message: format!(
+                    "campaign cancelled through the API by {}",
+                    started_by(&state, &caller).await.0
+                ),
+                details: json!({ "was": before.status, "key_id": caller.key_id }),
             })
             .await?;
     }

@@ -77,8 +77,8 @@ enum Command {
 #[derive(Subcommand)]
 enum TemporalCommand {
     /// Registers the search attributes Pidgr sets (PidgrCampaignId, PidgrOrganisationId,
-    /// PidgrCampaignStatus) on the configured namespace, through the operator service; those
-    /// already there are left alone. Needs the rights to change the namespace.
+    /// PidgrCampaignStatus, PidgrCampaignName) on the configured namespace, through the operator
+    /// service; those already there are left alone. Needs the rights to change the namespace.
     Setup(#[command(flatten)] Config),
 }
 

@@ -32,7 +32,9 @@ mod versioned;
 mod webhook_channels;
 mod webhook_events;
 
-pub use activity_log::{ActivityEntry, ActivityKind, NewActivity};
+pub use activity_log::{
+    ActivityEntry, ActivityKind, FailureGroup, NewActivity, SAMPLE_NAMES, counted, sample_phrase,
+};
 pub use audiences::{Audience, AudienceMember, AudienceReader, MissingRef, ResolvedAudience};
 pub use console_sessions::{ConsoleSession, NewConsoleSession};
 pub use campaigns::{Campaign, CampaignStatus, NewCampaign, Recipient, StartOutcome};

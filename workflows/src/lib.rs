@@ -35,11 +35,14 @@ pub mod search_attributes {
         SearchAttributeKey::keyword("PidgrOrganisationId");
     pub const STATUS: SearchAttributeKey<String> =
         SearchAttributeKey::keyword("PidgrCampaignStatus");
+    /// The campaign's internal name, so the Web UI's list can be filtered by it.
+    pub const NAME: SearchAttributeKey<String> = SearchAttributeKey::keyword("PidgrCampaignName");
 
     /// Name and type of each, as `temporal server start-dev --search-attribute` takes them.
-    pub const ALL: [(&str, &str); 3] = [
+    pub const ALL: [(&str, &str); 4] = [
         ("PidgrCampaignId", "Keyword"),
         ("PidgrOrganisationId", "Keyword"),
         ("PidgrCampaignStatus", "Keyword"),
+        ("PidgrCampaignName", "Keyword"),
     ];
 }

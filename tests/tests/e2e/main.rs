@@ -250,6 +250,39 @@ async fn some_recipients_ack_so_only_the_others_are_reminded_and_missed() -> Res
         );
     }
 
+    // The log tells the story in sentences: who started the campaign, when and why each wait
+    // ended, who was reminded and who missed, with the right plurals.
+    let said: Vec<String> = system
+        .activity(&campaign)
+        .await?
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}: {}",
+                e["kind"].as_str().unwrap_or(""),
+                e["step_id"].as_str().unwrap_or("-"),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for expected in [
+        "campaign_started:-: campaign started by API key",
+        "step_finished:notify: notified 4 recipients: User u1, User u2, User u3, User u4",
+        "step_finished:wait: wait ended at its deadline: 2 recipients have not acknowledged",
+        "step_finished:remind: reminded 2 recipients: User u3, User u4",
+        "step_finished:missed: marked 2 recipients missed: User u3, User u4",
+    ] {
+        assert!(
+            said.iter().any(|line| line.starts_with(expected)),
+            "{expected:?} missing from {said:#?}"
+        );
+    }
+    assert!(
+        said.iter()
+            .any(|line| line.starts_with("campaign_started:-") && line.ends_with(": 4 recipients")),
+        "{said:#?}"
+    );
+
     // The history of this run (its payloads encrypted) replays against the current workflow
     // code, with the system's data converter.
     let history = handle.fetch_history(Default::default()).to_json().await?;
@@ -317,8 +350,18 @@ async fn everyone_acks_before_the_deadline_so_the_wait_ends_at_once() -> Result<
         body["summary"],
         json!({ "total": 3, "acknowledged": 3, "missed": 0, "failed": 0 })
     );
-    let log = kinds(&system.activity(&campaign).await?);
+    let activity = system.activity(&campaign).await?;
+    let log = kinds(&activity);
     assert!(!log.iter().any(|k| k.ends_with(":remind")), "{log:?}");
+    let ended = activity
+        .iter()
+        .find(|e| e["kind"] == "step_finished" && e["step_id"] == "wait")
+        .context("the wait's end in the activity log")?;
+    assert_eq!(
+        ended["message"], "wait ended before its deadline: everyone acknowledged",
+        "{ended}"
+    );
+    assert_eq!(ended["details"]["outcome"], "all_acknowledged");
     system.shutdown().await;
     Ok(())
 }
@@ -357,6 +400,21 @@ async fn cancel_during_a_wait_stops_the_campaign_and_refuses_later_acks() -> Res
     })
     .await?;
     assert_eq!(system.campaign(&campaign).await?["status"], "CANCELLED");
+    let activity = system.activity(&campaign).await?;
+    let cancelled = activity
+        .iter()
+        .find(|e| e["kind"] == "campaign_cancelled")
+        .context("the cancellation")?;
+    // Who cancelled: the API key, by name and id.
+    let message = cancelled["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("campaign cancelled through the API by API key \""),
+        "{message}"
+    );
+    assert!(
+        message.contains(cancelled["details"]["key_id"].as_str().unwrap_or("?")),
+        "{cancelled}"
+    );
     assert!(
         receiver.requests.try_recv().is_err(),
         "no webhook after a cancel"

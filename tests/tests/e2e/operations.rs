@@ -159,7 +159,7 @@ async fn temporal_setup_registers_the_search_attributes_a_new_namespace_lacks() 
     })
     .await?;
     ensure!(
-        report.contains("FAILED  search attributes: PidgrCampaignId (Keyword), PidgrOrganisationId (Keyword), PidgrCampaignStatus (Keyword) not registered")
+        report.contains("FAILED  search attributes: PidgrCampaignId (Keyword), PidgrOrganisationId (Keyword), PidgrCampaignStatus (Keyword), PidgrCampaignName (Keyword) not registered")
             && report.contains("run `pidgr temporal setup`"),
         "{report}"
     );
@@ -175,7 +175,7 @@ async fn temporal_setup_registers_the_search_attributes_a_new_namespace_lacks() 
     let (set_up, output, errors) = pidgr(&system, &["temporal", "setup"], &env).await?;
     ensure!(set_up, "{output}{errors}");
     ensure!(
-        output.matches(": registered on namespace").count() == 3,
+        output.matches(": registered on namespace").count() == 4,
         "{output}"
     );
     until("the check to pass after the setup", || async {
@@ -187,7 +187,7 @@ async fn temporal_setup_registers_the_search_attributes_a_new_namespace_lacks() 
     let (again, output, errors) = pidgr(&system, &["temporal", "setup"], &env).await?;
     ensure!(again, "{output}{errors}");
     ensure!(
-        output.matches(": already registered on namespace").count() == 3,
+        output.matches(": already registered on namespace").count() == 4,
         "{output}"
     );
 
