@@ -1,6 +1,7 @@
 //! `pidgr`: serve | api | worker | migrate | check | temporal setup | validate | org create |
-//! key create | members import | dev-key.
+//! key create | members import | campaign status | dev-key.
 
+mod campaign_status;
 mod import;
 
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ enum Command {
     /// An organisation's directory.
     #[command(subcommand)]
     Members(MembersCommand),
+    /// An organisation's campaigns.
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
     /// API keys, for operators (a way back in when an organisation has lost its keys).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -132,6 +136,25 @@ enum KeyCommand {
 }
 
 #[derive(Subcommand)]
+enum CampaignCommand {
+    /// Shows a campaign's status, current step and counts, read from the database. On a
+    /// terminal a progress bar (resolved deliveries of all recipients) is redrawn in place;
+    /// otherwise each change is one plain line.
+    Status {
+        /// The campaign's id.
+        id: String,
+        /// The organisation: its id or its exact name.
+        #[arg(long)]
+        org: String,
+        /// Keeps reading (each second) until the campaign is COMPLETED or CANCELLED.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+#[derive(Subcommand)]
 enum MembersCommand {
     /// Imports members, their push devices and team memberships from a CSV or JSON-lines file,
     /// in batches. Every line is checked first: a file with any bad line is refused whole.
@@ -199,6 +222,7 @@ impl Command {
             | Command::Validate { config, .. }
             | Command::Org(OrgCommand::Create { config, .. })
             | Command::Members(MembersCommand::Import { config, .. })
+            | Command::Campaign(CampaignCommand::Status { config, .. })
             | Command::Key(KeyCommand::Create { config, .. })
             | Command::Secrets(SecretsCommand::RotateKey { config, .. }) => config,
         }
@@ -309,6 +333,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 counts.devices,
                 counts.memberships
             );
+        }
+        Command::Campaign(CampaignCommand::Status {
+            id,
+            org,
+            follow,
+            config,
+        }) => {
+            let store = open_for_command(&config).await?;
+            let org = find_organisation(&store, &org).await?;
+            let stdout = std::io::stdout();
+            let terminal = std::io::IsTerminal::is_terminal(&stdout);
+            let mut display = campaign_status::Display::new(stdout.lock(), terminal);
+            campaign_status::show(&store, &org.id, id.trim(), follow, &mut display).await?;
         }
         Command::Key(KeyCommand::Create {
             org,

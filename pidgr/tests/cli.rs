@@ -291,3 +291,108 @@ fn check_names_every_failure_and_exits_non_zero() {
         assert!(report.contains(expected), "{expected:?} in:\n{report}");
     }
 }
+
+#[tokio::test]
+async fn campaign_status_prints_a_finished_campaign_as_one_plain_line_when_not_a_terminal() {
+    let url = database_url("campaign-status");
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("PIDGR_ENVIRONMENT", "development"),
+    ];
+    assert!(pidgr(&["migrate"], &env).status.success());
+    assert!(
+        pidgr(&["org", "create", "Acme Corp"], &env)
+            .status
+            .success()
+    );
+
+    // A campaign that ran to its end: one recipient acknowledged, one missed.
+    let store = pidgr_store::Store::connect(&url).await.unwrap();
+    let org = store
+        .find_organisation_by_name("Acme Corp")
+        .await
+        .unwrap()
+        .unwrap();
+    let (template, version) = store
+        .create_template(&org.id, "notice", "Notice", "Please read.", &[])
+        .await
+        .unwrap();
+    let definition = r#"{"version":1,"start":"notify","steps":[{"id":"notify","type":"SEND_NOTIFICATION","config":{"channels":["push"]},"transitions":{}}]}"#;
+    let campaign = store
+        .create_campaign(pidgr_store::NewCampaign {
+            org_id: org.id.clone(),
+            name: "Q1 update".into(),
+            title: "Q1".into(),
+            template_id: template.id,
+            template_version: version.version,
+            message_title: version.title,
+            body: version.body,
+            audience: serde_json::json!({}),
+            definition: definition.into(),
+            definition_ref: None,
+        })
+        .await
+        .unwrap();
+    store
+        .activate_campaign(&org.id, &campaign.id, "campaign-test", 2)
+        .await
+        .unwrap();
+    let recipient = |user: &str| pidgr_store::Recipient {
+        member_id: None,
+        user_id: user.into(),
+        email: None,
+        display_name: None,
+        variables: Default::default(),
+    };
+    store
+        .insert_deliveries(
+            &org.id,
+            &campaign.id,
+            1,
+            &[recipient("ada"), recipient("alan")],
+        )
+        .await
+        .unwrap();
+    let ada = store
+        .list_deliveries(&org.id, &campaign.id, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, delivery)| delivery)
+        .find(|d| d.user_id == "ada")
+        .unwrap();
+    store
+        .record_action(&org.id, &ada.id, pidgr_store::ActionKind::Ack, "test")
+        .await
+        .unwrap();
+    store
+        .complete_campaign(&org.id, &campaign.id)
+        .await
+        .unwrap();
+
+    let expected = "Q1 update: COMPLETED; 2 recipients: 1 acknowledged, 0 read, 0 sent, \
+                    0 pending, 1 missed, 0 failed\n";
+    for follow in [false, true] {
+        let mut args = vec!["campaign", "status", &campaign.id, "--org", "Acme Corp"];
+        if follow {
+            // A finished campaign: following ends at once, after the same one line.
+            args.push("--follow");
+        }
+        let output = pidgr(&args, &env);
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(stdout(&output), expected, "follow: {follow}");
+    }
+
+    // Scoped by organisation: another organisation does not see it.
+    assert!(
+        pidgr(&["org", "create", "Other Org"], &env)
+            .status
+            .success()
+    );
+    let output = pidgr(
+        &["campaign", "status", &campaign.id, "--org", "Other Org"],
+        &env,
+    );
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("no campaign"), "{output:?}");
+}
