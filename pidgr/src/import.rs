@@ -7,19 +7,23 @@
 //! transaction each, through the store's multi-row import. Lines are not held in memory
 //! between the passes: a million-member file costs its id and token sets, not its contents.
 //!
+//! A refused file is reported row by row: the row as a person counts it in the file (the CSV
+//! header is row 1, blank lines count), the column, and the problem. Progress goes to stderr:
+//! a count redrawn in place on a terminal, a line per batch otherwise (a log keeps them all).
+//!
 //! The field rules are the API's own types (`POST /v1/members`, `POST /v1/members/{id}/devices`,
 //! team names), re-exported by `pidgr_api`: an imported member could have been created through
 //! the API as well. An import adds devices and team memberships; it never removes any.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use pidgr_api::{Email, Name, Text, Variables};
-use pidgr_store::{ImportCounts, ImportedMember, Platform, Store};
+use pidgr_store::{ImportCounts, ImportedMember, Platform, Store, counted};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -109,8 +113,54 @@ impl Row {
     }
 }
 
+/// What is wrong with one line: the column (CSV) or field (JSON) when one is to blame, and the
+/// problem. Shown as `email: must be an e-mail address`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Problem {
+    column: Option<String>,
+    message: String,
+}
+
+impl Problem {
+    fn of_line(message: impl Into<String>) -> Problem {
+        Problem {
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    fn in_column(column: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            column: Some(column.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    /// The report's line: `row 4, column email: must be an e-mail address` (CSV) or
+    /// `line 4, field email: …` (JSON lines).
+    fn report(&self, format: Format, line: usize) -> String {
+        let (row, column) = match format {
+            Format::Csv => ("row", "column"),
+            Format::JsonLines => ("line", "field"),
+        };
+        match &self.column {
+            Some(name) => format!("{row} {line}, {column} {name}: {}", self.message),
+            None => format!("{row} {line}: {}", self.message),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.column {
+            Some(column) => write!(f, "{column}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
 /// A field rule's complaint, naming the field (`email: must be an e-mail address`).
-fn described<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> String {
+fn described<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> Problem {
     let message = error.inner().to_string();
     // serde_json appends " at line 1 column 42"; the field name already says where.
     let message = match message.rfind(" at line ") {
@@ -118,8 +168,8 @@ fn described<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> Stri
         None => message,
     };
     match error.path().to_string().as_str() {
-        "." => message,
-        path => format!("{path}: {message}"),
+        "." => Problem::of_line(message),
+        path => Problem::in_column(path, message),
     }
 }
 
@@ -157,7 +207,7 @@ impl Lines {
 
 impl Iterator for Lines {
     /// The line number and the member or what is wrong with the line.
-    type Item = anyhow::Result<(usize, Result<ImportedMember, String>)>;
+    type Item = anyhow::Result<(usize, Result<ImportedMember, Problem>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -184,21 +234,23 @@ fn open(path: &Path) -> anyhow::Result<File> {
 }
 
 /// One JSON line as a member.
-fn json_member(line: &str) -> Result<ImportedMember, String> {
+fn json_member(line: &str) -> Result<ImportedMember, Problem> {
     if !line.trim_start().starts_with('{') {
-        return Err("not a member object: a line must be a JSON object".into());
+        return Err(Problem::of_line(
+            "not a member object: a line must be a JSON object",
+        ));
     }
     let mut deserializer = serde_json::Deserializer::from_str(line);
     let row: Row = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         if error.inner().is_syntax() || error.inner().is_eof() {
-            format!("not a member object: {}", error.inner())
+            Problem::of_line(format!("not a member object: {}", error.inner()))
         } else {
             described(error)
         }
     })?;
     deserializer
         .end()
-        .map_err(|error| format!("not a member object: {error}"))?;
+        .map_err(|error| Problem::of_line(format!("not a member object: {error}")))?;
     Ok(row.into_member())
 }
 
@@ -229,14 +281,14 @@ fn csv_header(line: &str) -> Result<Vec<usize>, String> {
 /// One CSV row as a member: the row becomes the JSON object a JSON line would be, so both
 /// formats go through the same [`Row`]. `attributes` is a JSON object, `teams` names separated
 /// by `;`; an empty optional cell is a field left out.
-fn csv_member(header: &[usize], line: &str) -> Result<ImportedMember, String> {
-    let fields = csv_fields(line)?;
+fn csv_member(header: &[usize], line: &str) -> Result<ImportedMember, Problem> {
+    let fields = csv_fields(line).map_err(Problem::of_line)?;
     if fields.len() != header.len() {
-        return Err(format!(
-            "{} fields where the header has {} columns",
-            fields.len(),
-            header.len()
-        ));
+        return Err(Problem::of_line(format!(
+            "{} where the header has {}",
+            counted(fields.len() as u64, "field", "fields"),
+            counted(header.len() as u64, "column", "columns")
+        )));
     }
     let mut row = serde_json::Map::new();
     for (&column, cell) in header.iter().zip(fields) {
@@ -244,8 +296,12 @@ fn csv_member(header: &[usize], line: &str) -> Result<ImportedMember, String> {
         let value = match name {
             "external_id" | "email" | "display_name" => Value::String(cell),
             _ if cell.trim().is_empty() => continue,
-            "attributes" => serde_json::from_str(&cell)
-                .map_err(|error| format!("attributes: not a JSON object of strings ({error})"))?,
+            "attributes" => serde_json::from_str(&cell).map_err(|error| {
+                Problem::in_column(
+                    "attributes",
+                    format!("not a JSON object of strings ({error})"),
+                )
+            })?,
             "fcm_token" | "apns_token" => Value::String(cell),
             _ => Value::Array(
                 cell.split(';')
@@ -317,10 +373,12 @@ struct Checked {
 fn validate(path: &Path, format: Format) -> anyhow::Result<Checked> {
     let mut problems: Vec<String> = Vec::new();
     let mut problem_count = 0usize;
-    let mut report = |line: usize, problem: String| {
+    let mut rejected_rows = BTreeSet::new();
+    let mut report = |line: usize, problem: Problem| {
         problem_count += 1;
+        rejected_rows.insert(line);
         if problems.len() < MAX_PROBLEMS_SHOWN {
-            problems.push(format!("line {line}: {problem}"));
+            problems.push(problem.report(format, line));
         }
     };
     let mut external_ids: HashMap<String, usize> = HashMap::new();
@@ -337,22 +395,33 @@ fn validate(path: &Path, format: Format) -> anyhow::Result<Checked> {
                 continue;
             }
         };
+        let row = match format {
+            Format::Csv => "row",
+            Format::JsonLines => "line",
+        };
         if let Some(first) = external_ids.insert(member.external_id.clone(), line) {
             report(
                 line,
-                format!(
-                    "external_id {:?} already appears on line {first}",
-                    member.external_id
+                Problem::in_column(
+                    "external_id",
+                    format!("{:?} already appears on {row} {first}", member.external_id),
                 ),
             );
         }
         for (platform, token) in member.devices {
             if let Some(first) = tokens.insert((platform, token), line) {
+                let column = match platform {
+                    Platform::Fcm => "fcm_token",
+                    Platform::Apns => "apns_token",
+                };
                 report(
                     line,
-                    format!(
-                        "the {} token already appears on line {first} (a token is one phone)",
-                        platform.as_str()
+                    Problem::in_column(
+                        column,
+                        format!(
+                            "the {} token already appears on {row} {first} (a token is one phone)",
+                            platform.as_str()
+                        ),
                     ),
                 );
             }
@@ -365,37 +434,102 @@ fn validate(path: &Path, format: Format) -> anyhow::Result<Checked> {
             message.push_str(&format!("\n… and {} more", problem_count - problems.len()));
         }
         bail!(
-            "{message}\n{}: {problem_count} problem(s); nothing was imported",
-            path.display()
+            "{message}\n{}: {} in {} rejected; nothing was imported",
+            path.display(),
+            counted(problem_count as u64, "problem", "problems"),
+            counted(rejected_rows.len() as u64, "row", "rows"),
         );
     }
     Ok(Checked { lines, teams })
 }
 
+/// Rows written so far, told as they go: on a terminal one line redrawn in place (`\r`),
+/// elsewhere a plain line per batch.
+pub struct Progress<W: Write> {
+    out: W,
+    terminal: bool,
+    drawn: bool,
+}
+
+impl<W: Write> Progress<W> {
+    pub fn new(out: W, terminal: bool) -> Self {
+        Progress {
+            out,
+            terminal,
+            drawn: false,
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        self.end_line();
+        // Progress is a courtesy: a closed stderr does not stop the import.
+        let _ = writeln!(self.out, "{line}");
+    }
+
+    fn batch(&mut self, done: usize, total: usize, per_second: f64) {
+        let line = format!(
+            "  {done} of {} written ({per_second:.0} rows/s)",
+            counted(total as u64, "row", "rows")
+        );
+        let _ = if self.terminal {
+            self.drawn = true;
+            write!(self.out, "\r{line}")
+        } else {
+            writeln!(self.out, "{line}")
+        };
+        let _ = self.out.flush();
+    }
+
+    fn end_line(&mut self) {
+        if std::mem::take(&mut self.drawn) {
+            let _ = writeln!(self.out);
+        }
+    }
+}
+
 /// Imports `path` into the organisation: validates the whole file, then writes it in batches
-/// of `batch_size` lines, printing progress to stderr. Answers the summed counts.
+/// of `batch_size` lines, telling progress on stderr. Answers the summed counts.
 pub async fn import_members(
     store: &Store,
     org_id: &str,
     path: &Path,
     batch_size: usize,
 ) -> anyhow::Result<ImportCounts> {
+    let stderr = std::io::stderr();
+    let terminal = std::io::IsTerminal::is_terminal(&stderr);
+    import_members_telling(
+        store,
+        org_id,
+        path,
+        batch_size,
+        &mut Progress::new(stderr, terminal),
+    )
+    .await
+}
+
+/// [`import_members`], telling its progress to `progress`.
+pub async fn import_members_telling<W: Write>(
+    store: &Store,
+    org_id: &str,
+    path: &Path,
+    batch_size: usize,
+    progress: &mut Progress<W>,
+) -> anyhow::Result<ImportCounts> {
     let started = Instant::now();
     let format = Format::of(path)?;
     let checked = validate(path, format)?;
-    eprintln!(
-        "{}: {} member(s), all valid ({:.1} s)",
+    progress.say(&format!(
+        "{}: {}, all valid ({:.1} s)",
         path.display(),
-        checked.lines,
+        counted(checked.lines as u64, "member", "members"),
         started.elapsed().as_secs_f64()
-    );
+    ));
     let names: Vec<&str> = checked.teams.iter().map(String::as_str).collect();
     let team_ids = store.ensure_teams(org_id, &names).await?;
 
     let mut counts = ImportCounts::default();
     let mut done = 0usize;
     let mut batch = Vec::with_capacity(batch_size);
-    let mut last_report = Instant::now();
     let mut lines = Lines::open(path, format)?;
     let mut analysed_at = 0usize;
     loop {
@@ -404,7 +538,10 @@ pub async fn import_members(
         if let Some((line, member)) = next {
             // Only if the file changed since it was checked.
             let member = member.map_err(|problem| {
-                anyhow::anyhow!("line {line} changed since it was checked: {problem}")
+                anyhow::anyhow!(
+                    "{} (the file changed since it was checked)",
+                    problem.report(format, line)
+                )
             })?;
             batch.push(member);
             if batch.len() < batch_size.max(1) {
@@ -424,19 +561,13 @@ pub async fn import_members(
             store.optimize().await?;
             analysed_at = done;
         }
-        if last_report.elapsed().as_secs() >= 2 || done == checked.lines {
-            last_report = Instant::now();
-            let seconds = started.elapsed().as_secs_f64();
-            eprintln!(
-                "  {done} of {} written ({:.0} members/s)",
-                checked.lines,
-                done as f64 / seconds.max(0.001)
-            );
-        }
+        let seconds = started.elapsed().as_secs_f64();
+        progress.batch(done, checked.lines, done as f64 / seconds.max(0.001));
         if finished {
             break;
         }
     }
+    progress.end_line();
     // The directory may have grown many times over: fresh statistics for the planner.
     store.optimize().await?;
     Ok(counts)
@@ -482,22 +613,36 @@ mod tests {
 
         // A problem names its field, in either format.
         let problem = csv_member(&header, "e-1,ada,Ada,,,").unwrap_err();
-        assert_eq!(problem, "email: must be an e-mail address");
+        assert_eq!(problem.to_string(), "email: must be an e-mail address");
+        assert_eq!(
+            problem.report(Format::Csv, 4),
+            "row 4, column email: must be an e-mail address"
+        );
         let problem =
             csv_member(&header, r#"e-1,ada@acme.test,Ada,"{""a site"": ""x""}",,"#).unwrap_err();
-        assert!(problem.starts_with("attributes: "), "{problem}");
+        assert_eq!(problem.column.as_deref(), Some("attributes"), "{problem}");
         let problem = csv_member(&header, "  ,ada@acme.test,Ada,,,").unwrap_err();
-        assert_eq!(problem, "external_id: must not be empty");
+        assert_eq!(problem.to_string(), "external_id: must not be empty");
+        let problem = csv_member(&header, "e-1,ada@acme.test").unwrap_err();
+        assert_eq!(
+            problem.report(Format::Csv, 2),
+            "row 2: 2 fields where the header has 6 columns"
+        );
         let problem = json_member(
             r#"{"external_id": "e-1", "email": "ada@acme.test", "display_name": "Ada", "teams": ["Ops", " "]}"#,
         )
         .unwrap_err();
-        assert_eq!(problem, "teams[1]: must not be empty");
+        assert_eq!(problem.to_string(), "teams[1]: must not be empty");
+        assert_eq!(
+            problem.report(Format::JsonLines, 7),
+            "line 7, field teams[1]: must not be empty"
+        );
         let problem = json_member(r#"{"external_id": "e-1", "display_name": "Ada"}"#).unwrap_err();
-        assert!(problem.contains("`email`"), "{problem}");
+        assert!(problem.to_string().contains("`email`"), "{problem}");
         assert!(
             json_member(r#"{"external_id": "#)
                 .unwrap_err()
+                .to_string()
                 .starts_with("not a member")
         );
     }
@@ -632,10 +777,13 @@ e-3,grace@acme.test,\"Grace \"\"Amazing\"\" Hopper\",,,,
         let error = import_members(&store, &org, &bad.0, 1).await.unwrap_err();
         let error = error.to_string();
         assert!(
-            error.contains("line 4: email: must be an e-mail address"),
+            error.contains("row 4, column email: must be an e-mail address"),
             "{error}"
         );
-        assert!(error.contains("nothing was imported"), "{error}");
+        assert!(
+            error.contains("1 problem in 1 row rejected; nothing was imported"),
+            "{error}"
+        );
         assert_eq!(testing::row_counts(&store).await.unwrap(), before);
 
         let twice = [MEMBERS[0], MEMBERS[1], &MEMBERS[2].replace("e-3", "e-1")].join("\n");
@@ -643,10 +791,105 @@ e-3,grace@acme.test,\"Grace \"\"Amazing\"\" Hopper\",,,,
         let error = import_members(&store, &org, &twice.0, 1).await.unwrap_err();
         let error = error.to_string();
         assert!(
-            error.contains(r#"line 3: external_id "e-1" already appears on line 1"#),
+            error.contains(r#"line 3, field external_id: "e-1" already appears on line 1"#),
             "{error}"
         );
         assert_eq!(testing::row_counts(&store).await.unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn every_rejected_row_is_reported_with_its_row_number_column_and_problem() {
+        let store = testing::sqlite().await.unwrap();
+        let org = store.create_organisation("Acme").await.unwrap().id;
+        let before = testing::row_counts(&store).await.unwrap();
+        // The header is row 1 and the blank row 3 counts, as in a spreadsheet or an editor.
+        let csv = "external_id,email,display_name,teams
+e-1,ada@acme.test,Ada,Ops
+
+e-2,alan,Alan,
+e-3,grace@acme.test
+e-1,ada2@acme.test,Ada again,
+";
+        let file = TempFile::new("rejected.csv", csv);
+        let mut told = Vec::new();
+        let error = import_members_telling(
+            &store,
+            &org,
+            &file.0,
+            10,
+            &mut Progress::new(&mut told, false),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        let lines: Vec<&str> = error.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "row 4, column email: must be an e-mail address",
+                "row 5: 2 fields where the header has 4 columns",
+                r#"row 6, column external_id: "e-1" already appears on row 2"#,
+                "rejected.csv: 3 problems in 3 rows rejected; nothing was imported"
+                    .replace("rejected.csv", &file.0.display().to_string())
+                    .as_str(),
+            ]
+        );
+        assert_eq!(testing::row_counts(&store).await.unwrap(), before);
+        assert!(told.is_empty(), "nothing written, no progress told");
+    }
+
+    #[tokio::test]
+    async fn progress_is_a_line_per_batch_when_not_a_terminal_and_one_redrawn_line_on_one() {
+        let json = TempFile::new("progress.jsonl", &MEMBERS.join("\n"));
+        for terminal in [false, true] {
+            let store = testing::sqlite().await.unwrap();
+            let org = store.create_organisation("Acme").await.unwrap().id;
+            let mut told = Vec::new();
+            let mut progress = Progress::new(&mut told, terminal);
+            import_members_telling(&store, &org, &json.0, 2, &mut progress)
+                .await
+                .unwrap();
+            let told = String::from_utf8(told).unwrap();
+            let batches: Vec<&str> = told
+                .split(['\r', '\n'])
+                .filter(|l| l.contains(" written ("))
+                .collect();
+            assert_eq!(batches.len(), 2, "{told:?}");
+            assert!(batches[0].starts_with("  2 of 3 rows written"), "{told:?}");
+            assert!(batches[1].starts_with("  3 of 3 rows written"), "{told:?}");
+            assert!(told.contains("3 members, all valid"), "{told:?}");
+            if terminal {
+                assert_eq!(told.matches('\r').count(), 2, "{told:?}");
+                assert!(
+                    told.ends_with('\n'),
+                    "the last count's line is ended: {told:?}"
+                );
+            } else {
+                assert!(!told.contains('\r'), "{told:?}");
+                assert_eq!(told.lines().count(), 3, "{told:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn importing_again_updates_by_external_id_and_creates_no_one_twice() {
+        let store = testing::sqlite().await.unwrap();
+        let org = store.create_organisation("Acme").await.unwrap().id;
+        let first = TempFile::new("again-1.csv", CSV);
+        import_members(&store, &org, &first.0, 2).await.unwrap();
+        let moved = TempFile::new(
+            "again-2.csv",
+            &CSV.replace("grace@acme.test", "grace@navy.test"),
+        );
+        let counts = import_members(&store, &org, &moved.0, 2).await.unwrap();
+        assert_eq!(
+            (counts.created, counts.updated, counts.unchanged),
+            (0, 1, 2)
+        );
+        assert_eq!(
+            directory(&store, &org).await["e-3"].email,
+            "grace@navy.test"
+        );
     }
 
     #[tokio::test]

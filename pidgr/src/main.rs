@@ -157,7 +157,9 @@ enum CampaignCommand {
 #[derive(Subcommand)]
 enum MembersCommand {
     /// Imports members, their push devices and team memberships from a CSV or JSON-lines file,
-    /// in batches. Every line is checked first: a file with any bad line is refused whole.
+    /// in batches. Every line is checked first: a file with any bad line is refused whole, each
+    /// rejected row reported with its number (the CSV header is row 1), column and problem.
+    /// Progress goes to stderr: redrawn in place on a terminal, a line per batch otherwise.
     /// Idempotent on external_id: importing again updates changed profiles and duplicates
     /// nothing. Devices and team memberships are only ever added, never removed (a line that
     /// leaves one out does not take it away): removals go through the API.
