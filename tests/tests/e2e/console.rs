@@ -27,7 +27,10 @@ macro_rules! browser_test {
         let outcome = $browser.check(async { $body }).await;
         $browser.close().await;
         $system.shutdown().await;
-        outcome
+        match outcome {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }};
 }
 

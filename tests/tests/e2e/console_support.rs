@@ -91,6 +91,8 @@ impl Browser {
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, with the Chromium it starts: see `Drop`.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", chromedriver.display()))?;
@@ -147,8 +149,12 @@ impl Browser {
     }
 
     /// Runs the test's body; when it fails or panics, keeps a screenshot and the page source
-    /// as `<test>.png` / `<test>.html` first.
-    pub async fn check(&self, body: impl Future<Output = Result<()>>) -> Result<()> {
+    /// as `<test>.png` / `<test>.html` first. A panic is handed back, not resumed, so that the
+    /// caller can still close the browser before it goes on.
+    pub async fn check(
+        &self,
+        body: impl Future<Output = Result<()>>,
+    ) -> std::thread::Result<Result<()>> {
         let outcome = AssertUnwindSafe(body).catch_unwind().await;
         if !matches!(outcome, Ok(Ok(()))) {
             match self.keep_failure().await {
@@ -156,10 +162,7 @@ impl Browser {
                 Err(e) => eprintln!("{}: no screenshot of the failure: {e:#}", self.test),
             }
         }
-        match outcome {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        outcome
     }
 
     async fn keep_failure(&self) -> Result<PathBuf> {
@@ -181,17 +184,9 @@ impl Browser {
         Ok(png)
     }
 
-    /// Ends the browser session and the driver, and forgets the profile.
+    /// Ends the browser session (Chromium quits), then the driver.
     pub async fn close(self) {
-        let Browser {
-            client,
-            mut driver,
-            profile,
-            ..
-        } = self;
-        let _ = client.close().await;
-        let _ = driver.kill().await;
-        let _ = std::fs::remove_dir_all(&profile);
+        let _ = self.client.clone().close().await;
     }
 
     // ---- moving around ----
@@ -409,6 +404,20 @@ impl Browser {
         side(0)
             .zip(side(1))
             .ok_or_else(|| anyhow!("no viewport size: {inner}"))
+    }
+}
+
+impl Drop for Browser {
+    /// Ends the driver's process group: a Chromium whose session was not closed (a test that
+    /// panicked past `close`) outlives a killed chromedriver. Then forgets the profile.
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
