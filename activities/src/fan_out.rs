@@ -426,7 +426,14 @@ impl CampaignActivitiesImpl {
             cref,
             Some(step_id),
             ActivityKind::StepFinished,
-            crate::story::fan_out_message(reminder, notified, &sample, failed, &failures),
+            crate::story::fan_out_message(
+                reminder,
+                notified,
+                &sample,
+                failed,
+                &failures,
+                tokens_removed,
+            ),
             json!({
                 "notified": notified,
                 "failed": failed,
@@ -439,7 +446,9 @@ impl CampaignActivitiesImpl {
     }
 
     /// One activity-log line per push token removed for a recipient, the token masked as in
-    /// device lists (the log is readable with `campaigns:read`).
+    /// device lists (the log is readable with `campaigns:read`), for the first few of a step:
+    /// the step's summary counts them all, so a campaign whose audience changed phones does not
+    /// write a line per recipient.
     async fn log_removed_tokens(
         &self,
         campaign: &CampaignRef,
@@ -447,6 +456,9 @@ impl CampaignActivitiesImpl {
         target: &NotifyTarget,
         removed: &[String],
     ) -> Result<(), ActivityError> {
+        if removed.is_empty() || !self.device_removal_has_room(campaign, step_id).await? {
+            return Ok(());
+        }
         for token in removed.iter().map(|t| pidgr_store::masked_token(t)) {
             self.log(
                 campaign,

@@ -111,7 +111,12 @@ impl CampaignActivitiesImpl {
                 tracing::warn!(%error, "could not refresh the planner's statistics");
             }
         }
-        let mut message = format!("{written} deliveries written from the audience");
+        let mut message = format!(
+            "{} written from the audience",
+            pidgr_store::counted(written as u64, "delivery", "deliveries")
+        );
+        // Who failed already (a variable of the message without a value for them), and why.
+        let (failed, failures) = self.unresolvable_story(&cref).await?;
         if cut_at_cap {
             message.push_str(&format!(
                 "; the audience grew past the limit of {} recipients after the start, and the \
@@ -119,6 +124,7 @@ impl CampaignActivitiesImpl {
                 self.settings.max_recipients
             ));
         }
+        message.push_str(&failed);
         self.log(
             &cref,
             None,
@@ -128,6 +134,7 @@ impl CampaignActivitiesImpl {
                 "deliveries": written,
                 "failed_unresolvable_variables": unresolvable,
                 "cut_at_recipient_limit": cut_at_cap,
+                "failures": failures,
             }),
         )
         .await?;

@@ -10,6 +10,9 @@ use temporalio_sdk::activities::ActivityError;
 
 use crate::{CampaignActivitiesImpl, contract_counts, retryable};
 
+/// Removed push tokens logged one line each, per step; the step's summary counts them all.
+pub(crate) const DEVICE_REMOVED_LINES: u64 = 20;
+
 /// Why a DEADLINE_CHECK wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WaitEnd {
@@ -70,6 +73,7 @@ pub(crate) fn fan_out_message(
     sample: &[String],
     failed: u64,
     failures: &[FailureGroup],
+    tokens_removed: u64,
 ) -> String {
     let verb = if reminder { "reminded" } else { "notified" };
     let mut message = format!("{verb} {}", counted(notified, "recipient", "recipients"));
@@ -85,6 +89,12 @@ pub(crate) fn fan_out_message(
             let reasons: Vec<String> = failures.iter().map(FailureGroup::phrase).collect();
             message.push_str(&format!(": {}", reasons.join("; ")));
         }
+    }
+    if tokens_removed > 0 {
+        message.push_str(&format!(
+            "; {} removed (the provider said they are gone)",
+            counted(tokens_removed, "push token", "push tokens")
+        ));
     }
     message
 }
@@ -189,13 +199,60 @@ impl CampaignActivitiesImpl {
             .map_err(retryable)?;
         let failures = if failed > 0 {
             self.store
-                .failures_of_step(&cref.org_id, &cref.campaign_id, step_id)
+                .failures_of_step(&cref.org_id, &cref.campaign_id, Some(step_id))
                 .await
                 .map_err(retryable)?
         } else {
             Vec::new()
         };
         Ok((sample, failures))
+    }
+
+    /// "; 2 recipients failed: the message uses {{team}}, which has no value for this
+    /// recipient (2: Ann, Bob)" for the recipients who failed as their deliveries were written,
+    /// or nothing.
+    pub(crate) async fn unresolvable_story(
+        &self,
+        cref: &CampaignRef,
+    ) -> Result<(String, Vec<FailureGroup>), ActivityError> {
+        let failures = self
+            .store
+            .failures_of_step(&cref.org_id, &cref.campaign_id, None)
+            .await
+            .map_err(retryable)?;
+        let failed: u64 = failures.iter().map(|f| f.count).sum();
+        if failed == 0 {
+            return Ok((String::new(), failures));
+        }
+        let reasons: Vec<String> = failures.iter().map(FailureGroup::phrase).collect();
+        Ok((
+            format!(
+                "; {} failed: {}",
+                counted(failed, "recipient", "recipients"),
+                reasons.join("; ")
+            ),
+            failures,
+        ))
+    }
+
+    /// Whether another removed push token of `step_id` gets a line of its own: the first
+    /// [`DEVICE_REMOVED_LINES`] do, the step's summary counts them all.
+    pub(crate) async fn device_removal_has_room(
+        &self,
+        cref: &CampaignRef,
+        step_id: &str,
+    ) -> Result<bool, ActivityError> {
+        let logged = self
+            .store
+            .count_activity(
+                &cref.org_id,
+                &cref.campaign_id,
+                step_id,
+                ActivityKind::DeviceRemoved,
+            )
+            .await
+            .map_err(retryable)?;
+        Ok(logged < DEVICE_REMOVED_LINES)
     }
 
     /// A sample of the campaign's MISSED recipients.
@@ -281,17 +338,18 @@ mod tests {
             sample: vec!["Bob".into()],
         }];
         assert_eq!(
-            fan_out_message(true, 2, &names, 1, &failures),
+            fan_out_message(true, 2, &names, 1, &failures, 0),
             "reminded 2 recipients: Alan, Grace; 1 recipient failed: no push device is \
              registered (1: Bob)"
         );
         assert_eq!(
-            fan_out_message(false, 1, &names[..1], 0, &[]),
+            fan_out_message(false, 1, &names[..1], 0, &[], 0),
             "notified 1 recipient: Alan"
         );
         assert_eq!(
-            fan_out_message(false, 100_000, &names, 0, &[]),
-            "notified 100000 recipients: Alan, Grace and 99998 others"
+            fan_out_message(false, 100_000, &names, 0, &[], 1),
+            "notified 100000 recipients: Alan, Grace and 99998 others; 1 push token removed \
+             (the provider said they are gone)"
         );
     }
 

@@ -172,39 +172,47 @@ impl Store {
     }
 
     /// The recipients `step_id` could not reach, per reason (most frequent first, at most
-    /// [`FAILURE_REASONS_SHOWN`] reasons), each with a sample of [`SAMPLE_NAMES`] names.
+    /// [`FAILURE_REASONS_SHOWN`] reasons), each with a sample of [`SAMPLE_NAMES`] names. With no
+    /// step: the recipients who failed before any step notified them (a message variable
+    /// without a value for them).
     pub async fn failures_of_step(
         &self,
         org_id: &str,
         campaign_id: &str,
-        step_id: &str,
+        step_id: Option<&str>,
     ) -> Result<Vec<FailureGroup>> {
-        let rows = sqlx::query(
+        // $3 is the step, or unused (an always-true comparison keeps the numbering).
+        let of_step = match step_id {
+            Some(_) => "last_notified_step = $3 AND failure_reason IS NOT NULL",
+            None => "last_notified_step IS NULL AND status = 'FAILED' AND $3 = $3",
+        };
+        let sql = format!(
             "SELECT failure_reason, COUNT(*) AS n FROM deliveries
-             WHERE campaign_id = $1 AND org_id = $2 AND last_notified_step = $3
-               AND failure_reason IS NOT NULL
-             GROUP BY failure_reason ORDER BY n DESC, failure_reason LIMIT $4",
-        )
-        .bind(campaign_id)
-        .bind(org_id)
-        .bind(step_id)
-        .bind(FAILURE_REASONS_SHOWN as i64)
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE campaign_id = $1 AND org_id = $2 AND {of_step}
+             GROUP BY failure_reason ORDER BY n DESC, failure_reason LIMIT $4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(campaign_id)
+            .bind(org_id)
+            .bind(step_id.unwrap_or(""))
+            .bind(FAILURE_REASONS_SHOWN as i64)
+            .fetch_all(&self.pool)
+            .await?;
         let mut groups = Vec::with_capacity(rows.len());
         for row in &rows {
-            let reason: String = row.try_get("failure_reason")?;
+            let reason: Option<String> = row.try_get("failure_reason")?;
+            let Some(reason) = reason else { continue };
             let count: i64 = row.try_get("n")?;
             let sql = format!(
                 "SELECT {RECIPIENT_NAME} AS name FROM deliveries
-                 WHERE campaign_id = $1 AND org_id = $2 AND last_notified_step = $3
+                 WHERE campaign_id = $1 AND org_id = $2 AND {of_step}
                    AND failure_reason = $4
                  ORDER BY seq LIMIT $5"
             );
             let names = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(campaign_id)
                 .bind(org_id)
-                .bind(step_id)
+                .bind(step_id.unwrap_or(""))
                 .bind(&reason)
                 .bind(SAMPLE_NAMES as i64)
                 .fetch_all(&self.pool)
@@ -219,6 +227,28 @@ impl Store {
             });
         }
         Ok(groups)
+    }
+
+    /// How many entries of `kind` the campaign's log has for `step_id`: lines written one per
+    /// event (a removed push token) stop at a bound, and the step's summary counts the rest.
+    pub async fn count_activity(
+        &self,
+        org_id: &str,
+        campaign_id: &str,
+        step_id: &str,
+        kind: ActivityKind,
+    ) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM activity_log
+             WHERE campaign_id = $1 AND org_id = $2 AND step_id = $3 AND kind = $4",
+        )
+        .bind(campaign_id)
+        .bind(org_id)
+        .bind(step_id)
+        .bind(kind.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count.max(0) as u64)
     }
 
     pub async fn append_activity(&self, entry: NewActivity<'_>) -> Result<()> {
@@ -298,5 +328,157 @@ mod wording_tests {
         let phrase = sample_phrase(&names, 50);
         assert_eq!(phrase.matches(", ").count(), SAMPLE_NAMES - 1, "{phrase}");
         assert!(phrase.ends_with("and 40 others"), "{phrase}");
+    }
+}
+
+/// The samples and per-reason counts, on each backend.
+#[cfg(test)]
+mod story_queries {
+    use super::*;
+    use crate::{NewCampaign, Recipient, testing};
+
+    async fn campaign_with_outcomes(store: &Store) -> (String, String) {
+        let org = store.create_organisation("Acme").await.unwrap().id;
+        let (template, version) = store
+            .create_template(&org, "notice", "Notice", "Please read.", &[])
+            .await
+            .unwrap();
+        let campaign = store
+            .create_campaign(NewCampaign {
+                org_id: org.clone(),
+                name: "Q1".into(),
+                title: "Q1".into(),
+                template_id: template.id,
+                template_version: version.version,
+                message_title: version.title,
+                body: version.body,
+                audience: serde_json::json!({}),
+                definition: "{}".into(),
+                definition_ref: None,
+            })
+            .await
+            .unwrap()
+            .id;
+        store
+            .activate_campaign(&org, &campaign, "campaign-q1", 5)
+            .await
+            .unwrap();
+        let recipient = |user: &str, name: Option<&str>| Recipient {
+            member_id: None,
+            user_id: user.into(),
+            email: None,
+            display_name: name.map(str::to_owned),
+            variables: Default::default(),
+        };
+        store
+            .insert_deliveries(
+                &org,
+                &campaign,
+                1,
+                &[
+                    recipient("ada", Some("Ada")),
+                    recipient("alan", None),
+                    recipient("bob", Some("Bob")),
+                    recipient("cy", Some("Cy")),
+                    recipient("dee", Some("Dee")),
+                ],
+            )
+            .await
+            .unwrap();
+        // Dee fails before any step: a variable without a value.
+        store
+            .fail_pending_recipients(&org, &campaign, &["dee"], "no value for {{team}}")
+            .await
+            .unwrap();
+        let ids: Vec<(String, String)> = store
+            .list_deliveries(&org, &campaign, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, d)| (d.user_id, d.id))
+            .collect();
+        let id = |user: &str| ids.iter().find(|(u, _)| u == user).unwrap().1.clone();
+        let no_device = Err("no push device is registered".to_owned());
+        store
+            .record_notified(
+                &org,
+                "notify",
+                false,
+                &[
+                    (id("ada"), Ok(())),
+                    (id("alan"), Ok(())),
+                    (id("bob"), no_device.clone()),
+                    (id("cy"), no_device),
+                ],
+            )
+            .await
+            .unwrap();
+        (org, campaign)
+    }
+
+    async fn tells_who_was_reached_and_who_failed_per_reason(store: Store) {
+        let (org, campaign) = campaign_with_outcomes(&store).await;
+        assert_eq!(
+            store
+                .sample_notified(&org, &campaign, "notify", 10)
+                .await
+                .unwrap(),
+            ["Ada", "alan"],
+            "named by display name, else user id"
+        );
+        assert_eq!(
+            store
+                .sample_notified(&org, &campaign, "notify", 1)
+                .await
+                .unwrap(),
+            ["Ada"]
+        );
+        let failures = store
+            .failures_of_step(&org, &campaign, Some("notify"))
+            .await
+            .unwrap();
+        assert_eq!(
+            failures,
+            [FailureGroup {
+                reason: "no push device is registered".into(),
+                count: 2,
+                sample: vec!["Bob".into(), "Cy".into()],
+            }]
+        );
+        let before_any_step = store.failures_of_step(&org, &campaign, None).await.unwrap();
+        assert_eq!(before_any_step.len(), 1);
+        assert_eq!(before_any_step[0].sample, ["Dee"]);
+        assert_eq!(
+            store
+                .sample_with_status(&org, &campaign, "FAILED", 10)
+                .await
+                .unwrap(),
+            ["Bob", "Cy", "Dee"]
+        );
+        // Scoped by organisation: another one sees nothing.
+        let other = store.create_organisation("Other").await.unwrap().id;
+        assert!(
+            store
+                .failures_of_step(&other, &campaign, Some("notify"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn samples_and_failure_reasons_on_sqlite() {
+        tells_who_was_reached_and_who_failed_per_reason(testing::sqlite().await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn samples_and_failure_reasons_on_postgres() {
+        match testing::postgres().await.unwrap() {
+            Some(store) => tells_who_was_reached_and_who_failed_per_reason(store).await,
+            None => eprintln!(
+                "PostgreSQL SKIPPED ({} is not set)",
+                testing::POSTGRES_URL_VAR
+            ),
+        }
     }
 }

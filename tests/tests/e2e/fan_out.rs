@@ -119,6 +119,22 @@ async fn a_recipient_who_lost_a_variable_after_creation_fails_with_the_reason() 
         ["ann"],
         "only the recipient whose message is whole is pushed"
     );
+    // The activity log says who failed and why, counted per reason.
+    let activity = system
+        .get(&format!("/v1/campaigns/{campaign}/activity?limit=100"))
+        .await?;
+    let written = activity["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["kind"] == "step_finished" && e["step_id"].is_null())
+        .expect("the entry of the written deliveries");
+    assert_eq!(
+        written["message"],
+        "2 deliveries written from the audience; 1 recipient failed: the message uses {{team}}, \
+         which has no value for this recipient (1: User bob)",
+        "{written}"
+    );
     system.shutdown().await;
     Ok(())
 }
