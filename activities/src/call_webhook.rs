@@ -418,6 +418,7 @@ mod tests {
         CampaignRef {
             org_id: "org-1".into(),
             campaign_id: "campaign-1".into(),
+            trace_parent: None,
         }
     }
 

@@ -186,16 +186,18 @@ impl CampaignActivitiesImpl {
         ctx: ActivityContext,
         input: FanOutInput,
     ) -> Result<FanOutPlan, ActivityError> {
-        self.plan_fan_out_ranges(&ctx, input).await
+        let span = activity_span(&ctx, &input.campaign);
+        self.plan_fan_out_ranges(&ctx, input).instrument(span).await
     }
 
     #[activity(definition = campaign_activities::FinishFanOut)]
     pub async fn finish_fan_out(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: FanOutSummary,
     ) -> Result<DeliveryCounts, ActivityError> {
-        self.finish_fan_out_ranges(input).await
+        let span = activity_span(&ctx, &input.campaign);
+        self.finish_fan_out_ranges(input).instrument(span).await
     }
 
     #[activity(definition = campaign_activities::SendReminder)]
@@ -280,10 +282,11 @@ impl CampaignActivitiesImpl {
     #[activity(definition = campaign_activities::CountDeliveries)]
     pub async fn count_deliveries(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: CampaignRef,
     ) -> Result<DeliveryCounts, ActivityError> {
-        self.counts(&input).await
+        let span = activity_span(&ctx, &input);
+        self.counts(&input).instrument(span).await
     }
 
     /// A step failed for good (a webhook after its last retry): the activity log says so and
@@ -414,17 +417,52 @@ impl CampaignActivitiesImpl {
 }
 
 /// The span an activity's log lines carry: which organisation, campaign and workflow run they
-/// concern, and the attempt.
+/// concern, and the attempt. When traces are exported it is a child of the campaign's workflow
+/// start, whose trace context the workflow passed along.
 fn activity_span(ctx: &ActivityContext, campaign: &CampaignRef) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
     let info = ctx.info();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "activity",
         activity = %info.activity_type,
         org_id = %campaign.org_id,
         campaign_id = %campaign.campaign_id,
         workflow_id = info.workflow_id.as_deref().unwrap_or_default(),
         attempt = info.attempt,
-    )
+    );
+    if let Some(parent) = campaign.trace_parent.as_deref().and_then(remote_parent) {
+        // Fails only when no exporter is installed, and then there is no trace to join.
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// The context of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), or `None` for one
+/// that is not well formed.
+fn remote_parent(traceparent: &str) -> Option<opentelemetry::Context> {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let mut parts = traceparent.split('-');
+    let (Some("00"), Some(trace_id), Some(span_id), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let parent = SpanContext::new(
+        TraceId::from_hex(trace_id).ok()?,
+        SpanId::from_hex(span_id).ok()?,
+        TraceFlags::new(u8::from_str_radix(flags, 16).ok()?),
+        true,
+        TraceState::default(),
+    );
+    parent
+        .is_valid()
+        .then(|| opentelemetry::Context::new().with_remote_span_context(parent))
 }
 
 fn contract_counts(c: pidgr_store::DeliveryCounts) -> DeliveryCounts {
@@ -529,5 +567,40 @@ mod failure_tests {
             "busy".into()
         ))));
         assert!(!non_retryable(retryable(std::io::Error::other("reset"))));
+    }
+}
+
+#[cfg(test)]
+mod trace_parent_tests {
+    use opentelemetry::trace::TraceContextExt;
+
+    use super::remote_parent;
+
+    #[test]
+    fn a_w3c_traceparent_becomes_a_remote_sampled_parent() {
+        let parent = remote_parent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .expect("a well-formed traceparent");
+        let span = parent.span();
+        let context = span.span_context();
+        assert_eq!(
+            context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(context.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(context.is_remote() && context.is_sampled());
+    }
+
+    #[test]
+    fn a_malformed_traceparent_is_no_parent() {
+        for malformed in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-not-hex-01",
+        ] {
+            assert!(remote_parent(malformed).is_none(), "{malformed:?}");
+        }
     }
 }

@@ -21,6 +21,7 @@ use temporalio_client::{
     WorkflowCancelOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
 };
 use temporalio_common::search_attributes::SearchAttributes;
+use tracing::Instrument;
 
 use crate::error::OrNotFound;
 use crate::input::{Body, Name, Page, Variables};
@@ -538,10 +539,14 @@ pub(crate) async fn start_workflow(
     on_reuse: WorkflowIdReusePolicy,
 ) -> Result<(), StartWorkflowError> {
     let definition = stored_definition(campaign).map_err(|_| StartWorkflowError::Corrupt)?;
+    // The start is a span of its own (inside the request's, when a request starts it), and the
+    // activities' spans are its children: the workflow hands them its trace context.
+    let span = tracing::info_span!("start workflow", workflow_id = %workflow_id(&campaign.id));
     let input = CampaignInput {
         campaign: CampaignRef {
             org_id: campaign.org_id.clone(),
             campaign_id: campaign.id.clone(),
+            trace_parent: crate::observe::traceparent(&span),
         },
         name: campaign.name.clone(),
         definition,
@@ -564,6 +569,7 @@ pub(crate) async fn start_workflow(
     match state
         .temporal
         .start_workflow(CampaignWorkflow::run, input, options)
+        .instrument(span)
         .await
     {
         Ok(_) => Ok(()),

@@ -114,6 +114,23 @@ pub async fn note_caller(request: Request, next: Next) -> Response {
     response
 }
 
+/// The W3C `traceparent` of `span` when traces are exported (`None` otherwise): how a trace
+/// crosses into the workflow's activities, which run in another process.
+pub(crate) fn traceparent(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    let parent = context.span().span_context().clone();
+    parent.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            parent.trace_id(),
+            parent.span_id(),
+            parent.trace_flags().to_u8()
+        )
+    })
+}
+
 /// The method as labelled: the standard ones by name, any other as `OTHER` (a client may send
 /// any token as a method, and each would be a series of its own).
 fn method_label(method: &axum::http::Method) -> &'static str {

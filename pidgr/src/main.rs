@@ -201,14 +201,33 @@ async fn main() -> ExitCode {
     // The settings are read first, so that even their own complaints come out in the format
     // asked for.
     let rust_log = std::env::var("RUST_LOG").ok();
-    pidgr::telemetry::init_logging(cli.command.config().log_format, rust_log.as_deref());
-    match run(cli.command).await {
+    // The standard OpenTelemetry variables, read here like RUST_LOG (they are the exporter's
+    // settings, not Pidgr's); unset, nothing is exported and nothing extra runs.
+    let traces = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|endpoint| !endpoint.trim().is_empty())
+        .map(|endpoint| pidgr::telemetry::TraceExport {
+            endpoint,
+            service_name: std::env::var("OTEL_SERVICE_NAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "pidgr".into()),
+        });
+    let trace_exporter = pidgr::telemetry::init_logging(
+        cli.command.config().log_format,
+        rust_log.as_deref(),
+        traces.as_ref(),
+    );
+    let code = match run(cli.command).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Exports the spans still queued before the process exits.
+    drop(trace_exporter);
+    code
 }
 
 impl Command {

@@ -1,6 +1,7 @@
-//! What a running Pidgr tells its operators: logs (human or JSON lines) and the Prometheus
+//! What a running Pidgr tells its operators: logs (human or JSON lines), the Prometheus
 //! endpoint (`PIDGR_METRICS_LISTEN`), which the API process serves and a worker-only process
-//! serves itself. The counters are recorded by the API and the activities into
+//! serves itself, and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, its spans as OpenTelemetry
+//! traces over OTLP/HTTP. The counters are recorded by the API and the activities into
 //! [`Config::metrics`](crate::Config::metrics); the gauges are read when scraped.
 
 use std::io::IsTerminal;
@@ -10,12 +11,17 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::ValueEnum;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
 use pidgr_metrics::Metrics;
 use pidgr_store::Store;
 use tokio::net::TcpListener;
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 
 /// How log lines are written (`PIDGR_LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -32,41 +38,144 @@ pub enum LogFormat {
 /// (which log every task and every slow query at info) held to warnings.
 pub const DEFAULT_LOG_FILTER: &str = "info,temporalio_sdk_core=warn,temporalio_sdk=warn,sqlx=warn";
 
-/// A subscriber writing `format` lines to `writer`, filtered by `filter` (`RUST_LOG` syntax).
+/// What is exported as traces, whatever `RUST_LOG` says (quieter logs should not cost the
+/// traces): the request, workflow start and activity spans, not the Temporal SDK's own.
+pub const TRACE_FILTER: &str = DEFAULT_LOG_FILTER;
+
+/// A subscriber writing `format` lines to `writer`, filtered by `filter` (`RUST_LOG` syntax),
+/// and handing spans to `tracer` (filtered by [`TRACE_FILTER`]) when traces are exported.
 pub fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,
     ansi: bool,
+    tracer: Option<Tracer>,
 ) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
+    let traces = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(EnvFilter::new(TRACE_FILTER))
+    });
+    let registry = tracing_subscriber::registry().with(traces);
+    let lines = tracing_subscriber::fmt::layer().with_writer(writer);
     match format {
-        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
+        LogFormat::Text => Box::new(registry.with(lines.with_ansi(ansi).with_filter(filter))),
         LogFormat::Json => Box::new(
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(true)
-                .finish(),
+            registry.with(
+                lines
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true)
+                    .with_filter(filter),
+            ),
         ),
     }
 }
 
+/// Where the process's spans go, read by the binary from the standard OpenTelemetry variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceExport {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector's base URL; spans are POSTed to
+    /// `<endpoint>/v1/traces` as protobuf.
+    pub endpoint: String,
+    /// `OTEL_SERVICE_NAME`, `pidgr` unless set: the `service.name` the spans carry.
+    pub service_name: String,
+}
+
+/// The exporting half of the process's tracing: dropping it (at the process's end) exports
+/// what is still queued, so the last request's spans are not lost.
+pub struct TraceExporter {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TraceExporter {
+    fn drop(&mut self) {
+        let Some(provider) = self.provider.take() else {
+            return;
+        };
+        // On a thread of its own: the blocking HTTP client must not be used or dropped on the
+        // async runtime's threads.
+        let shut_down = std::thread::spawn(move || provider.shutdown()).join();
+        if let Ok(Err(error)) = shut_down {
+            eprintln!("traces: the last spans could not be exported: {error}");
+        }
+    }
+}
+
+/// The exporter's HTTP client: blocking (the batch processor exports from its own thread),
+/// with the TLS configuration of every other outbound client (the build has no default
+/// crypto provider). Built on a thread of its own, like the exporter's own default.
+fn trace_http_client() -> anyhow::Result<reqwest::blocking::Client> {
+    let tls = pidgr_outbound::tls_config()?;
+    std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("building the traces' HTTP client panicked"))?
+    .map_err(Into::into)
+}
+
+/// The OTLP/HTTP exporter behind a batch processor (its own thread; `OTEL_BSP_SCHEDULE_DELAY`
+/// and the other `OTEL_BSP_*` variables tune it).
+fn trace_exporter(export: &TraceExport) -> anyhow::Result<(TraceExporter, Tracer)> {
+    let endpoint = format!("{}/v1/traces", export.endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(endpoint)
+        .with_http_client(trace_http_client()?)
+        .build()?;
+    let resource = opentelemetry_sdk::Resource::builder_empty()
+        .with_service_name(export.service_name.clone())
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("pidgr");
+    Ok((
+        TraceExporter {
+            provider: Some(provider),
+        },
+        tracer,
+    ))
+}
+
 /// Installs the process's logger: to stderr, in `format`, at `RUST_LOG`'s levels (or
-/// [`DEFAULT_LOG_FILTER`]); colours only when stderr is a terminal.
-pub fn init_logging(format: LogFormat, rust_log: Option<&str>) {
+/// [`DEFAULT_LOG_FILTER`]); colours only when stderr is a terminal. With `traces`, spans are
+/// exported too; keep the returned exporter until the process ends.
+pub fn init_logging(
+    format: LogFormat,
+    rust_log: Option<&str>,
+    traces: Option<&TraceExport>,
+) -> Option<TraceExporter> {
     let filter = rust_log
         .and_then(|directives| EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
     let ansi = std::io::stderr().is_terminal();
-    let _ =
-        tracing::subscriber::set_global_default(subscriber(format, filter, std::io::stderr, ansi));
+    // An exporter that cannot be built (a malformed endpoint) costs the traces, not the logs.
+    let (exporter, tracer) = match traces.map(trace_exporter).transpose() {
+        Ok(built) => built.unzip(),
+        Err(error) => {
+            eprintln!("traces: not exported: {error:#}");
+            (None, None)
+        }
+    };
+    let _ = tracing::subscriber::set_global_default(subscriber(
+        format,
+        filter,
+        std::io::stderr,
+        ansi,
+        tracer,
+    ));
+    exporter
 }
 
 /// The Prometheus endpoint: `GET /metrics` and nothing else.
@@ -204,6 +313,7 @@ mod tests {
             EnvFilter::new("info"),
             captured.clone(),
             false,
+            None,
         ));
         let metrics = Metrics::new();
         let mut router = axum::Router::new()
@@ -289,6 +399,7 @@ mod tests {
             EnvFilter::new("info"),
             captured.clone(),
             false,
+            None,
         ));
         tracing::info!(status = 200, "request");
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

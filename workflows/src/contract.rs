@@ -14,6 +14,12 @@ use temporalio_sdk::activities::ActivityError;
 pub struct CampaignRef {
     pub org_id: String,
     pub campaign_id: String,
+    /// The W3C `traceparent` of the API's workflow start, when traces are exported: each
+    /// activity's span is its child, so a campaign's start and its activities are one trace.
+    /// The workflow only copies it (this value travels in every activity's input); absent in
+    /// histories written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 /// Deliveries per status, as the workflow last heard them.
