@@ -40,6 +40,15 @@ struct ErrorPage {
     detail: String,
 }
 
+/// What an error page said, left on the response so that the session middleware can show it
+/// again inside the console's frame (sections, sign-out) when someone is signed in.
+#[derive(Clone, Debug)]
+pub struct ErrorShown {
+    pub status: u16,
+    pub title: &'static str,
+    pub detail: String,
+}
+
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
         let (status, detail) = match self {
@@ -71,14 +80,21 @@ impl IntoResponse for ConsoleError {
             s if s.is_server_error() => "Server error",
             _ => "Cannot do that",
         };
+        let shown = ErrorShown {
+            status: status.as_u16(),
+            title,
+            detail: detail.clone(),
+        };
         let page = ErrorPage {
             status: status.as_u16(),
             title,
             detail,
         };
-        match page.render() {
+        let mut response = match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
             Err(_) => status.into_response(),
-        }
+        };
+        response.extensions_mut().insert(shown);
+        response
     }
 }

@@ -25,6 +25,8 @@ use pidgr_api::{Access, SessionKey};
 use serde::Deserialize;
 
 use crate::api::Api;
+use crate::error::ErrorShown;
+use crate::pages::Layout;
 use crate::{Console, ConsoleError};
 
 const COOKIE: &str = "pidgr_console";
@@ -151,8 +153,30 @@ pub async fn require_session(
         org_name: identity.name,
         permissions: identity.api_key.permissions,
     };
-    request.extensions_mut().insert(session);
-    Ok(next.run(request).await)
+    request.extensions_mut().insert(session.clone());
+    let response = next.run(request).await;
+    // An error page for a signed-in person keeps the frame: the sections they may open and a
+    // way to sign out (a role without any permission sees nothing else).
+    if let Some(shown) = response.extensions().get::<ErrorShown>().cloned() {
+        let page = ErrorInConsole {
+            layout: Layout::new(&session, ""),
+            status: shown.status,
+            title: shown.title,
+            detail: shown.detail,
+        };
+        let status = response.status();
+        return Ok((status, Html(page.render()?)).into_response());
+    }
+    Ok(response)
+}
+
+#[derive(Template)]
+#[template(path = "error_in_console.html")]
+struct ErrorInConsole {
+    layout: Layout,
+    status: u16,
+    title: &'static str,
+    detail: String,
 }
 
 /// The CSRF token a write carries: the header, or a urlencoded form's `csrf` field (the body is

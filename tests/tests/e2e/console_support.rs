@@ -132,9 +132,10 @@ impl Browser {
         let Value::Object(capabilities) = capabilities else {
             unreachable!("an object literal")
         };
-        // The harness installed rustls' ring provider; the builder needs one chosen.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = ClientBuilder::rustls()?
+        // chromedriver listens on loopback in plain HTTP: no TLS stack (fantoccini's TLS
+        // features would pull a second crypto provider into the whole workspace).
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
             .capabilities(capabilities)
             .connect(&webdriver)
             .await
