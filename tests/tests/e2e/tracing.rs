@@ -1,10 +1,11 @@
 //! Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, a `pidgr api` and a `pidgr worker` process
 //! export their spans over OTLP/HTTP to a collector (here a receiver on loopback), and a
-//! campaign's start request, its workflow start and its activities are one trace.
+//! campaign's start request, its workflow start and its activities are one trace; a process
+//! that stops exports the spans it still holds.
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,7 +17,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 use serde_json::json;
 
-use crate::harness::{Options, Receiver, System, example_definition, free_port, until};
+use crate::harness::{Options, PATIENCE, Receiver, System, example_definition, free_port, until};
 
 /// One exported span, as the collector received it.
 #[derive(Clone, Debug)]
@@ -124,7 +125,8 @@ fn attributes(pairs: &[KeyValue]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Exported often, so that the test's polling sees the spans soon after they end.
+/// The worker's spans are exported often, so that the test's polling sees them soon after they
+/// end.
 const QUICK_BATCHES: (&str, &str) = ("OTEL_BSP_SCHEDULE_DELAY", "100");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -144,12 +146,12 @@ async fn a_campaigns_start_request_workflow_start_and_activities_are_one_exporte
     ])?;
     let listen = format!("127.0.0.1:{}", free_port());
     let api = format!("http://{listen}");
-    let _api = system
+    let mut api_process = system
         .pidgr_command("api")?
         .env("PIDGR_LISTEN", &listen)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)
         .env("OTEL_SERVICE_NAME", "pidgr-api")
-        .env(QUICK_BATCHES.0, QUICK_BATCHES.1)
+        .env(QUICK_BATCHES.0, "3600000")
         .spawn()?;
     until(&format!("the API at {api} to answer"), || async {
         Ok(system
@@ -182,30 +184,46 @@ async fn a_campaigns_start_request_workflow_start_and_activities_are_one_exporte
 
     // The request's and the start's spans come from the API, the activities' from the worker,
     // each process exporting in its own batches.
-    let (request, start, activities) = until("the start's spans and an activity's", || async {
-        let spans = collector.spans();
-        let request = spans.iter().find(|s| {
+    // The activities' spans come from the worker, exporting in quick batches.
+    let activities = until("an activity's span", || async {
+        let activities: Vec<ReceivedSpan> = collector
+            .spans()
+            .into_iter()
+            .filter(|s| s.name == "activity" && s.attribute("campaign_id") == Some(&*campaign))
+            .collect();
+        let prepared = activities
+            .iter()
+            .any(|a| a.attribute("activity") == Some("prepare_deliveries"));
+        Ok(prepared.then_some(activities))
+    })
+    .await?;
+    // The API's wait a batch delay longer than the test: they reach the collector because a
+    // stopping process exports what it still holds before it exits.
+    let pid = api_process.id().context("the API's process id")?;
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    ensure!(signalled.success(), "kill -TERM {pid}: {signalled}");
+    let exit = tokio::time::timeout(PATIENCE, api_process.wait())
+        .await
+        .context("the API to stop after SIGTERM")??;
+    ensure!(exit.success(), "the API stopped with {exit}");
+    let spans = collector.spans();
+    let request = spans
+        .iter()
+        .find(|s| {
             s.name == "request"
                 && s.attribute("route") == Some("/v1/campaigns/{campaign_id}/start")
                 && s.attribute("campaign_id") == Some(campaign.as_str())
-        });
-        let start = spans.iter().find(|s| {
+        })
+        .context("the start request's span was exported")?;
+    let start = spans
+        .iter()
+        .find(|s| {
             s.name == "start workflow"
                 && s.attribute("workflow_id") == Some(&*format!("campaign-{campaign}"))
-        });
-        let activities: Vec<ReceivedSpan> = spans
-            .iter()
-            .filter(|s| s.name == "activity" && s.attribute("campaign_id") == Some(&*campaign))
-            .cloned()
-            .collect();
-        Ok(match (request, start) {
-            (Some(request), Some(start)) if !activities.is_empty() => {
-                Some((request.clone(), start.clone(), activities))
-            }
-            _ => None,
         })
-    })
-    .await?;
+        .context("the workflow start's span was exported")?;
 
     assert_eq!(request.service, "pidgr-api");
     assert_eq!(request.trace_id.len(), 16, "{request:?}");
