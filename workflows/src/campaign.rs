@@ -174,6 +174,7 @@ impl CampaignWorkflow {
                 ctx.upsert_search_attributes([
                     search_attributes::STATUS.value_set("CANCELLED".into())
                 ]);
+                ctx.set_current_details("cancelled".to_owned());
                 Err(WorkflowTermination::cancelled())
             }
             // A step failed in a way no retry can fix (a row gone, a secret that does not open,
@@ -335,6 +336,15 @@ async fn drive(
         .await?;
     ctx.state_mut(|s| s.counts = counts);
     ctx.upsert_search_attributes([search_attributes::STATUS.value_set("COMPLETED".into())]);
+    // The Web UI's "current details" of a finished run say how it ended, not its last step
+    // (details are no command: replay is unaffected).
+    ctx.set_current_details(format!(
+        "completed: {} of {} acknowledged, {} missed, {} failed",
+        counts.acknowledged,
+        counts.total(),
+        counts.missed,
+        counts.failed
+    ));
     Ok(CampaignOutcome { counts })
 }
 

@@ -164,6 +164,31 @@ async fn some_recipients_ack_so_only_the_others_are_reminded_and_missed() -> Res
         done["counts"],
         json!({ "pending": 0, "sent": 0, "read": 0, "acknowledged": 2, "missed": 2, "failed": 0 })
     );
+    // The Web UI's "current details" of the finished run say how it ended, not its last step.
+    until("the run to be closed", || async {
+        let description = handle.describe(Default::default()).await?;
+        Ok(description
+            .raw_description
+            .workflow_execution_info
+            .as_ref()
+            .and_then(|i| i.close_time.as_ref())
+            .map(|_| ()))
+    })
+    .await?;
+    let metadata = handle
+        .query(
+            temporalio_client::UntypedQuery::<
+                <CampaignWorkflow as temporalio_common::HasWorkflowDefinition>::Run,
+            >::new("__temporal_workflow_metadata"),
+            temporalio_common::data_converters::RawValue::empty(),
+            WorkflowQueryOptions::default(),
+        )
+        .await?;
+    let metadata: Value = serde_json::from_slice(&metadata.payloads[0].data)?;
+    assert_eq!(
+        metadata["currentDetails"], "completed: 2 of 4 acknowledged, 2 missed, 0 failed",
+        "{metadata}"
+    );
     assert_eq!(
         pushed_users(&system, &campaign, "notify").await?,
         ["u1", "u2", "u3", "u4"]
