@@ -1,5 +1,5 @@
 //! The generic webhook channel's delivery: the events a fan-out step queued are sent,
-//! signed, and retried on the channel's published schedule (1 s, 5 s, 30 s).
+//! signed, and retried on the schedule docs/webhooks.md documents (1 s, 5 s, 30 s).
 //!
 //! Events are sent in passes ([`CampaignActivitiesImpl::send_events_now`]) that claim each
 //! event before POSTing it, so several senders can work on one step at once: a fan-out range
@@ -23,7 +23,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::{CampaignActivitiesImpl, heartbeat_while, retry_after, retryable};
 
-/// The channel's published contract: up to 3 retries, after 1 s, 5 s and 30 s.
+/// The channel's documented schedule (docs/webhooks.md): up to 3 retries, after 1 s, 5 s and 30 s.
 pub const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_secs(1),
     Duration::from_secs(5),

@@ -17,6 +17,13 @@ use crate::{Console, ConsoleError};
 /// The most of an API answer the console reads (a page of 500 deliveries is far below it).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
+/// A page of any API list: `{items, next_cursor}` (`next_cursor` is null on the last page).
+#[derive(Debug, serde::Deserialize)]
+pub struct Listing {
+    pub items: Vec<Value>,
+    pub next_cursor: Option<String>,
+}
+
 /// An API answer: its status and its JSON body (`Null` when it had none).
 #[derive(Debug)]
 pub struct Reply {

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Layout, render};
+use crate::api::Listing;
 use crate::api::{segment, with_query};
 use crate::session::Session;
 use crate::views::chart::AckChart;
@@ -90,12 +91,6 @@ fn page_path(id: &str) -> String {
 
 fn api_path(id: &str, tail: &str) -> String {
     format!("/v1/campaigns/{}{tail}", segment(id))
-}
-
-#[derive(Deserialize)]
-struct Listing {
-    items: Vec<Value>,
-    next_cursor: Option<String>,
 }
 
 /// A delivery list item: the delivery beside its `position`, whether the API nests it under

@@ -8,9 +8,9 @@ use axum::http::Method;
 use axum::response::Html;
 use axum::routing::get;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{Layout, render};
+use crate::api::Listing;
 use crate::api::with_query;
 use crate::session::Session;
 use crate::views::progress::Counts;
@@ -51,12 +51,6 @@ struct Page {
     rows: Vec<Row>,
     next: Option<String>,
     can_create: bool,
-}
-
-#[derive(Deserialize)]
-struct Listing {
-    items: Vec<Value>,
-    next_cursor: Option<String>,
 }
 
 async fn list(session: Session, Query(filter): Query<Filter>) -> Result<Html<String>, ConsoleError> {

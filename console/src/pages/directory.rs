@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 
 use super::templates::Refusal;
 use super::{Layout, render};
+use crate::api::Listing;
 use crate::api::{segment, with_query};
 use crate::session::Session;
 use crate::views::{text, when};
@@ -80,12 +81,6 @@ fn tabs(session: &Session, active: &str) -> Vec<Tab> {
         active: label == active,
     })
     .collect()
-}
-
-#[derive(Deserialize)]
-struct Listing {
-    items: Vec<Value>,
-    next_cursor: Option<String>,
 }
 
 struct MemberRow {

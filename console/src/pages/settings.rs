@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::templates::{Refusal, form_fields};
 use super::{Layout, render};
+use crate::api::Listing;
 use crate::api::{segment, with_query};
 use crate::session::Session;
 use crate::views::{text, when};
@@ -39,11 +40,6 @@ pub fn routes() -> Router<Console> {
 
 /// Every page the API gives of a list (keys and roles are few; this reads at most 20 pages).
 async fn all_items(session: &Session, path: &str) -> Result<Vec<Value>, ConsoleError> {
-    #[derive(Deserialize)]
-    struct Listing {
-        items: Vec<Value>,
-        next_cursor: Option<String>,
-    }
     let mut items = Vec::new();
     let mut after = String::new();
     for _ in 0..20 {

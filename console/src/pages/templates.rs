@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Layout, render};
+use crate::api::Listing;
 use crate::api::{Reply, segment, with_query};
 use crate::session::Session;
 use crate::views::{text, when};
@@ -99,12 +100,6 @@ struct ListPage {
     rows: Vec<Row>,
     next: Option<String>,
     can_create: bool,
-}
-
-#[derive(Deserialize)]
-struct Listing {
-    items: Vec<Value>,
-    next_cursor: Option<String>,
 }
 
 async fn list(
