@@ -115,7 +115,10 @@ impl Console {
 /// security headers. Merged into the API's router by the binary.
 pub fn router(console: Console) -> Router {
     let signed_in = pages::routes()
-        .route_layer(from_fn_with_state(console.clone(), session::require_session))
+        .route_layer(from_fn_with_state(
+            console.clone(),
+            session::require_session,
+        ))
         .with_state(console.clone());
     let open = Router::new()
         .route(

@@ -225,7 +225,11 @@ pub async fn same_origin_writes(request: Request, next: Next) -> Response {
 }
 
 fn same_origin(headers: &HeaderMap) -> bool {
-    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     if let Some(site) = text("sec-fetch-site")
         && site != "same-origin"
         && site != "none"
@@ -233,12 +237,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
         return false;
     }
     match (text("origin"), text("host")) {
-        (Some(origin), Some(host)) => {
-            origin
-                .split_once("://")
-                .map(|(_, rest)| rest)
-                .is_some_and(|origin_host| origin_host == host)
-        }
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .is_some_and(|origin_host| origin_host == host),
         (Some(_), None) => false,
         (None, _) => true,
     }
@@ -433,10 +435,22 @@ mod tests {
 
     #[test]
     fn sign_in_returns_only_to_console_pages() {
-        assert_eq!(safe_next(Some("/console/campaigns/1")), "/console/campaigns/1");
-        assert_eq!(safe_next(Some("https://evil.example/")), "/console/campaigns");
-        assert_eq!(safe_next(Some("//evil.example/console/")), "/console/campaigns");
-        assert_eq!(safe_next(Some("/console//evil.example")), "/console/campaigns");
+        assert_eq!(
+            safe_next(Some("/console/campaigns/1")),
+            "/console/campaigns/1"
+        );
+        assert_eq!(
+            safe_next(Some("https://evil.example/")),
+            "/console/campaigns"
+        );
+        assert_eq!(
+            safe_next(Some("//evil.example/console/")),
+            "/console/campaigns"
+        );
+        assert_eq!(
+            safe_next(Some("/console//evil.example")),
+            "/console/campaigns"
+        );
         assert_eq!(safe_next(None), "/console/campaigns");
     }
 

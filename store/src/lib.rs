@@ -36,8 +36,8 @@ pub use activity_log::{
     ActivityEntry, ActivityKind, FailureGroup, NewActivity, SAMPLE_NAMES, counted, sample_phrase,
 };
 pub use audiences::{Audience, AudienceMember, AudienceReader, MissingRef, ResolvedAudience};
-pub use console_sessions::{ConsoleSession, NewConsoleSession};
 pub use campaigns::{Campaign, CampaignStatus, NewCampaign, Recipient, StartOutcome};
+pub use console_sessions::{ConsoleSession, NewConsoleSession};
 pub use definitions::{DefinitionVersion, StoredDefinition};
 pub use deliveries::{
     ActionKind, ActionOutcome, Delivery, DeliveryCounts, DeliveryReport, DeliveryStatus,
@@ -52,9 +52,7 @@ pub use idempotency::{
 };
 pub use key_rotation::{ROTATION_MAX_PASSES, RotatedTable, RotationReport};
 pub use member_sets::{MemberSet, SetKind};
-pub use members::{
-    ImportCounts, ImportedMember, Member, MemberUpdate, NewMember, UpsertOutcome,
-};
+pub use members::{ImportCounts, ImportedMember, Member, MemberUpdate, NewMember, UpsertOutcome};
 pub use organisations::{ApiKey, Authenticated, GeneratedKey, LAST_USED_GRANULARITY, Organisation};
 pub use push_credentials::PushCredentials;
 pub use push_log::{NewPush, PushRecord};

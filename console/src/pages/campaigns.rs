@@ -53,7 +53,10 @@ struct Page {
     can_create: bool,
 }
 
-async fn list(session: Session, Query(filter): Query<Filter>) -> Result<Html<String>, ConsoleError> {
+async fn list(
+    session: Session,
+    Query(filter): Query<Filter>,
+) -> Result<Html<String>, ConsoleError> {
     let status = if STATUSES.contains(&filter.status.as_str()) {
         filter.status
     } else {
@@ -82,9 +85,12 @@ async fn list(session: Session, Query(filter): Query<Filter>) -> Result<Html<Str
             counts: serde_json::from_value(c["counts"].clone()).unwrap_or_default(),
         })
         .collect();
-    let next = listing
-        .next_cursor
-        .map(|after| with_query("/console/campaigns", &[("status", &status), ("after", &after)]));
+    let next = listing.next_cursor.map(|after| {
+        with_query(
+            "/console/campaigns",
+            &[("status", &status), ("after", &after)],
+        )
+    });
     render(Page {
         layout: Layout::new(&session, "Campaigns"),
         can_create: session.can(Method::POST, "/v1/campaigns"),

@@ -49,10 +49,18 @@ pub struct NavItem {
 /// The sections, each shown to a role that may read what it lists.
 const SECTIONS: &[(&str, &str, &str)] = &[
     ("Campaigns", "/console/campaigns", "/v1/campaigns"),
-    ("Workflows", "/console/workflows", "/v1/workflow-definitions"),
+    (
+        "Workflows",
+        "/console/workflows",
+        "/v1/workflow-definitions",
+    ),
     ("Templates", "/console/templates", "/v1/templates"),
     ("Directory", "/console/directory", "/v1/members"),
-    ("Integrations", "/console/integrations", "/v1/webhook-channel"),
+    (
+        "Integrations",
+        "/console/integrations",
+        "/v1/webhook-channel",
+    ),
     ("Settings", "/console/settings", "/v1/api-keys"),
 ];
 

@@ -33,8 +33,14 @@ mod tests {
 
     #[test]
     fn times_read_as_people_write_them() {
-        assert_eq!(when(&json!("2026-11-27T16:40:05.123Z")), "27 Nov 2026, 16:40 UTC");
-        assert_eq!(when(&json!("2026-11-27T17:40:05+01:00")), "27 Nov 2026, 16:40 UTC");
+        assert_eq!(
+            when(&json!("2026-11-27T16:40:05.123Z")),
+            "27 Nov 2026, 16:40 UTC"
+        );
+        assert_eq!(
+            when(&json!("2026-11-27T17:40:05+01:00")),
+            "27 Nov 2026, 16:40 UTC"
+        );
         assert_eq!(when(&Value::Null), "—");
     }
 }

@@ -32,7 +32,9 @@ impl Counts {
 
     /// Acknowledged as a whole percentage of all deliveries (0 when there are none).
     pub fn acknowledged_percent(&self) -> u64 {
-        (self.acknowledged * 100).checked_div(self.total()).unwrap_or(0)
+        (self.acknowledged * 100)
+            .checked_div(self.total())
+            .unwrap_or(0)
     }
 
     /// The bar as an inline SVG element; only numbers and fixed words go into it.
