@@ -50,6 +50,7 @@ pub use error::ApiError;
 pub use limits::{Limiters, Rate, ServerLimits};
 pub use routes::{OPENAPI_JSON, RouteSpec, router, specs};
 pub use server::serve;
+pub use workflow_definitions::MASKED_HEADER_VALUE;
 
 /// The API's field rules (bounded trimmed text, names, variables, e-mail addresses), for other
 /// ways into the directory (`pidgr members import`) that must accept exactly what the API does.
@@ -81,6 +82,9 @@ pub struct ApiSettings {
     pub codec_token: Option<CodecToken>,
     /// The mobile apps that open deeplinks (app-link files, the landing page's button).
     pub app_links: AppLinks,
+    /// How long after a webhook secret rotation the previous secret still signs
+    /// `webhook-signature` beside the new one (the test event's too).
+    pub webhook_secret_overlap: Duration,
 }
 
 impl Default for ApiSettings {
@@ -95,6 +99,7 @@ impl Default for ApiSettings {
             limits: ServerLimits::default(),
             codec_token: None,
             app_links: AppLinks::default(),
+            webhook_secret_overlap: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct ConsoleSettings {
     pub session_lifetime: Duration,
     /// Whether the console is served over HTTPS, so its cookie is marked `Secure`.
     pub secure_cookies: bool,
+    /// The origin people reach the console at (`https://pidgr.example.com`), accepted for
+    /// writes besides the request's own `Host` (a proxy may rewrite it).
+    pub public_origin: Option<String>,
 }
 
 impl Default for ConsoleSettings {
@@ -59,6 +62,7 @@ impl Default for ConsoleSettings {
             temporal_namespace: "default".to_owned(),
             session_lifetime: Duration::from_secs(8 * 3600),
             secure_cookies: false,
+            public_origin: None,
         }
     }
 }
@@ -134,9 +138,9 @@ pub fn router(console: Console) -> Router {
             "/console/",
             get(|| async { Redirect::to("/console/campaigns") }),
         )
-        .with_state(console);
+        .with_state(console.clone());
     signed_in
         .merge(open)
-        .layer(from_fn(session::same_origin_writes))
+        .layer(from_fn_with_state(console, session::same_origin_writes))
         .layer(from_fn(session::security_headers))
 }

@@ -113,17 +113,19 @@ pub async fn require_session(
     request: Request,
     next: Next,
 ) -> Result<Response, ConsoleError> {
-    let id = session_cookie(request.headers()).ok_or(ConsoleError::SignedOut)?;
-    let stored = console
-        .store()
-        .console_session(&id)
-        .await?
-        .ok_or(ConsoleError::SignedOut)?;
+    let stored = match session_cookie(request.headers()) {
+        Some(id) => console.store().console_session(&id).await?.map(|s| (id, s)),
+        None => None,
+    };
+    let Some((id, stored)) = stored else {
+        return Ok(sign_in_again(&request));
+    };
     let mut request = request;
     if is_write(request.method()) {
         let (token, rebuilt) = csrf_token_of(request).await?;
         request = rebuilt;
-        if token.as_deref() != Some(stored.csrf_token.as_str()) {
+        let matches = token.is_some_and(|t| same_bytes(t.as_bytes(), stored.csrf_token.as_bytes()));
+        if !matches {
             return Err(ConsoleError::Api {
                 status: StatusCode::FORBIDDEN,
                 detail: "This form has expired or did not come from the console. Reload the page \
@@ -179,6 +181,27 @@ struct ErrorInConsole {
     detail: String,
 }
 
+/// To the sign-in page; a page opened by a link (a plain GET) is where signing in returns to.
+fn sign_in_again(request: &Request) -> Response {
+    let is_htmx = request.headers().contains_key("hx-request");
+    if request.method() != Method::GET || is_htmx {
+        return ConsoleError::SignedOut.into_response();
+    }
+    let here = request
+        .uri()
+        .path_and_query()
+        .map_or("/console/campaigns", |p| p.as_str());
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("next", here);
+    Redirect::to(&format!("/console/sign-in?{}", query.finish())).into_response()
+}
+
+/// Compares without stopping at the first difference, so that the time taken says nothing
+/// about how much of a guessed token was right.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The CSRF token a write carries: the header, or a urlencoded form's `csrf` field (the body is
 /// read and put back).
 async fn csrf_token_of(request: Request) -> Result<(Option<String>, Request), ConsoleError> {
@@ -213,8 +236,13 @@ async fn csrf_token_of(request: Request) -> Result<(Option<String>, Request), Co
 /// Refuses a write that a browser says came from another site: `Sec-Fetch-Site` other than
 /// `same-origin`, or an `Origin` whose host is not this request's `Host`. Applies to sign-in
 /// too (which has no session yet, so no CSRF token).
-pub async fn same_origin_writes(request: Request, next: Next) -> Response {
-    if is_write(request.method()) && !same_origin(request.headers()) {
+pub async fn same_origin_writes(
+    State(console): State<Console>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let public_origin = console.settings().public_origin.as_deref();
+    if is_write(request.method()) && !same_origin(request.headers(), public_origin) {
         return (
             StatusCode::FORBIDDEN,
             "cross-site requests are not accepted by the console",
@@ -224,7 +252,10 @@ pub async fn same_origin_writes(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-fn same_origin(headers: &HeaderMap) -> bool {
+/// `public_origin` (`https://pidgr.example.com`, from the public URL) is accepted besides the
+/// request's own `Host`: behind a proxy that rewrites `Host`, the browser's origin is the public
+/// one.
+fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
     let text = |name| {
         headers
             .get(name)
@@ -237,6 +268,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
         return false;
     }
     match (text("origin"), text("host")) {
+        (Some(origin), _) if Some(origin) == public_origin => true,
         (Some(origin), Some(host)) => origin
             .split_once("://")
             .map(|(_, rest)| rest)
@@ -410,27 +442,50 @@ mod tests {
         map
     }
 
+    fn same_origin_at(headers: &HeaderMap) -> bool {
+        same_origin(headers, None)
+    }
+
+    #[test]
+    fn behind_a_proxy_the_public_origin_is_the_consoles_own() {
+        let proxied = headers(&[
+            ("host", "10.0.0.7:8080"),
+            ("origin", "https://pidgr.example.com"),
+        ]);
+        assert!(!same_origin(&proxied, None));
+        assert!(same_origin(&proxied, Some("https://pidgr.example.com")));
+        assert!(!same_origin(&proxied, Some("https://other.example.com")));
+    }
+
+    #[test]
+    fn tokens_compare_equal_only_when_every_byte_does() {
+        assert!(same_bytes(b"abc123", b"abc123"));
+        assert!(!same_bytes(b"abc123", b"abc124"));
+        assert!(!same_bytes(b"abc", b"abc123"));
+        assert!(!same_bytes(b"", b"x"));
+    }
+
     #[test]
     fn writes_from_another_site_are_told_apart_from_the_consoles_own() {
-        assert!(same_origin(&headers(&[
+        assert!(same_origin_at(&headers(&[
             ("host", "pidgr.example:8080"),
             ("origin", "https://pidgr.example:8080"),
             ("sec-fetch-site", "same-origin"),
         ])));
-        assert!(!same_origin(&headers(&[
+        assert!(!same_origin_at(&headers(&[
             ("host", "pidgr.example"),
             ("origin", "https://evil.example"),
         ])));
-        assert!(!same_origin(&headers(&[
+        assert!(!same_origin_at(&headers(&[
             ("host", "pidgr.example"),
             ("sec-fetch-site", "cross-site"),
         ])));
-        assert!(!same_origin(&headers(&[
+        assert!(!same_origin_at(&headers(&[
             ("host", "pidgr.example"),
             ("origin", "null"),
         ])));
         // A client that is not a browser sends neither; the CSRF token still applies.
-        assert!(same_origin(&headers(&[("host", "pidgr.example")])));
+        assert!(same_origin_at(&headers(&[("host", "pidgr.example")])));
     }
 
     #[test]

@@ -445,6 +445,7 @@ impl Config {
                 .public_url
                 .as_deref()
                 .is_some_and(|url| url.starts_with("https://")),
+            public_origin: self.public_url.as_deref().and_then(origin_of),
         }
     }
 
@@ -577,6 +578,13 @@ impl Config {
             None => Ok(store),
         }
     }
+}
+
+/// `scheme://host[:port]` of a URL (what a browser sends as `Origin`), without path or slash.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty()).then(|| format!("{scheme}://{host}"))
 }
 
 /// A database URL with any password removed, for messages.
@@ -788,6 +796,19 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn the_public_origin_is_what_a_browser_sends_as_origin() {
+        assert_eq!(
+            origin_of("https://pidgr.example.com/c/").as_deref(),
+            Some("https://pidgr.example.com")
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8080").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(origin_of("pidgr.example.com"), None);
+    }
 
     #[derive(Parser)]
     struct Cli {

@@ -20,6 +20,7 @@ use axum::extract::{Path, Query};
 use axum::http::{Method, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use pidgr_workflows::definition::Channel;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -35,7 +36,7 @@ const PAGE_SIZE: &str = "50";
 /// How many version links a row of the list shows (the newest ones).
 const LISTED_VERSIONS: i64 = 6;
 /// What answers show in place of a webhook header's value (the API's mask).
-const MASK: &str = "••••••";
+const MASK: &str = pidgr_api::MASKED_HEADER_VALUE;
 /// The reference, shown as written (it is plain enough to read as text).
 const REFERENCE: &str = include_str!("../../../docs/workflow-definitions.md");
 
@@ -188,11 +189,6 @@ pub struct Channels {
     pub options: Vec<(&'static str, bool)>,
 }
 
-/// The channels a step can notify through.
-const CHANNELS: [&str; 2] = ["push", "webhook"];
-/// What a notification step uses when it names no channels.
-const DEFAULT_CHANNEL: &str = "push";
-
 fn channels_of(definition: &Value) -> Vec<Channels> {
     definition
         .get("steps")
@@ -211,9 +207,9 @@ fn channels_of(definition: &Value) -> Vec<Channels> {
             Channels {
                 index,
                 step: step_key(step, index),
-                options: CHANNELS
+                options: Channel::ALL
                     .iter()
-                    .map(|c| (*c, used.iter().any(|u| u == c)))
+                    .map(|c| (c.as_str(), used.iter().any(|u| u == c.as_str())))
                     .collect(),
             }
         })
@@ -222,7 +218,7 @@ fn channels_of(definition: &Value) -> Vec<Channels> {
 
 fn used_channels(step: &Value) -> Vec<String> {
     match step.pointer("/config/channels") {
-        None => vec![DEFAULT_CHANNEL.to_owned()],
+        None => vec![Channel::DEFAULT.as_str().to_owned()],
         Some(list) => list
             .as_array()
             .into_iter()
@@ -489,7 +485,7 @@ async fn channels(_session: Session, body: Bytes) -> Result<Response, ConsoleErr
     let channel = fields
         .get("channel")
         .map(String::as_str)
-        .filter(|c| CHANNELS.contains(c));
+        .filter(|c| Channel::ALL.iter().any(|channel| channel.as_str() == *c));
     let changed = match (parse(&text), index, channel) {
         (Ok(definition), Some(index), Some(channel)) => {
             toggle_channel(definition, index, channel).map(|d| pretty(&d))

@@ -17,7 +17,9 @@ pub struct Counts {
 }
 
 /// The bar's segments in the order drawn, with the CSS class that colours each.
-const SEGMENTS: [(&str, fn(&Counts) -> u64); 5] = [
+type Segment = (&'static str, fn(&Counts) -> u64);
+
+const SEGMENTS: [Segment; 5] = [
     ("acknowledged", |c| c.acknowledged),
     ("read", |c| c.read),
     ("sent", |c| c.sent),

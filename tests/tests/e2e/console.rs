@@ -96,6 +96,18 @@ async fn signing_in_with_the_key_opens_the_campaigns_a_wrong_key_is_refused_and_
                 .unwrap_or_default()
                 .to_owned();
             ensure!(to.starts_with("/console/sign-in"), "redirected to {to}");
+
+            // A link to a page, opened while signed out, leads there once signed in.
+            browser.open("/console/workflows/new").await?;
+            browser
+                .until_path("the sign-in page", |p| p.starts_with("/console/sign-in"))
+                .await?;
+            let input = browser.element("input#key").await?;
+            input.send_keys(&system.key).await?;
+            browser.click("button#sign-in").await?;
+            browser
+                .until_path("the page the link named", |p| p == "/console/workflows/new")
+                .await?;
             Ok(())
         }
     )

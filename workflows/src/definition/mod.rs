@@ -93,7 +93,7 @@ impl Default for NotifyConfig {
 }
 
 fn default_channels() -> Vec<Channel> {
-    vec![Channel::Push]
+    vec![Channel::DEFAULT]
 }
 
 /// A delivery channel.
@@ -105,6 +105,11 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Every channel, in the order editors offer them.
+    pub const ALL: [Channel; 2] = [Channel::Push, Channel::Webhook];
+    /// What a notification or reminder step uses when it names no channels.
+    pub const DEFAULT: Channel = Channel::Push;
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Push => "push",
