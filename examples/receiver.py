@@ -3,8 +3,13 @@
 
 It verifies every request's X-Pidgr-Signature as docs/webhooks.md describes — the lowercase hex
 HMAC-SHA256 of the raw body, keyed with the whole secret string (`whsec_...`) as UTF-8 bytes,
-compared in constant time — before parsing anything. A verified event is printed and answered
-204; a missing or wrong signature is answered 401, which Pidgr retries (1 s, 5 s, 30 s).
+compared in constant time — before parsing anything. When the request also carries the
+Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature), it verifies them
+too: the timestamp within 5 minutes of now, and a `v1,` signature (base64 HMAC-SHA256 of
+"{id}.{timestamp}.{body}", keyed with the base64 decoding of what follows `whsec_`) that
+matches. A request is accepted when every scheme it carries verifies and it carries at least
+one. A verified event is printed and answered 204; anything else is answered 401, which Pidgr
+retries (1 s, 5 s, 30 s).
 
     PIDGR_WEBHOOK_SECRET=whsec_... python3 examples/receiver.py [--port 9000]
 
@@ -15,12 +20,19 @@ as docs/webhooks.md explains under "Rotating the secret".
 """
 
 import argparse
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 import os
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+# The Standard Webhooks libraries' tolerance: an older (or newer) timestamp is a replay.
+TIMESTAMP_TOLERANCE_SECONDS = 5 * 60
 
 
 def verify(raw_body: bytes, signature_header: str | None, secret: str) -> bool:
@@ -28,11 +40,47 @@ def verify(raw_body: bytes, signature_header: str | None, secret: str) -> bool:
     return hmac.compare_digest(expected.encode(), (signature_header or "").encode())
 
 
+def verify_standard(raw_body: bytes, msg_id: str, timestamp: str, signatures: str, secret: str) -> bool:
+    try:
+        sent_at = int(timestamp)
+        key = base64.b64decode(secret.removeprefix("whsec_"))
+    except (ValueError, binascii.Error):
+        return False
+    if abs(time.time() - sent_at) > TIMESTAMP_TOLERANCE_SECONDS:
+        return False
+    signed = f"{msg_id}.{timestamp}.".encode() + raw_body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+    # Several signatures during a secret rotation's overlap: one matching is enough.
+    return any(
+        hmac.compare_digest(expected, candidate[len("v1,"):].encode())
+        for candidate in signatures.split(" ")
+        if candidate.startswith("v1,")
+    )
+
+
+def verified(raw_body: bytes, headers, secret: str) -> bool:
+    """Every scheme the request carries must verify, and it must carry one."""
+    checks = []
+    if headers.get("X-Pidgr-Signature") is not None:
+        checks.append(verify(raw_body, headers.get("X-Pidgr-Signature"), secret))
+    if headers.get("webhook-signature") is not None:
+        checks.append(
+            verify_standard(
+                raw_body,
+                headers.get("webhook-id", ""),
+                headers.get("webhook-timestamp", ""),
+                headers.get("webhook-signature", ""),
+                secret,
+            )
+        )
+    return bool(checks) and all(checks)
+
+
 def handler_for(secret: str):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if not verify(raw, self.headers.get("X-Pidgr-Signature"), secret):
+            if not verified(raw, self.headers, secret):
                 print("receiver refused an event: bad signature (answered 401)", flush=True)
                 self.send_response(401)
                 self.end_headers()

@@ -12,12 +12,19 @@
 //! The step's URL and headers are read from the campaign's stored definition (the input's copy
 //! is not trusted), header references are opened just before the POST, and the activity log
 //! shows the URL's scheme and host only.
+//!
+//! Every POST carries the Standard Webhooks headers: `webhook-id` derived from the campaign,
+//! the step and the part (the same on every retry of that POST), `webhook-timestamp` of the
+//! attempt, and — when the organisation has a webhook channel — `webhook-signature` with the
+//! channel's secret (the previous one too within a rotation's overlap). Without a channel there
+//! is no key to sign with, and the step's own headers are its authentication.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use pidgr_metrics::{WebhookKind, WebhookOutcome};
+use pidgr_outbound::channel_event::{StandardSignature, call_webhook_id, with_standard_headers};
 use pidgr_outbound::{OutboundError, OutboundResponse, redacted_url};
 use pidgr_store::{ActivityKind, DeliveryReport};
 use pidgr_workflows::contract::{CampaignRef, WebhookDelivered, WebhookInput};
@@ -236,9 +243,23 @@ impl CampaignActivitiesImpl {
     ) -> Result<OutboundResponse, ActivityError> {
         let config = &input.config;
         let max_attempts = input.max_attempts;
+        let secrets = self
+            .signing_secrets(&input.campaign.org_id)
+            .await?
+            .map(|(_, secrets)| secrets)
+            .unwrap_or_default();
+        let standard = StandardSignature {
+            webhook_id: call_webhook_id(
+                &input.campaign.campaign_id,
+                &input.step_id,
+                part.map_or(0, |part| part.index),
+            ),
+            secrets,
+        };
+        let headers = with_standard_headers(&config.headers, &standard, &body, Utc::now());
         let sent = self
             .outbound
-            .post_json(&config.url, &config.headers, body, WEBHOOK_TIMEOUT)
+            .post_json(&config.url, &headers, body, WEBHOOK_TIMEOUT)
             .await;
         self.metrics.webhook_attempt(
             WebhookKind::CallWebhook,

@@ -9,14 +9,19 @@
 //! due again; Temporal keeps that timer, so the schedule survives worker restarts, and the
 //! database keeps each event's attempts, so a retry re-sends exactly the stored body (signed at
 //! send time, so a rotated secret signs from the next send on).
+//!
+//! Each event's Standard Webhooks `webhook-id` is its stored id, so every retry of one event
+//! carries the same id; `webhook-signature` carries the previous secret's signature too for
+//! `webhook_secret_overlap` after a rotation.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use pidgr_metrics::{WebhookKind, WebhookOutcome};
+use pidgr_outbound::channel_event::StandardSignature;
 use pidgr_outbound::{OutboundError, OutboundResponse};
-use pidgr_store::{ActivityKind, WebhookAttemptOutcome, WebhookEvent};
+use pidgr_store::{ActivityKind, WebhookAttemptOutcome, WebhookChannel, WebhookEvent};
 use pidgr_workflows::contract::{CampaignRef, ChannelEventsDelivered, StepInput};
 use serde_json::json;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -35,6 +40,20 @@ pub const RETRY_DELAYS: [Duration; 3] = [
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 impl CampaignActivitiesImpl {
+    /// The organisation's webhook channel and the secrets that sign now, newest first (the
+    /// previous one too within the rotation's overlap); `None` without a channel.
+    pub(crate) async fn signing_secrets(
+        &self,
+        org_id: &str,
+    ) -> Result<Option<(WebhookChannel, Vec<String>)>, ActivityError> {
+        let overlap =
+            chrono::Duration::from_std(self.settings.webhook_secret_overlap).unwrap_or_default();
+        self.store
+            .webhook_signing_secrets(org_id, Utc::now() - overlap)
+            .await
+            .map_err(retryable)
+    }
+
     pub(crate) async fn deliver_events(
         &self,
         ctx: &ActivityContext,
@@ -108,12 +127,7 @@ impl CampaignActivitiesImpl {
                 return Err(ActivityError::cancelled());
             }
             // Read per batch: a rotated secret or a changed URL applies from the next send on.
-            let Some((channel, secret)) = self
-                .store
-                .webhook_signing_secret(org_id)
-                .await
-                .map_err(retryable)?
-            else {
+            let Some((channel, secrets)) = self.signing_secrets(org_id).await? else {
                 let reason = "the organisation's webhook channel was removed";
                 let failed = self
                     .store
@@ -160,12 +174,15 @@ impl CampaignActivitiesImpl {
             }
             // Each send owns what it needs, so the futures can run concurrently on any thread.
             let sends = stream::iter(claimed.into_iter().map(|event| {
-                let (outbound, url, secret) =
-                    (self.outbound.clone(), channel.url.clone(), secret.clone());
+                let (outbound, url) = (self.outbound.clone(), channel.url.clone());
+                let standard = StandardSignature {
+                    webhook_id: event.id.clone(),
+                    secrets: secrets.clone(),
+                };
                 async move {
                     let started = std::time::Instant::now();
                     let sent = outbound
-                        .post_channel_event(&url, &secret, &event.body, timeout)
+                        .post_channel_event(&url, &standard, &event.body, timeout)
                         .await;
                     (event, sent, started.elapsed())
                 }

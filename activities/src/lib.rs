@@ -51,6 +51,9 @@ pub struct ActivitySettings {
     /// The most deliveries one campaign gets: the start checks the audience against it, and an
     /// audience that grew in the moment since is cut here rather than written whole.
     pub max_recipients: u64,
+    /// How long after a webhook secret rotation the previous secret still signs
+    /// `webhook-signature` beside the new one.
+    pub webhook_secret_overlap: Duration,
 }
 
 impl Default for ActivitySettings {
@@ -62,6 +65,7 @@ impl Default for ActivitySettings {
             webhook_part_size: 10_000,
             channel_concurrency: 64,
             max_recipients: 1_000_000,
+            webhook_secret_overlap: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -78,7 +78,7 @@ pub async fn configure(
 }
 
 /// POST /v1/webhook-channel/rotate-secret: a new secret, shown once; sends sign with it from
-/// now on.
+/// now on (`webhook-signature` with the replaced one too, for the configured overlap).
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,11 +110,18 @@ pub async fn send_test_event(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let (channel, secret) = state
+    let overlap =
+        chrono::Duration::from_std(state.settings.webhook_secret_overlap).unwrap_or_default();
+    let (channel, secrets) = state
         .store
-        .webhook_signing_secret(&caller.org_id)
+        .webhook_signing_secrets(&caller.org_id, Utc::now() - overlap)
         .await?
         .ok_or(ApiError::NotFound("webhook channel"))?;
+    // A test event has no stored event: a fresh id each time.
+    let standard = channel_event::StandardSignature {
+        webhook_id: format!("test-{}", uuid::Uuid::now_v7()),
+        secrets,
+    };
     let body = channel_event::event_body(
         &format!("test-{}", caller.key_id),
         "test",
@@ -125,7 +132,7 @@ pub async fn send_test_event(
     let timeout = Duration::from_millis(channel.timeout_ms.max(1) as u64);
     let sent = state
         .outbound
-        .post_channel_event(&channel.url, &secret, &body, timeout)
+        .post_channel_event(&channel.url, &standard, &body, timeout)
         .await;
     let duration_ms = started.elapsed().as_millis() as u64;
     let event: Value = serde_json::from_str(&body).unwrap_or_default();

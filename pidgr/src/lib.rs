@@ -171,6 +171,11 @@ pub struct Config {
     /// Webhook channel events one sender POSTs at once (over pooled connections).
     #[arg(long, env = "PIDGR_CHANNEL_CONCURRENCY", default_value_t = 64)]
     pub channel_concurrency: usize,
+    /// Hours after a webhook secret rotation during which `webhook-signature` carries the
+    /// previous secret's signature beside the new one's (`X-Pidgr-Signature` uses the new one
+    /// at once).
+    #[arg(long, env = "PIDGR_WEBHOOK_SECRET_OVERLAP_HOURS", default_value_t = 24)]
+    pub webhook_secret_overlap_hours: u64,
     /// Firebase Cloud Messaging HTTP v1 base URL.
     #[arg(long, env = "PIDGR_FCM_URL", default_value = PushEndpoints::FCM)]
     pub fcm_url: String,
@@ -321,6 +326,7 @@ impl Config {
             limits: self.server_limits(),
             codec_token: self.codec_token()?,
             app_links: self.app_links()?,
+            webhook_secret_overlap: self.webhook_secret_overlap(),
         })
     }
 
@@ -482,7 +488,12 @@ impl Config {
             webhook_part_size: self.webhook_part_size.max(1),
             channel_concurrency: self.channel_concurrency.max(1),
             max_recipients: self.max_recipients,
+            webhook_secret_overlap: self.webhook_secret_overlap(),
         }
+    }
+
+    fn webhook_secret_overlap(&self) -> Duration {
+        Duration::from_secs(self.webhook_secret_overlap_hours.saturating_mul(3600))
     }
 
     /// The keys of `PIDGR_PREVIOUS_SECRET_KEYS`: they open stored secrets and payloads sealed

@@ -21,7 +21,8 @@ use sqlx::Row;
 
 use crate::header_secrets::PlainHeadersSealed;
 use crate::secrets::{
-    PUSH_CREDENTIALS_SECRET, SecretSlot, WEBHOOK_CHANNEL_SECRET, WEBHOOK_HEADER_SECRET,
+    PUSH_CREDENTIALS_SECRET, SecretSlot, WEBHOOK_CHANNEL_PREVIOUS_SECRET, WEBHOOK_CHANNEL_SECRET,
+    WEBHOOK_HEADER_SECRET,
 };
 use crate::{Result, Store, StoreError};
 
@@ -36,9 +37,14 @@ struct SealedTable {
     bound_row: &'static str,
 }
 
-const SEALED_TABLES: [SealedTable; 3] = [
+const SEALED_TABLES: [SealedTable; 4] = [
     SealedTable {
         slot: WEBHOOK_CHANNEL_SECRET,
+        row_key: "org_id",
+        bound_row: "org_id",
+    },
+    SealedTable {
+        slot: WEBHOOK_CHANNEL_PREVIOUS_SECRET,
         row_key: "org_id",
         bound_row: "org_id",
     },
@@ -167,7 +173,8 @@ impl Store {
             loop {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT {key} AS row_key, {bound} AS bound_row, org_id, {column} AS sealed
-                     FROM {name} WHERE {key} > $1 ORDER BY {key} LIMIT $2",
+                     FROM {name} WHERE {key} > $1 AND {column} IS NOT NULL
+                     ORDER BY {key} LIMIT $2",
                     key = table.row_key,
                     bound = table.bound_row,
                 )))

@@ -153,6 +153,11 @@ pub(crate) const WEBHOOK_CHANNEL_SECRET: SecretSlot = SecretSlot {
     table: "webhook_channels",
     column: "secret_ciphertext",
 };
+/// The webhook channel's secret before its last rotation (Standard Webhooks' overlap).
+pub(crate) const WEBHOOK_CHANNEL_PREVIOUS_SECRET: SecretSlot = SecretSlot {
+    table: "webhook_channels",
+    column: "previous_secret_ciphertext",
+};
 pub(crate) const PUSH_CREDENTIALS_SECRET: SecretSlot = SecretSlot {
     table: "push_credentials",
     column: "sealed",

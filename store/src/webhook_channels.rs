@@ -2,8 +2,12 @@
 //! back in clear to sign requests, so it is sealed with the server's key (see `secrets`), not
 //! hashed. The secret leaves the store only when created or rotated (shown once) and to the
 //! sender that signs with it.
+//!
+//! A rotation keeps the secret it replaces, sealed in a column of its own, so that the Standard
+//! Webhooks signature can carry both for an overlap after the rotation (the caller's setting);
+//! a further rotation forgets it.
 
-use crate::secrets::WEBHOOK_CHANNEL_SECRET;
+use crate::secrets::{WEBHOOK_CHANNEL_PREVIOUS_SECRET, WEBHOOK_CHANNEL_SECRET};
 use crate::versioned::now;
 use crate::{Result, Store, StoreError, found, time};
 use chrono::{DateTime, Utc};
@@ -95,24 +99,43 @@ impl Store {
         ))
     }
 
-    /// Replaces the signing secret and returns the new one (shown once). `NotFound` when the
-    /// organisation has no webhook channel.
+    /// Replaces the signing secret and returns the new one (shown once); the replaced one is
+    /// kept as the previous secret. `NotFound` when the organisation has no webhook channel.
     pub async fn rotate_webhook_secret(&self, org_id: &str) -> Result<(WebhookChannel, String)> {
-        let (millis, _) = now();
-        let secret = generate_secret();
-        let row = sqlx::query(
-            "UPDATE webhook_channels
-             SET secret_ciphertext = $1, secret_rotated_at = $2, updated_at = $2
-             WHERE org_id = $3
-             RETURNING url, timeout_ms, created_at, updated_at, secret_rotated_at",
-        )
-        .bind(self.seal(org_id, WEBHOOK_CHANNEL_SECRET, org_id, &secret)?)
-        .bind(millis)
-        .bind(org_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        Ok((channel(&row)?, secret))
+        // Compare-and-set on the sealed current secret, so that two rotations at once cannot
+        // both keep the same "previous" secret: the loser reads again and keeps the winner's.
+        for _ in 0..5 {
+            let sealed: Option<String> = sqlx::query_scalar(
+                "SELECT secret_ciphertext FROM webhook_channels WHERE org_id = $1",
+            )
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            let sealed = sealed.ok_or(StoreError::NotFound)?;
+            let replaced = self.open(org_id, WEBHOOK_CHANNEL_SECRET, org_id, &sealed)?;
+            let (millis, _) = now();
+            let secret = generate_secret();
+            let row = sqlx::query(
+                "UPDATE webhook_channels
+                 SET secret_ciphertext = $1, previous_secret_ciphertext = $2,
+                     secret_rotated_at = $3, updated_at = $3
+                 WHERE org_id = $4 AND secret_ciphertext = $5
+                 RETURNING url, timeout_ms, created_at, updated_at, secret_rotated_at",
+            )
+            .bind(self.seal(org_id, WEBHOOK_CHANNEL_SECRET, org_id, &secret)?)
+            .bind(self.seal(org_id, WEBHOOK_CHANNEL_PREVIOUS_SECRET, org_id, &replaced)?)
+            .bind(millis)
+            .bind(org_id)
+            .bind(&sealed)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                return Ok((channel(&row)?, secret));
+            }
+        }
+        Err(StoreError::Conflict(
+            "the webhook secret is being rotated by another request; try again".to_owned(),
+        ))
     }
 
     pub async fn get_webhook_channel(&self, org_id: &str) -> Result<Option<WebhookChannel>> {
@@ -146,6 +169,36 @@ impl Store {
             channel(&row)?,
             self.open(org_id, WEBHOOK_CHANNEL_SECRET, org_id, &sealed)?,
         )))
+    }
+
+    /// The channel with the secrets that sign its messages, in clear and newest first: the
+    /// current one, then the previous one while the last rotation happened after
+    /// `previous_valid_after` (the rotation's overlap).
+    pub async fn webhook_signing_secrets(
+        &self,
+        org_id: &str,
+        previous_valid_after: DateTime<Utc>,
+    ) -> Result<Option<(WebhookChannel, Vec<String>)>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHANNEL_COLUMNS}, secret_ciphertext, previous_secret_ciphertext
+             FROM webhook_channels WHERE org_id = $1"
+        )))
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let channel = channel(&row)?;
+        let sealed: String = row.try_get("secret_ciphertext")?;
+        let mut secrets = vec![self.open(org_id, WEBHOOK_CHANNEL_SECRET, org_id, &sealed)?];
+        let previous: Option<String> = row.try_get("previous_secret_ciphertext")?;
+        if let Some(previous) = previous
+            && channel.secret_rotated_at > previous_valid_after
+        {
+            secrets.push(self.open(org_id, WEBHOOK_CHANNEL_PREVIOUS_SECRET, org_id, &previous)?);
+        }
+        Ok(Some((channel, secrets)))
     }
 
     /// `NotFound` when the organisation has no webhook channel.

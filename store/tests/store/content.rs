@@ -474,6 +474,57 @@ async fn a_webhook_secret_is_shown_once_kept_on_reconfigure_and_read_back_for_si
     );
 }
 
+store_test!(a_rotation_keeps_the_replaced_secret_sealed_for_the_overlap_and_only_the_last_one);
+async fn a_rotation_keeps_the_replaced_secret_sealed_for_the_overlap_and_only_the_last_one(
+    store: Store,
+) {
+    let store = store.with_secret_key(SecretKey::generate());
+    let org = store.create_organisation("Acme").await.unwrap();
+    let long_ago = chrono::DateTime::UNIX_EPOCH;
+    let (_, first) = store
+        .configure_webhook_channel(&org.id, "https://hooks.example.com/a", 5000)
+        .await
+        .unwrap();
+    let first = first.unwrap();
+    let signing = |after| {
+        let store = store.clone();
+        let org = org.id.clone();
+        async move {
+            store
+                .webhook_signing_secrets(&org, after)
+                .await
+                .unwrap()
+                .unwrap()
+                .1
+        }
+    };
+    // Never rotated: the current secret alone, however long the overlap.
+    assert_eq!(signing(long_ago).await, vec![first.clone()]);
+
+    let (rotated, second) = store.rotate_webhook_secret(&org.id).await.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(signing(long_ago).await, [second.clone(), first.clone()]);
+    // The overlap is over once the rotation is older than it.
+    let after_rotation = rotated.secret_rotated_at + chrono::Duration::milliseconds(1);
+    assert_eq!(signing(after_rotation).await, vec![second.clone()]);
+    // The previous secret is sealed like the current one, never stored in clear.
+    let row =
+        sqlx::query("SELECT previous_secret_ciphertext FROM webhook_channels WHERE org_id = $1")
+            .bind(&org.id)
+            .fetch_one(testing::pool(&store))
+            .await
+            .unwrap();
+    let sealed: String = row.try_get("previous_secret_ciphertext").unwrap();
+    assert!(
+        !sealed.contains(first.trim_start_matches("whsec_")),
+        "{sealed}"
+    );
+
+    // A second rotation keeps only the secret it replaced.
+    let (_, third) = store.rotate_webhook_secret(&org.id).await.unwrap();
+    assert_eq!(signing(long_ago).await, [third, second]);
+}
+
 store_test!(a_webhook_secret_is_not_stored_in_clear);
 async fn a_webhook_secret_is_not_stored_in_clear(store: Store) {
     let store = store.with_secret_key(SecretKey::generate());

@@ -253,7 +253,9 @@ async fn rotation_reseals_everything_so_the_previous_key_can_be_dropped(store: S
         .configure_webhook_channel(&org, "https://hooks.example.com", 5000)
         .await
         .unwrap();
-    let channel_secret = channel_secret.unwrap();
+    // Rotated once: the replaced secret is kept, sealed in a column of its own.
+    let previous_secret = channel_secret.unwrap();
+    let (_, channel_secret) = before.rotate_webhook_secret(&org).await.unwrap();
     before
         .set_push_credentials(&org, Platform::Fcm, &serde_json::json!({}), "fcm-key")
         .await
@@ -298,6 +300,7 @@ async fn rotation_reseals_everything_so_the_previous_key_can_be_dropped(store: S
         counts,
         [
             ("webhook_channels", 1, 0),
+            ("webhook_channels", 1, 0),
             ("push_credentials", 2, 0),
             ("webhook_header_secrets", 1, 0)
         ]
@@ -309,12 +312,21 @@ async fn rotation_reseals_everything_so_the_previous_key_can_be_dropped(store: S
     assert!(again.tables.iter().all(|t| t.resealed == 0), "{again:?}");
     assert_eq!(
         again.tables.iter().map(|t| t.already_current).sum::<u64>(),
-        4
+        5
     );
     assert_eq!(again.passes, 1);
 
     // The old key dropped: everything still opens with the new one alone.
     let after = store.clone().with_secret_key(new.clone());
+    assert_eq!(
+        after
+            .webhook_signing_secrets(&org, chrono::DateTime::UNIX_EPOCH)
+            .await
+            .unwrap()
+            .unwrap()
+            .1,
+        [channel_secret.clone(), previous_secret]
+    );
     assert_eq!(
         after.webhook_signing_secret(&org).await.unwrap().unwrap().1,
         channel_secret

@@ -274,6 +274,7 @@ impl System {
             reconcile_interval_ms: options.reconcile_interval_ms,
             webhook_part_size: options.webhook_part_size,
             channel_concurrency: 8,
+            webhook_secret_overlap_hours: 24,
             secret_key: Some(pidgr_store::SecretKey::generate().to_hex()),
             previous_secret_keys: Vec::new(),
             // The operator's codec token (a fresh one per system: 64 hex characters).

@@ -16,6 +16,7 @@ mod limits;
 mod observability;
 mod operations;
 mod secrets;
+mod standard_webhooks;
 mod tracing;
 mod walkthrough;
 mod webhook_parts;
