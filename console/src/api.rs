@@ -122,7 +122,20 @@ impl<'a> Api<'a> {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply, ConsoleError> {
+        self.request(method, path, body, None).await
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Reply, ConsoleError> {
         let mut request = Request::builder().method(method).uri(path);
+        if let Some(key) = idempotency_key.filter(|k| !k.is_empty()) {
+            request = request.header("idempotency-key", key);
+        }
         if let Caller::Bearer(secret, _) = &self.caller {
             request = request.header(header::AUTHORIZATION, format!("Bearer {secret}"));
         }
@@ -169,6 +182,18 @@ impl<'a> Api<'a> {
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Reply, ConsoleError> {
         self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// A creating POST with an `Idempotency-Key` (the API keeps the first success and replays
+    /// it for the same key and body; an empty key sends none).
+    pub async fn post_once(
+        &self,
+        path: &str,
+        body: &Value,
+        idempotency_key: &str,
+    ) -> Result<Reply, ConsoleError> {
+        self.request(Method::POST, path, Some(body), Some(idempotency_key))
+            .await
     }
 }
 

@@ -64,6 +64,9 @@ struct Draft {
     definition_json: String,
     preview_member: String,
     q: String,
+    /// One key per rendered form, sent as `Idempotency-Key`: a form submitted twice (a double
+    /// click, the back button) creates one campaign, and both submits land on it.
+    idempotency_key: String,
 }
 
 impl Draft {
@@ -85,6 +88,7 @@ impl Draft {
                 "definition_json" => draft.definition_json = value,
                 "preview_member" => draft.preview_member = value,
                 "q" => draft.q = value,
+                "idempotency_key" => draft.idempotency_key = value,
                 _ => {}
             }
         }
@@ -200,6 +204,10 @@ async fn page(
     errors: Errors,
     refusal: Option<String>,
 ) -> Result<Page, ConsoleError> {
+    let mut draft = draft;
+    if draft.idempotency_key.is_empty() {
+        draft.idempotency_key = uuid::Uuid::new_v4().to_string();
+    }
     let api = session.api();
     let templates = items(&api.get::<Value>(&list("/v1/templates")).await?)
         .map(|t| Choice {
@@ -587,7 +595,10 @@ async fn create(session: Session, body: Bytes) -> Result<Response, ConsoleError>
     if !errors.is_empty() {
         return again(&session, draft, errors, None).await;
     }
-    let reply = session.api().post("/v1/campaigns", &request).await?;
+    let reply = session
+        .api()
+        .post_once("/v1/campaigns", &request, &draft.idempotency_key)
+        .await?;
     if reply.status == StatusCode::CREATED {
         let id = text(&reply.body["id"]);
         return Ok(Redirect::to(&format!("/console/campaigns/{}", segment(&id))).into_response());

@@ -915,3 +915,72 @@ async fn a_csv_import_with_bad_rows_writes_nothing_and_lists_them_then_a_good_fi
         }
     )
 }
+
+/// The value of a page's hidden `idempotency_key` field.
+fn idempotency_key_in(html: &str) -> Option<String> {
+    let marker = "name=\"idempotency_key\" value=\"";
+    let rest = &html[html.find(marker)? + marker.len()..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_campaign_form_submitted_twice_creates_one_campaign() -> Result<()> {
+    let system = System::start(Options::default()).await?;
+    let template = template(&system, "Submitted twice").await?;
+    let (group, _) = group_through_api(&system, &["ada", "alan"]).await?;
+    let cookie = sign_in_with_reqwest(&system.api, &system.key).await?;
+    let (status, html) = console_get(&system.api, &cookie, "/console/campaigns/new").await?;
+    ensure!(status == StatusCode::OK, "the form answered {status}");
+    let csrf = csrf_in(&html).context("the form's CSRF token")?;
+    let key = idempotency_key_in(&html).context("the form's idempotency key")?;
+    let definition = notify_then_wait().to_string();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("idempotency_key", key.as_str()),
+        ("name", "Submitted twice"),
+        ("title", "Submitted twice"),
+        ("template", template.as_str()),
+        ("groups", group.as_str()),
+        ("definition_json", definition.as_str()),
+    ];
+    // A double click: the same form, sent twice.
+    let mut landed = Vec::new();
+    for _ in 0..2 {
+        let response = plain_http()?
+            .post(format!("{}/console/campaigns/new", system.api))
+            .header(COOKIE, format!("{SESSION_COOKIE}={cookie}"))
+            .form(&form)
+            .send()
+            .await?;
+        ensure!(
+            response.status().is_redirection(),
+            "the form answered {}",
+            response.status()
+        );
+        let to = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        landed.push(to);
+    }
+    ensure!(landed[0].starts_with("/console/campaigns/"), "{landed:?}");
+    ensure!(
+        landed[0] == landed[1],
+        "both submits land on one campaign: {landed:?}"
+    );
+    let listed = system.get("/v1/campaigns?limit=10").await?;
+    let named: Vec<&Value> = listed["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter(|c| c["name"] == "Submitted twice")
+        .collect();
+    ensure!(named.len() == 1, "one campaign, not {}", named.len());
+    // A new form is a new campaign: its key differs.
+    let (_, again) = console_get(&system.api, &cookie, "/console/campaigns/new").await?;
+    ensure!(idempotency_key_in(&again).as_deref() != Some(key.as_str()));
+    system.shutdown().await;
+    Ok(())
+}
