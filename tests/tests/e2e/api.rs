@@ -1591,15 +1591,16 @@ async fn a_browser_at_a_deeplink_gets_one_bare_page_for_any_code_and_a_key_still
 
     // A server without apps configured has no files, and one with a URL scheme opens it;
     // its browsers are charged to their address (a burst of 3 here).
-    let bare = api_server_with(&system, |config| {
-        config.ios_app_ids.clear();
-        config.android_package = None;
-        config.android_cert_fingerprints.clear();
-        config.app_url_scheme = Some("acme-pidgr".into());
-        config.rate_limit_per_address = 1;
-        config.rate_limit_per_address_burst = 3;
-    })
-    .await?;
+    let bare = system
+        .api_server_with(|config| {
+            config.ios_app_ids.clear();
+            config.android_package = None;
+            config.android_cert_fingerprints.clear();
+            config.app_url_scheme = Some("acme-pidgr".into());
+            config.rate_limit_per_address = 1;
+            config.rate_limit_per_address_burst = 3;
+        })
+        .await?;
     // The key is seen once before the address is spent (a key the server has never seen is
     // charged to its address until it proves valid).
     let keyed = |url: String| {
@@ -1637,22 +1638,4 @@ async fn a_browser_at_a_deeplink_gets_one_bare_page_for_any_code_and_a_key_still
     assert_eq!(keyed(format!("{bare}/c/{code}")).await?, 200);
     system.shutdown().await;
     Ok(())
-}
-
-/// Another API server beside `system`'s (same database and Temporal) with `tweak`ed settings,
-/// serving until the test ends; its base URL.
-async fn api_server_with(
-    system: &System,
-    tweak: impl FnOnce(&mut pidgr::Config),
-) -> Result<String> {
-    let mut config = system.config.clone();
-    tweak(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    config.listen = listener.local_addr()?;
-    let url = format!("http://{}", config.listen);
-    let (store, client) = (system.store.clone(), system.client.clone());
-    tokio::spawn(async move {
-        pidgr::serve_api(listener, store, client, &config, std::future::pending()).await
-    });
-    Ok(url)
 }

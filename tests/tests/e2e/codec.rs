@@ -331,11 +331,12 @@ async fn the_codec_server_encodes_passes_through_and_refuses_tampered_payloads()
     // authentication, those that could not even be a header value (a line break) included:
     // on an API server that lets an address fail 5 times, the address is soon refused with
     // 429, while the operator's own requests go on.
-    let api = api_server_with(&system, |c| {
-        c.rate_limit_per_address = 1;
-        c.rate_limit_per_address_burst = 5;
-    })
-    .await?;
+    let api = system
+        .api_server_with(|c| {
+            c.rate_limit_per_address = 1;
+            c.rate_limit_per_address_burst = 5;
+        })
+        .await?;
     let mut refused = None;
     for attempt in 0..50 {
         let response = system
@@ -365,24 +366,6 @@ async fn the_codec_server_encodes_passes_through_and_refuses_tampered_payloads()
     assert_eq!(response.status().as_u16(), 200);
     system.shutdown().await;
     Ok(())
-}
-
-/// Another API server beside `system`'s (same database and Temporal) with `tweak`ed settings,
-/// serving until the test ends; its base URL.
-async fn api_server_with(
-    system: &System,
-    tweak: impl FnOnce(&mut pidgr::Config),
-) -> Result<String> {
-    let mut config = system.config.clone();
-    tweak(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    config.listen = listener.local_addr()?;
-    let url = format!("http://{}", config.listen);
-    let (store, client) = (system.store.clone(), system.client.clone());
-    tokio::spawn(async move {
-        pidgr::serve_api(listener, store, client, &config, std::future::pending()).await
-    });
-    Ok(url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

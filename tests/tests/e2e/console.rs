@@ -289,12 +289,7 @@ async fn a_campaign_is_made_started_followed_exported_and_cancelled_through_the_
                     p.starts_with("/console/workflows/") && !p.starts_with("/console/workflows/new")
                 })
                 .await?;
-            let definition_id = saved
-                .trim_start_matches("/console/workflows/")
-                .split(['?', '#'])
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+            let definition_id = id_after(&saved, "/console/workflows/");
             let stored = system
                 .get(&format!("/v1/workflow-definitions/{definition_id}"))
                 .await?;
@@ -333,12 +328,7 @@ async fn a_campaign_is_made_started_followed_exported_and_cancelled_through_the_
                     p.starts_with("/console/campaigns/") && !p.starts_with("/console/campaigns/new")
                 })
                 .await?;
-            let campaign = page
-                .trim_start_matches("/console/campaigns/")
-                .split(['?', '#'])
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+            let campaign = id_after(&page, "/console/campaigns/");
             let created = system.campaign(&campaign).await?;
             ensure!(created["status"] == "CREATED", "{created}");
             ensure!(created["name"] == "Travel policy 2027", "{created}");
@@ -914,6 +904,15 @@ async fn a_csv_import_with_bad_rows_writes_nothing_and_lists_them_then_a_good_fi
             Ok(())
         }
     )
+}
+
+/// The id a console path names after `prefix` (`/console/campaigns/<id>?…` → `<id>`).
+fn id_after(path: &str, prefix: &str) -> String {
+    path.trim_start_matches(prefix)
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The value of a page's hidden `idempotency_key` field.

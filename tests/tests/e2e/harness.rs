@@ -455,6 +455,21 @@ impl System {
             .spawn()?)
     }
 
+    /// Another API server beside this system's (same database and Temporal) with `tweak`ed
+    /// settings, serving until the test ends; its base URL.
+    pub async fn api_server_with(&self, tweak: impl FnOnce(&mut Config)) -> Result<String> {
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        config.listen = listener.local_addr()?;
+        let url = format!("http://{}", config.listen);
+        let (store, client) = (self.store.clone(), self.client.clone());
+        tokio::spawn(async move {
+            pidgr::serve_api(listener, store, client, &config, std::future::pending()).await
+        });
+        Ok(url)
+    }
+
     /// `pidgr <subcommand>` with this system's settings in its environment.
     pub fn pidgr_command(&self, subcommand: &str) -> Result<tokio::process::Command> {
         let c = &self.config;
