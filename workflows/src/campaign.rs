@@ -14,11 +14,12 @@
 //! also asks the database when it begins and before it ends early.
 
 use crate::contract::{
-    CampaignActivities, CampaignRef, DeliveryCounts, FanOutInput, FanOutResult, FanOutSummary,
-    SeqRange, StepFailure, StepInput, WaitInput, WebhookInput,
+    CampaignActivities, CampaignRef, DeliveryCounts, EscalateInput, FanOutInput, FanOutResult,
+    FanOutSummary, SeqRange, StepFailure, StepInput, WaitInput, WebhookInput,
 };
 use crate::definition::{
-    Channel, DeadlineConfig, Definition, NotifyConfig, Outcome, Step, StepKind, WebhookConfig,
+    Channel, DeadlineConfig, Definition, EscalateConfig, NotifyConfig, Outcome, Step, StepKind,
+    WebhookConfig,
 };
 use crate::search_attributes;
 use serde::{Deserialize, Serialize};
@@ -320,6 +321,7 @@ async fn drive(
                 Outcome::Next
             }
             StepKind::CallWebhook(config) => call_webhook(ctx, input, step, config).await?,
+            StepKind::Escalate(config) => escalate(ctx, input, step, config).await?,
         };
         match definition.next_step(&step.id, outcome) {
             Some(next) => step = next,
@@ -831,4 +833,30 @@ fn corrupt(step_id: &str) -> WorkflowTermination {
         ))
         .into(),
     )
+}
+
+/// ESCALATE: one activity tells the managers of the recipients still unresolved (each manager
+/// once per step, however often the activity is retried); with the webhook channel, the events
+/// it queued then go out on the channel's retry schedule, as after a fan-out. Histories recorded
+/// before ESCALATE existed never contain this step, so it needs no `patched` marker: no old
+/// history can reach these commands.
+async fn escalate(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    input: &CampaignInput,
+    step: &Step,
+    config: &EscalateConfig,
+) -> WorkflowResult<Outcome> {
+    let escalation = EscalateInput {
+        campaign: input.campaign.clone(),
+        step_id: step.id.clone(),
+        config: config.clone(),
+    };
+    let mut options = options(&step.id, Duration::from_secs(3600));
+    options.heartbeat_timeout = Some(Duration::from_secs(60));
+    ctx.execute_activity(CampaignActivities::escalate, escalation, options)
+        .await?;
+    if config.channels.contains(&Channel::Webhook) {
+        deliver_channel_events(ctx, input, step).await?;
+    }
+    Ok(Outcome::Next)
 }

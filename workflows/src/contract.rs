@@ -2,7 +2,7 @@
 //! (implemented by the `pidgr-activities` crate, registered by the worker) and the values that
 //! cross the boundary. Everything here is plain data, serialised as JSON in workflow history.
 
-use crate::definition::{Channel, WebhookConfig};
+use crate::definition::{Channel, EscalateConfig, WebhookConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use temporalio_macros::activity_definitions;
@@ -146,6 +146,25 @@ pub struct ChannelEventsDelivered {
     pub failed: u64,
 }
 
+/// An ESCALATE step: the managers of recipients still unresolved get one message each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalateInput {
+    pub campaign: CampaignRef,
+    pub step_id: String,
+    pub config: EscalateConfig,
+}
+
+/// What an ESCALATE step did, as its activity log line says it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationResult {
+    /// Managers notified (each once per step).
+    pub managers: u64,
+    /// Unresolved deliveries of their reports.
+    pub unresolved: u64,
+    /// Unresolved recipients without a manager, skipped.
+    pub without_manager: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepFailure {
     pub campaign: CampaignRef,
@@ -174,6 +193,7 @@ impl CampaignActivities {
     #[activity(name = "MARK_MISSED")] pub fn mark_missed(input: StepInput) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
     #[activity(name = "CALL_WEBHOOK")] pub fn call_webhook(input: WebhookInput) -> Result<WebhookDelivered, ActivityError> { unimplemented!() }
     #[activity(name = "WEBHOOK_CHANNEL")] pub fn deliver_channel_events(input: StepInput) -> Result<ChannelEventsDelivered, ActivityError> { unimplemented!() }
+    #[activity(name = "ESCALATE")] pub fn escalate(input: EscalateInput) -> Result<EscalationResult, ActivityError> { unimplemented!() }
     #[activity(name = "count_deliveries")] pub fn count_deliveries(input: CampaignRef) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }
     #[activity(name = "record_step_failure")] pub fn record_step_failure(input: StepFailure) -> Result<(), ActivityError> { unimplemented!() }
     #[activity(name = "complete_campaign")] pub fn complete_campaign(input: CampaignRef) -> Result<DeliveryCounts, ActivityError> { unimplemented!() }

@@ -31,12 +31,13 @@ pub use validate::{
 pub const EXAMPLE_JSON: &str = include_str!("example.json");
 
 /// The step types, as written in definitions.
-pub const STEP_TYPES: [&str; 5] = [
+pub const STEP_TYPES: [&str; 6] = [
     "SEND_NOTIFICATION",
     "DEADLINE_CHECK",
     "SEND_REMINDER",
     "MARK_MISSED",
     "CALL_WEBHOOK",
+    "ESCALATE",
 ];
 
 /// A validated workflow definition.
@@ -69,6 +70,7 @@ pub enum StepKind {
     SendReminder(NotifyConfig),
     MarkMissed,
     CallWebhook(WebhookConfig),
+    Escalate(EscalateConfig),
 }
 
 /// Configuration of `SEND_NOTIFICATION` and `SEND_REMINDER`.
@@ -177,6 +179,24 @@ pub struct WebhookConfig {
     pub headers: BTreeMap<String, String>,
 }
 
+/// Configuration of `ESCALATE`: each manager of recipients whose deliveries are still unresolved
+/// gets one message, rendered from a template of the organisation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalateConfig {
+    /// As for notifications: never empty, no duplicates; `["push"]` by default.
+    #[serde(default = "default_channels")]
+    pub channels: Vec<Channel>,
+    /// Step-level template variables.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// The template (of the campaign's organisation) the managers' message is rendered from;
+    /// the campaign's creation checks that it and the version exist.
+    pub template_id: String,
+    /// The template version, pinned (1 or more).
+    pub template_version: i64,
+}
+
 /// The outcome a step finished with, which picks the next step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -213,6 +233,7 @@ impl StepKind {
             StepKind::SendReminder(_) => "SEND_REMINDER",
             StepKind::MarkMissed => "MARK_MISSED",
             StepKind::CallWebhook(_) => "CALL_WEBHOOK",
+            StepKind::Escalate(_) => "ESCALATE",
         }
     }
 
@@ -271,6 +292,7 @@ impl Serialize for Step {
             StepKind::DeadlineCheck(c) => out.serialize_field("config", c)?,
             StepKind::MarkMissed => out.serialize_field("config", &Empty {})?,
             StepKind::CallWebhook(c) => out.serialize_field("config", c)?,
+            StepKind::Escalate(c) => out.serialize_field("config", c)?,
         }
         out.serialize_field("transitions", &self.transitions)?;
         out.end()
@@ -306,6 +328,7 @@ impl TryFrom<StepRepr> for Step {
             "SEND_REMINDER" => StepKind::SendReminder(config(&repr.id, repr.config)?),
             "DEADLINE_CHECK" => StepKind::DeadlineCheck(config(&repr.id, repr.config)?),
             "CALL_WEBHOOK" => StepKind::CallWebhook(config(&repr.id, repr.config)?),
+            "ESCALATE" => StepKind::Escalate(config(&repr.id, repr.config)?),
             "MARK_MISSED" => {
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]

@@ -358,6 +358,93 @@ fn a_path_ending_unresolved_is_a_warning() {
     assert!(validated.warnings[0].message.contains("deadline"));
 }
 
+#[test]
+fn an_escalate_step_parses_with_push_by_default_and_round_trips() {
+    let value = json!({
+        "version": 1,
+        "steps": [
+            {"id": "notify", "type": "SEND_NOTIFICATION", "transitions": {"next": "wait"}},
+            {"id": "wait", "type": "DEADLINE_CHECK", "config": {"duration": "24h"},
+             "transitions": {"deadline": "escalate"}},
+            {"id": "escalate", "type": "ESCALATE",
+             "config": {"template_id": "t-1", "template_version": 2, "variables": {"deadline": "Friday"}}},
+        ]
+    });
+    let definition = parse_value(&value, &STRICT).unwrap().definition;
+    let step = definition.step("escalate").unwrap();
+    assert_eq!(step.kind.type_name(), "ESCALATE");
+    assert_eq!(step.kind.outcomes(), &[Outcome::Next]);
+    assert_eq!(
+        step.kind,
+        StepKind::Escalate(EscalateConfig {
+            channels: vec![Channel::Push],
+            variables: BTreeMap::from([("deadline".to_owned(), "Friday".to_owned())]),
+            template_id: "t-1".into(),
+            template_version: 2,
+        })
+    );
+    let text = definition.to_json();
+    assert_eq!(parse(&text, &STRICT).unwrap().definition, definition);
+    assert_eq!(
+        serde_json::from_str::<Definition>(&text).unwrap(),
+        definition
+    );
+    assert!(STEP_TYPES.contains(&"ESCALATE"));
+}
+
+#[test]
+fn an_escalate_steps_problems_point_into_its_config() {
+    let step = |config: Value| json!({"version": 1, "steps": [{"id": "e", "type": "ESCALATE", "config": config}]});
+    assert_eq!(
+        problems(step(json!({}))),
+        vec![
+            (
+                "/steps/0/config".to_owned(),
+                "an ESCALATE step needs a \"template_id\": the template its message to managers is rendered from".to_owned()
+            ),
+            (
+                "/steps/0/config".to_owned(),
+                "an ESCALATE step needs a \"template_version\", such as 1".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        pointers(step(json!({
+            "template_id": 7,
+            "template_version": 0,
+            "channels": ["push", "sms"],
+            "variables": {"bad name": "x", "ok": 1},
+            "subject": "hi",
+        }))),
+        vec![
+            "/steps/0/config/subject",
+            "/steps/0/config/channels/1",
+            "/steps/0/config/variables/bad name",
+            "/steps/0/config/variables/ok",
+            "/steps/0/config/template_id",
+            "/steps/0/config/template_version",
+        ]
+    );
+    assert_eq!(
+        pointers(step(
+            json!({"template_id": "", "template_version": 1.5, "channels": []})
+        )),
+        vec![
+            "/steps/0/config/channels",
+            "/steps/0/config/template_id",
+            "/steps/0/config/template_version",
+        ]
+    );
+    // Only `next`: an escalation has no other outcome.
+    assert_eq!(
+        pointers(json!({"version": 1, "steps": [
+            {"id": "e", "type": "ESCALATE", "config": {"template_id": "t", "template_version": 1},
+             "transitions": {"deadline": "e"}}
+        ]})),
+        vec!["/steps/0/transitions/deadline"]
+    );
+}
+
 fn arbitrary_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -442,13 +529,14 @@ proptest! {
 
 /// Definitions of many well-formed steps, each with one or two faults, in a few kinds.
 fn faulty_steps() -> impl Strategy<Value = Value> {
-    let step = (0u8..6, "[a-z]{1,3}", "[a-z]{1,3}", ".{0,30}").prop_map(|(kind, id, to, text)| {
+    let step = (0u8..7, "[a-z]{1,3}", "[a-z]{1,3}", ".{0,30}").prop_map(|(kind, id, to, text)| {
         match kind {
             0 => json!({"id": id, "type": "SEND_NOTIFICATION", "config": {"channels": [text], "variables": {"v": text}}, "transitions": {"next": to}}),
             1 => json!({"id": id, "type": "DEADLINE_CHECK", "config": {"duration": text}, "transitions": {"deadline": to, "next": to}}),
             2 => json!({"id": id, "type": "CALL_WEBHOOK", "config": {"name": text, "url": text, "headers": {text.clone(): text}}}),
             3 => json!({"id": id, "type": text, "transitions": {text.clone(): to}}),
             4 => json!({"id": text, "type": "MARK_MISSED", "config": {text.clone(): 1}}),
+            5 => json!({"id": id, "type": "ESCALATE", "config": {"template_id": text, "template_version": text, "channels": [text]}, "transitions": {"next": to}}),
             _ => json!({"id": id, "type": "SEND_REMINDER", "config": {"variables": {text.clone(): 7}}, "transitions": {"next": id}}),
         }
     });

@@ -15,8 +15,8 @@ use crate::template::{
 };
 
 use super::{
-    Channel, DeadlineConfig, Definition, MAX_URL_LEN, NotifyConfig, Outcome, STEP_TYPES, Step,
-    StepKind, UrlPolicy, WebhookConfig, check_url, quoted,
+    Channel, DeadlineConfig, Definition, EscalateConfig, MAX_URL_LEN, NotifyConfig, Outcome,
+    STEP_TYPES, Step, StepKind, UrlPolicy, WebhookConfig, check_url, quoted,
 };
 
 /// At most this many steps in a definition.
@@ -27,6 +27,8 @@ pub const MAX_STEP_ID_LEN: usize = 64;
 pub const MAX_WEBHOOK_NAME_LEN: usize = 200;
 /// A webhook has at most this many extra headers.
 pub const MAX_HEADERS: usize = 20;
+/// An ESCALATE step's `template_id` is at most this many characters (a template id is a UUID).
+pub const MAX_TEMPLATE_ID_LEN: usize = 200;
 /// A header value is at most this many bytes.
 pub const MAX_HEADER_VALUE_LEN: usize = 4096;
 /// Headers a definition may not set: those the HTTP client sets itself (framing, body type,
@@ -512,6 +514,7 @@ impl Checker<'_> {
             "SEND_REMINDER" => self.notify(map, pointer).map(StepKind::SendReminder),
             "DEADLINE_CHECK" => self.deadline(map, pointer).map(StepKind::DeadlineCheck),
             "CALL_WEBHOOK" => self.webhook(map, pointer).map(StepKind::CallWebhook),
+            "ESCALATE" => self.escalate(map, pointer).map(StepKind::Escalate),
             _ => {
                 self.unknown_keys(map, pointer, &[], "a MARK_MISSED step");
                 Some(StepKind::MarkMissed)
@@ -611,6 +614,102 @@ impl Checker<'_> {
             }
         }
         (self.problems.len() == before).then_some(config)
+    }
+
+    /// ESCALATE: channels and variables as for a notification, plus the template the managers'
+    /// message is rendered from (whether it exists is the campaign's creation to check: this
+    /// code sees no database).
+    fn escalate(&mut self, map: &Map<String, Value>, pointer: &str) -> Option<EscalateConfig> {
+        self.unknown_keys(
+            map,
+            pointer,
+            &["channels", "variables", "template_id", "template_version"],
+            "an ESCALATE step",
+        );
+        let before = self.problems.len();
+        // The notification's own checks, on the options the two step types share.
+        let shared: Map<String, Value> = map
+            .iter()
+            .filter(|(key, _)| matches!(key.as_str(), "channels" | "variables"))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        let notify = self.notify(&shared, pointer);
+        let template_id = match map.get("template_id") {
+            Some(Value::String(id)) if id.trim().is_empty() => {
+                self.problem(
+                    format!("{pointer}/template_id"),
+                    "the template_id must not be empty",
+                );
+                None
+            }
+            Some(Value::String(id)) if id.chars().count() > MAX_TEMPLATE_ID_LEN => {
+                self.problem(
+                    format!("{pointer}/template_id"),
+                    format!("a template_id can be at most {MAX_TEMPLATE_ID_LEN} characters long"),
+                );
+                None
+            }
+            Some(Value::String(id)) => Some(id.clone()),
+            Some(other) => {
+                self.problem(
+                    format!("{pointer}/template_id"),
+                    format!(
+                        "the template_id must be a template's id (a string), not {}",
+                        kind_of(other)
+                    ),
+                );
+                None
+            }
+            None => {
+                self.problem(
+                    pointer,
+                    "an ESCALATE step needs a \"template_id\": the template its message to managers is rendered from",
+                );
+                None
+            }
+        };
+        let template_version = match map.get("template_version") {
+            Some(Value::Number(n)) => match n.as_i64().filter(|v| *v >= 1) {
+                Some(version) => Some(version),
+                None => {
+                    self.problem(
+                        format!("{pointer}/template_version"),
+                        format!("the template_version must be a whole number from 1, not {n}"),
+                    );
+                    None
+                }
+            },
+            Some(other) => {
+                self.problem(
+                    format!("{pointer}/template_version"),
+                    format!(
+                        "the template_version must be a whole number from 1, not {}",
+                        kind_of(other)
+                    ),
+                );
+                None
+            }
+            None => {
+                self.problem(
+                    pointer,
+                    "an ESCALATE step needs a \"template_version\", such as 1",
+                );
+                None
+            }
+        };
+        match (notify, template_id, template_version) {
+            (Some(notify), Some(template_id), Some(template_version))
+                if self.problems.len() == before =>
+            {
+                Some(EscalateConfig {
+                    channels: notify.channels,
+                    variables: notify.variables,
+                    template_id,
+                    template_version,
+                })
+            }
+            _ => None,
+        }
     }
 
     fn deadline(&mut self, map: &Map<String, Value>, pointer: &str) -> Option<DeadlineConfig> {
