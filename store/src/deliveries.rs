@@ -160,6 +160,44 @@ pub struct ActionOutcome {
     pub last_signal_at: Option<DateTime<Utc>>,
 }
 
+/// Who records a READ or ACK, and what they say the member was shown.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActionAttestation<'a> {
+    /// Where the action came from (`app`, `web`, ...).
+    pub source: &'a str,
+    /// The API key that recorded it.
+    pub api_key_id: Option<&'a str>,
+    /// The `content_sha256` the client was served and sends back: when given and not the
+    /// content's hash, nothing is written.
+    pub content_sha256: Option<&'a str>,
+}
+
+/// The campaign's message as stored, read with the delivery under the lock so the caller can
+/// render what this member is shown without another query.
+#[derive(Clone, Debug)]
+pub struct ShownMessage {
+    pub campaign_title: String,
+    pub message_title: String,
+    pub body: String,
+    /// The workflow definition (JSON): its notification step's variables are part of the text.
+    pub definition: String,
+    pub template_id: Option<String>,
+    pub template_version: Option<i64>,
+}
+
+/// What [`Store::record_attested_action`] did.
+#[derive(Debug)]
+pub enum AttestedAction {
+    /// Recorded (or an idempotent repeat); `content_sha256` is the hash of the content this
+    /// member is shown (`None` when it cannot be rendered).
+    Recorded {
+        outcome: ActionOutcome,
+        content_sha256: Option<String>,
+    },
+    /// The client acknowledged other content than this member is shown: nothing was written.
+    ContentMismatch { content_sha256: Option<String> },
+}
+
 /// What [`Store::record_notified`] changed: deliveries a first notification moved out of
 /// PENDING.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -425,6 +463,35 @@ impl Store {
         kind: ActionKind,
         source: &str,
     ) -> Result<ActionOutcome> {
+        let attestation = ActionAttestation {
+            source,
+            ..ActionAttestation::default()
+        };
+        match self
+            .record_attested_action(org_id, delivery_id, kind, attestation, |_, _| None)
+            .await?
+        {
+            AttestedAction::Recorded { outcome, .. } => Ok(outcome),
+            // No hash was claimed, so none can differ.
+            AttestedAction::ContentMismatch { .. } => Err(StoreError::Conflict(
+                "the member acknowledged different content".into(),
+            )),
+        }
+    }
+
+    /// [`Store::record_action`] with its attestation: the action's row also keeps the API key,
+    /// the campaign's template and version, and `content_sha256(delivery, message)` — the hash
+    /// of what this member is shown, computed by the caller from the message read here with the
+    /// delivery (one query, one extra column set; no extra write). When the attestation claims a
+    /// hash and it differs, nothing is written, repeats included.
+    pub async fn record_attested_action(
+        &self,
+        org_id: &str,
+        delivery_id: &str,
+        kind: ActionKind,
+        attestation: ActionAttestation<'_>,
+        content_sha256: impl FnOnce(&Delivery, &ShownMessage) -> Option<String>,
+    ) -> Result<AttestedAction> {
         let mut tx = self.write_tx().await?;
         let lock = if self.backend == Backend::Postgres {
             " FOR UPDATE OF d"
@@ -432,7 +499,9 @@ impl Store {
             ""
         };
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {DELIVERY_COLUMNS}, c.status AS campaign_status, c.last_signal_at
+            "SELECT {DELIVERY_COLUMNS}, c.status AS campaign_status, c.last_signal_at,
+                    c.title AS campaign_title, c.message_title, c.body AS message_body,
+                    c.definition, c.template_id, c.template_version
              FROM deliveries d
              JOIN campaigns c ON c.id = d.campaign_id
              WHERE d.id = $1 AND d.org_id = $2{lock}"
@@ -445,6 +514,23 @@ impl Store {
         let current = delivery(&row)?;
         let campaign_status = CampaignStatus::parse(&row.try_get::<String, _>("campaign_status")?)?;
         let last_signal_at = opt_time(&row, "last_signal_at")?;
+        let shown = ShownMessage {
+            campaign_title: row.try_get("campaign_title")?,
+            message_title: row.try_get("message_title")?,
+            body: row.try_get("message_body")?,
+            definition: row.try_get("definition")?,
+            template_id: row.try_get("template_id")?,
+            template_version: row.try_get("template_version")?,
+        };
+        let hash = content_sha256(&current, &shown);
+        if let Some(claimed) = attestation.content_sha256
+            && hash.as_deref() != Some(claimed)
+        {
+            tx.rollback().await?;
+            return Ok(AttestedAction::ContentMismatch {
+                content_sha256: hash,
+            });
+        }
         let now = to_millis(Utc::now());
 
         let update = match kind {
@@ -482,11 +568,14 @@ impl Store {
         };
         let Some(update) = update else {
             tx.rollback().await?;
-            return Ok(ActionOutcome {
-                delivery: current,
-                changed: false,
-                campaign_status,
-                last_signal_at,
+            return Ok(AttestedAction::Recorded {
+                outcome: ActionOutcome {
+                    delivery: current,
+                    changed: false,
+                    campaign_status,
+                    last_signal_at,
+                },
+                content_sha256: hash,
             });
         };
         // The row as the UPDATE left it, so the answer needs no read-back and no second copy
@@ -506,8 +595,9 @@ impl Store {
         };
         let delivery = delivery(&row)?;
         sqlx::query(
-            "INSERT INTO actions (id, org_id, campaign_id, delivery_id, kind, source, occurred_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO actions (id, org_id, campaign_id, delivery_id, kind, source, occurred_at,
+                                  api_key_id, template_id, template_version, content_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(new_id())
         .bind(org_id)
@@ -517,16 +607,23 @@ impl Store {
             ActionKind::Read => "READ",
             ActionKind::Ack => "ACK",
         })
-        .bind(source)
+        .bind(attestation.source)
         .bind(now)
+        .bind(attestation.api_key_id)
+        .bind(&shown.template_id)
+        .bind(shown.template_version)
+        .bind(&hash)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(ActionOutcome {
-            delivery,
-            changed: true,
-            campaign_status,
-            last_signal_at,
+        Ok(AttestedAction::Recorded {
+            outcome: ActionOutcome {
+                delivery,
+                changed: true,
+                campaign_status,
+                last_signal_at,
+            },
+            content_sha256: hash,
         })
     }
 

@@ -21,8 +21,8 @@ use sqlx::Row;
 
 use crate::header_secrets::PlainHeadersSealed;
 use crate::secrets::{
-    PUSH_CREDENTIALS_SECRET, SecretSlot, WEBHOOK_CHANNEL_PREVIOUS_SECRET, WEBHOOK_CHANNEL_SECRET,
-    WEBHOOK_HEADER_SECRET,
+    PUSH_CREDENTIALS_SECRET, SIGNING_KEY_SECRET, SecretSlot, WEBHOOK_CHANNEL_PREVIOUS_SECRET,
+    WEBHOOK_CHANNEL_SECRET, WEBHOOK_HEADER_SECRET,
 };
 use crate::{Result, Store, StoreError};
 
@@ -37,7 +37,7 @@ struct SealedTable {
     bound_row: &'static str,
 }
 
-const SEALED_TABLES: [SealedTable; 4] = [
+const SEALED_TABLES: [SealedTable; 5] = [
     SealedTable {
         slot: WEBHOOK_CHANNEL_SECRET,
         row_key: "org_id",
@@ -57,6 +57,11 @@ const SEALED_TABLES: [SealedTable; 4] = [
         slot: WEBHOOK_HEADER_SECRET,
         row_key: "id",
         bound_row: "id || '|' || COALESCE(owner_id, '')",
+    },
+    SealedTable {
+        slot: SIGNING_KEY_SECRET,
+        row_key: "id",
+        bound_row: "id",
     },
 ];
 

@@ -6,11 +6,13 @@
 //! placeholders, `ON CONFLICT`, `RETURNING`), and columns hold only types both backends decode
 //! the same way (TEXT, BIGINT): ids are UUID text, timestamps Unix epoch milliseconds.
 //!
-//! May import: sqlx, serde, chrono, uuid and hashing crates — never another crate of ours.
+//! May import: sqlx, serde, chrono, uuid, hashing and signing crates — never another crate of ours.
 //! Every query that reads or writes an organisation's data takes that organisation's id.
 
 mod activity_log;
 mod audiences;
+pub mod audit_chain;
+mod audit_events;
 mod campaigns;
 mod console_sessions;
 mod definitions;
@@ -27,6 +29,7 @@ mod push_credentials;
 mod push_log;
 mod roles;
 mod secrets;
+mod signing_keys;
 mod templates;
 mod versioned;
 mod webhook_channels;
@@ -36,12 +39,13 @@ pub use activity_log::{
     ActivityEntry, ActivityKind, FailureGroup, NewActivity, SAMPLE_NAMES, counted, sample_phrase,
 };
 pub use audiences::{Audience, AudienceMember, AudienceReader, MissingRef, ResolvedAudience};
+pub use audit_events::AuditEvent;
 pub use campaigns::{Campaign, CampaignStatus, NewCampaign, Recipient, StartOutcome};
 pub use console_sessions::{ConsoleSession, NewConsoleSession};
 pub use definitions::{DefinitionVersion, StoredDefinition};
 pub use deliveries::{
-    ActionKind, ActionOutcome, Delivery, DeliveryCounts, DeliveryReport, DeliveryStatus,
-    NotifiedRows, NotifyTarget,
+    ActionAttestation, ActionKind, ActionOutcome, AttestedAction, Delivery, DeliveryCounts,
+    DeliveryReport, DeliveryStatus, NotifiedRows, NotifyTarget, ShownMessage,
 };
 pub use devices::{Device, Platform, masked_token};
 pub use header_secrets::{
@@ -58,6 +62,7 @@ pub use push_credentials::PushCredentials;
 pub use push_log::{NewPush, PushRecord};
 pub use roles::{Permission, Role, SUPER_ADMIN, SYSTEM_ROLES, SystemRole};
 pub use secrets::{Keyring, SecretKey};
+pub use signing_keys::{OrganisationSigner, SigningKey};
 pub use templates::{Template, TemplateVersion};
 pub use webhook_channels::WebhookChannel;
 pub use webhook_events::{WebhookAttemptOutcome, WebhookEvent, WebhookEventProgress};

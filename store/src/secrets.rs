@@ -166,6 +166,11 @@ pub(crate) const WEBHOOK_HEADER_SECRET: SecretSlot = SecretSlot {
     table: "webhook_header_secrets",
     column: "sealed",
 };
+/// An organisation's Ed25519 key for signing audit exports (PKCS#8, hex).
+pub(crate) const SIGNING_KEY_SECRET: SecretSlot = SecretSlot {
+    table: "signing_keys",
+    column: "private_key_sealed",
+};
 
 /// The keys the server holds: the current one, which seals, and previous ones, accepted for
 /// opening only while a rotation re-seals what they sealed.

@@ -35,6 +35,7 @@ where
     }
 }
 
+mod attestation;
 mod campaigns;
 mod channels;
 mod console_sessions;

@@ -278,6 +278,8 @@ async fn rotation_reseals_everything_so_the_previous_key_can_be_dropped(store: S
         .unwrap();
     let headers = headers_of(&version.definition);
     let owners = [stored.id.as_str()];
+    // The audit signing key, made on first use.
+    let signing_key = before.organisation_signer(&org).await.unwrap().key;
 
     // Both keys configured: everything opens, new values are sealed with the new key.
     let both = store
@@ -302,7 +304,8 @@ async fn rotation_reseals_everything_so_the_previous_key_can_be_dropped(store: S
             ("webhook_channels", 1, 0),
             ("webhook_channels", 1, 0),
             ("push_credentials", 2, 0),
-            ("webhook_header_secrets", 1, 0)
+            ("webhook_header_secrets", 1, 0),
+            ("signing_keys", 1, 0)
         ]
     );
     // The first pass changed rows, so a second one looked again and found nothing.
@@ -312,7 +315,7 @@ async fn rotation_reseals_everything_so_the_previous_key_can_be_dropped(store: S
     assert!(again.tables.iter().all(|t| t.resealed == 0), "{again:?}");
     assert_eq!(
         again.tables.iter().map(|t| t.already_current).sum::<u64>(),
-        5
+        6
     );
     assert_eq!(again.passes, 1);
 
@@ -347,6 +350,11 @@ async fn rotation_reseals_everything_so_the_previous_key_can_be_dropped(store: S
             .await
             .unwrap()["Authorization"],
         SECRET
+    );
+    // The same signing key, its private half opened with the new key alone.
+    assert_eq!(
+        after.organisation_signer(&org).await.unwrap().key,
+        signing_key
     );
     // And the old key alone no longer opens anything: a configuration error naming the key.
     let stale = store.clone().with_secret_key(old);
