@@ -117,6 +117,7 @@ pub async fn create(
                 display_name: new.display_name.0,
                 attributes: new.attributes.0,
                 role_id: role.id,
+                manager_id: None,
             },
         )
         .await?;
@@ -148,6 +149,7 @@ impl CreateMember {
             attributes: self.attributes.0.clone(),
             devices: Vec::new(),
             teams: Vec::new(),
+            manager: pidgr_store::ManagerRef::Keep,
         }
     }
 }
@@ -463,6 +465,7 @@ pub async fn update(
                 display_name: update.display_name.map(|n| n.0),
                 attributes: update.attributes.map(|a| a.0),
                 role_id,
+                manager_id: None,
             },
         )
         .await

@@ -109,6 +109,7 @@ impl Row {
             attributes: self.attributes.0,
             devices,
             teams,
+            manager: pidgr_store::ManagerRef::Keep,
         }
     }
 }
@@ -748,6 +749,7 @@ e-3,grace@acme.test,\"Grace \"\"Amazing\"\" Hopper\",,,,
                     attributes: member.attributes,
                     devices,
                     teams: Vec::new(),
+                    manager: pidgr_store::ManagerRef::Keep,
                 },
             );
         }

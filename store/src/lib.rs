@@ -22,6 +22,7 @@ mod header_secrets;
 mod idempotency;
 mod key_rotation;
 mod maintenance;
+mod managers;
 mod member_sets;
 mod members;
 mod organisations;
@@ -55,6 +56,7 @@ pub use idempotency::{
     ClaimToken, IDEMPOTENCY_CLAIM_TIMEOUT, IDEMPOTENCY_KEY_LIFETIME, IdempotencyClaim,
 };
 pub use key_rotation::{ROTATION_MAX_PASSES, RotatedTable, RotationReport};
+pub use managers::{ManagerError, ManagerProblem, ManagerRef};
 pub use member_sets::{MemberSet, SetKind};
 pub use members::{ImportCounts, ImportedMember, Member, MemberUpdate, NewMember, UpsertOutcome};
 pub use organisations::{ApiKey, Authenticated, GeneratedKey, LAST_USED_GRANULARITY, Organisation};
@@ -108,6 +110,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Members' managers that break the rules (see [`ManagerProblem`]), in the order written;
+    /// nothing was written.
+    #[error("{}", .0.iter().map(|e| format!("{}: {e}", e.external_id)).collect::<Vec<_>>().join("; "))]
+    Manager(Vec<ManagerError>),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

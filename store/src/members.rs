@@ -2,6 +2,10 @@
 //! attributes (usable as template variables), devices and team/group memberships.
 
 use crate::devices::{Platform, import_devices};
+use crate::managers::{
+    ManagerError, ManagerProblem, ManagerRef, check_loops, existing_ids, ids_by_external_id,
+    lock_managers, refused, set_manager, write_managers,
+};
 use crate::member_sets::import_set_members;
 use crate::roles::{lock_role, unknown_role};
 use crate::{
@@ -23,30 +27,36 @@ pub struct Member {
     pub display_name: String,
     pub attributes: BTreeMap<String, String>,
     pub role_id: String,
+    /// The member this one reports to (same organisation), if any.
+    pub manager_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct NewMember {
     pub external_id: String,
     pub email: String,
     pub display_name: String,
     pub attributes: BTreeMap<String, String>,
     pub role_id: String,
+    /// The id of the member's manager, one of the organisation's members.
+    pub manager_id: Option<String>,
 }
 
-/// The fields to change; `None` keeps the current value. `attributes` replaces them all.
+/// The fields to change; `None` keeps the current value. `attributes` replaces them all;
+/// `manager_id: Some(None)` removes the manager.
 #[derive(Clone, Debug, Default)]
 pub struct MemberUpdate {
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub attributes: Option<BTreeMap<String, String>>,
     pub role_id: Option<String>,
+    pub manager_id: Option<Option<String>>,
 }
 
-pub(crate) const MEMBER_COLUMNS: &str =
-    "id, external_id, email, display_name, attributes, role_id, created_at, updated_at";
+pub(crate) const MEMBER_COLUMNS: &str = "id, external_id, email, display_name, attributes, \
+     role_id, manager_id, created_at, updated_at";
 
 pub(crate) fn member(row: &AnyRow) -> Result<Member> {
     Ok(Member {
@@ -59,14 +69,15 @@ pub(crate) fn member(row: &AnyRow) -> Result<Member> {
             &row.try_get::<String, _>("attributes")?,
         )?,
         role_id: row.try_get("role_id")?,
+        manager_id: row.try_get("manager_id")?,
         created_at: time(row, "created_at")?,
         updated_at: time(row, "updated_at")?,
     })
 }
 
 impl Store {
-    /// Adds a member. The external id is unique within the organisation, and the role must be
-    /// one of the organisation's.
+    /// Adds a member. The external id is unique within the organisation, the role must be one
+    /// of the organisation's, and so must the manager (a member) when one is given.
     pub async fn create_member(&self, org_id: &str, new: NewMember) -> Result<Member> {
         let now = to_millis(Utc::now());
         let mut tx = self.write_tx().await?;
@@ -101,7 +112,23 @@ impl Store {
                 e.into()
             }
         })?;
-        let created = member(&row)?;
+        let mut created = member(&row)?;
+        if let Some(manager_id) = &new.manager_id {
+            // A new member has no reports yet, so no loop can pass through them: only the
+            // manager's existence is in question.
+            lock_managers(&mut tx, self.backend, org_id).await?;
+            if existing_ids(&mut tx, org_id, &[manager_id])
+                .await?
+                .is_empty()
+            {
+                return Err(refused(vec![ManagerError {
+                    external_id: created.external_id,
+                    problem: ManagerProblem::Unknown(manager_id.clone()),
+                }]));
+            }
+            write_managers(&mut tx, org_id, &[(&created.id, Some(manager_id))], now).await?;
+            created.manager_id = Some(manager_id.clone());
+        }
         tx.commit().await?;
         Ok(created)
     }
@@ -159,6 +186,8 @@ impl Store {
             .await
     }
 
+    /// Changes a member; a manager given must be another of the organisation's members, and
+    /// no chain of managers may come back to this one.
     pub async fn update_member(
         &self,
         org_id: &str,
@@ -182,25 +211,47 @@ impl Store {
                                 updated_at = $5
              WHERE org_id = $6 AND id = $7 RETURNING {MEMBER_COLUMNS}"
         )))
-        .bind(update.email)
-        .bind(update.display_name)
+        .bind(update.email.clone())
+        .bind(update.display_name.clone())
         .bind(attributes)
-        .bind(update.role_id)
+        .bind(update.role_id.clone())
         .bind(to_millis(Utc::now()))
         .bind(org_id)
         .bind(member_id)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        let updated = member(&row)?;
+        let mut updated = member(&row)?;
+        if let Some(manager_id) = &update.manager_id {
+            set_manager(
+                &mut tx,
+                self.backend,
+                org_id,
+                member_id,
+                &updated.external_id,
+                manager_id.as_deref(),
+            )
+            .await?;
+            updated.manager_id = manager_id.clone();
+        }
         tx.commit().await?;
         Ok(updated)
     }
 
-    /// Deletes a member with their devices and team/group memberships. Deliveries already
-    /// written keep their copy of the recipient, so past campaigns still report on them.
+    /// Deletes a member with their devices and team/group memberships; their reports are left
+    /// without a manager. Deliveries already written keep their copy of the recipient, so past
+    /// campaigns still report on them.
     pub async fn delete_member(&self, org_id: &str, member_id: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE members SET manager_id = NULL, updated_at = $1
+             WHERE org_id = $2 AND manager_id = $3",
+        )
+        .bind(to_millis(Utc::now()))
+        .bind(org_id)
+        .bind(member_id)
+        .execute(&mut *tx)
+        .await?;
         // The foreign keys cascade too; deleting explicitly keeps this true even on a SQLite
         // connection opened without `PRAGMA foreign_keys`.
         for sql in [
@@ -237,6 +288,8 @@ pub struct ImportedMember {
     pub attributes: BTreeMap<String, String>,
     pub devices: Vec<(Platform, String)>,
     pub teams: Vec<String>,
+    /// The member's manager; by external id, the manager may come later in the same batch.
+    pub manager: ManagerRef,
 }
 
 /// What one [`Store::import_members`] batch (or a whole import, summed) did.
@@ -351,6 +404,8 @@ impl Store {
         let mut outcomes: HashMap<&str, UpsertOutcome> = HashMap::with_capacity(batch.len());
         // Existing members whose role changes: (member id, new role).
         let mut role_changes: Vec<(&str, &str)> = Vec::new();
+        // The stored manager of each row that names one (or clears it), to tell a change.
+        let mut stored_managers: HashMap<&str, Option<String>> = HashMap::new();
         let rows: Vec<(&ImportedMember, Option<&str>)> = batch
             .iter()
             .zip(roles.iter().map(Option::as_deref))
@@ -358,8 +413,8 @@ impl Store {
         for chunk in rows.chunks(IMPORT_ROWS_PER_STATEMENT) {
             // What is stored now, to tell created from updated from unchanged.
             let sql = format!(
-                "SELECT id, external_id, email, display_name, attributes, role_id FROM members
-                 WHERE org_id = $1 AND external_id IN ({})",
+                "SELECT id, external_id, email, display_name, attributes, role_id, manager_id
+                 FROM members WHERE org_id = $1 AND external_id IN ({})",
                 placeholders(2, chunk.len())
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).bind(org_id);
@@ -376,13 +431,21 @@ impl Store {
                         display_name: row.try_get("display_name")?,
                         attributes: row.try_get("attributes")?,
                         role_id: row.try_get("role_id")?,
+                        manager_id: row.try_get("manager_id")?,
                     },
                 );
             }
             let mut writes = Vec::with_capacity(chunk.len());
             for &(new, role) in chunk {
                 let attributes = to_json(&new.attributes)?;
-                match stored.remove(&new.external_id) {
+                let old = stored.remove(&new.external_id);
+                if new.manager != ManagerRef::Keep {
+                    stored_managers.insert(
+                        &new.external_id,
+                        old.as_ref().and_then(|old| old.manager_id.clone()),
+                    );
+                }
+                match old {
                     Some(old)
                         if old.email == new.email
                             && old.display_name == new.display_name
@@ -470,6 +533,86 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        if !stored_managers.is_empty() {
+            // Once every row is in, so that a manager written by this batch is found whether
+            // their row comes before or after their report's.
+            lock_managers(&mut tx, self.backend, org_id).await?;
+            let by_id: Vec<&str> = batch
+                .iter()
+                .filter_map(|new| match &new.manager {
+                    ManagerRef::Id(id) => Some(id.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let known_ids = existing_ids(&mut tx, org_id, &by_id).await?;
+            let outside: Vec<&str> = batch
+                .iter()
+                .filter_map(|new| match &new.manager {
+                    ManagerRef::ExternalId(external_id)
+                        if !ids.contains_key(external_id.as_str()) =>
+                    {
+                        Some(external_id.as_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let outside_ids = ids_by_external_id(&mut tx, org_id, &outside).await?;
+            let mut errors = Vec::new();
+            let mut changes: Vec<(&str, Option<&str>)> = Vec::new();
+            for new in batch {
+                let Some(stored) = stored_managers.get(new.external_id.as_str()) else {
+                    continue;
+                };
+                let id = ids[new.external_id.as_str()].as_str();
+                let manager = match &new.manager {
+                    ManagerRef::Keep => continue,
+                    ManagerRef::Clear => Ok(None),
+                    ManagerRef::Id(manager) if manager == id => Err(ManagerProblem::OwnManager),
+                    ManagerRef::Id(manager) => known_ids
+                        .get(manager)
+                        .map(|m| Some(m.as_str()))
+                        .ok_or_else(|| ManagerProblem::Unknown(manager.clone())),
+                    ManagerRef::ExternalId(manager) if *manager == new.external_id => {
+                        Err(ManagerProblem::OwnManager)
+                    }
+                    ManagerRef::ExternalId(manager) => ids
+                        .get(manager.as_str())
+                        .or_else(|| outside_ids.get(manager))
+                        .map(|m| Some(m.as_str()))
+                        .ok_or_else(|| ManagerProblem::Unknown(manager.clone())),
+                };
+                match manager {
+                    Err(problem) => errors.push(ManagerError {
+                        external_id: new.external_id.clone(),
+                        problem,
+                    }),
+                    Ok(manager) if manager == stored.as_deref() => {}
+                    Ok(manager) => {
+                        changes.push((id, manager));
+                        let outcome = outcomes
+                            .get_mut(new.external_id.as_str())
+                            .ok_or_else(|| StoreError::Corrupt("no outcome".into()))?;
+                        if *outcome == UpsertOutcome::Unchanged {
+                            *outcome = UpsertOutcome::Updated;
+                            counts.unchanged -= 1;
+                            counts.updated += 1;
+                        }
+                    }
+                }
+            }
+            if !errors.is_empty() {
+                return Err(refused(errors));
+            }
+            write_managers(&mut tx, org_id, &changes, now).await?;
+            let external_ids: HashMap<&str, &str> = ids
+                .iter()
+                .map(|(external_id, id)| (id.as_str(), *external_id))
+                .collect();
+            check_loops(&mut tx, org_id, &changes, |id| {
+                external_ids.get(id).copied().unwrap_or(id).to_owned()
+            })
+            .await?;
+        }
 
         let member_id = |new: &ImportedMember| -> Result<&str> {
             ids.get(new.external_id.as_str())
@@ -508,4 +651,5 @@ struct Stored {
     display_name: String,
     attributes: String,
     role_id: String,
+    manager_id: Option<String>,
 }

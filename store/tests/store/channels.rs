@@ -395,6 +395,7 @@ async fn a_page_of_members_devices_is_read_at_once(store: Store) {
                     display_name: name.into(),
                     attributes: BTreeMap::new(),
                     role_id: "member".into(),
+                    manager_id: None,
                 },
             )
             .await

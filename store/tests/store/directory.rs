@@ -20,6 +20,7 @@ fn new_member(external_id: &str) -> NewMember {
         display_name: format!("Person {external_id}"),
         attributes: vars(&[("department", "Sales"), ("site", "Lyon")]),
         role_id: "member".into(),
+        manager_id: None,
     }
 }
 

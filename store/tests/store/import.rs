@@ -1,7 +1,7 @@
 //! The bulk import behind `pidgr members import`: members, devices and team memberships in
 //! batches, idempotent on external id.
 
-use pidgr_store::{ImportCounts, ImportedMember, Platform, SetKind, Store, testing};
+use pidgr_store::{ImportCounts, ImportedMember, ManagerRef, Platform, SetKind, Store, testing};
 use std::collections::{BTreeMap, HashMap};
 
 /// Member `i` of a generated directory: an FCM token for every member, an APNs one for every
@@ -18,6 +18,7 @@ fn person(i: usize) -> ImportedMember {
         attributes: BTreeMap::from([("site".to_owned(), format!("site-{}", i % 7))]),
         devices,
         teams: vec![format!("team-{}", i % 3)],
+        manager: ManagerRef::Keep,
     }
 }
 

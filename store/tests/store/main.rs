@@ -43,6 +43,7 @@ mod content;
 mod directory;
 mod idempotency;
 mod import;
+mod managers;
 mod organisations;
 mod scale;
 mod secrets;

@@ -234,6 +234,7 @@ async fn a_role_cannot_be_deleted_while_a_member_or_a_live_api_key_has_it(store:
                 display_name: "Ada".into(),
                 attributes: BTreeMap::new(),
                 role_id: role.id.clone(),
+                manager_id: None,
             },
         )
         .await
@@ -451,6 +452,7 @@ async fn a_role_deleted_while_a_member_is_given_it_never_leaves_the_member_witho
                     display_name: "X".into(),
                     attributes: BTreeMap::new(),
                     role_id: role.id.clone(),
+                    manager_id: None,
                 },
             )
         );

@@ -92,6 +92,7 @@ async fn a_recipient_who_lost_a_variable_after_creation_fails_with_the_reason() 
                 display_name: None,
                 attributes: Some(BTreeMap::new()),
                 role_id: None,
+                manager_id: None,
             },
         )
         .await?;

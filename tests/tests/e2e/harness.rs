@@ -617,6 +617,7 @@ impl System {
                                 display_name: format!("User {user}"),
                                 attributes: [("team".to_owned(), format!("team-{user}"))].into(),
                                 role_id: "member".into(),
+                                manager_id: None,
                             },
                         )
                         .await?;

@@ -105,6 +105,7 @@ async fn a_campaign_larger_than_the_part_size_is_posted_in_parts_resuming_at_the
                     display_name: format!("User {user}"),
                     attributes: [("team".to_owned(), "team-x".to_owned())].into(),
                     role_id: "member".into(),
+                    manager_id: None,
                 },
             )
             .await?;
