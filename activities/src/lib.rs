@@ -1,6 +1,6 @@
 //! Every side effect of a campaign step, as Temporal activities: fan-out through a push
-//! provider, reminders, mark-missed, the CALL_WEBHOOK POST, and the bookkeeping around waits,
-//! failures, completion and cancellation.
+//! provider, reminders, mark-missed, the CALL_WEBHOOK POST, escalations to managers, and the
+//! bookkeeping around waits, failures, completion and cancellation.
 //!
 //! Activities are retried by Temporal, so each one is safe to run again: database writes are
 //! conditional on the current status, and fan-out skips recipients its step already notified.
@@ -12,9 +12,9 @@ use pidgr_metrics::DeliveryEvent;
 use pidgr_outbound::OutboundClient;
 use pidgr_store::{ActivityKind, CampaignStatus, NewActivity, Store, StoreError};
 use pidgr_workflows::contract::{
-    CampaignRef, ChannelEventsDelivered, DeliveryCounts, FanOutInput, FanOutPlan, FanOutResult,
-    FanOutSummary, PreparedDeliveries, StepFailure, StepInput, WaitInput, WebhookDelivered,
-    WebhookInput, activity_types as campaign_activities,
+    CampaignRef, ChannelEventsDelivered, DeliveryCounts, EscalateInput, EscalationResult,
+    FanOutInput, FanOutPlan, FanOutResult, FanOutSummary, PreparedDeliveries, StepFailure,
+    StepInput, WaitInput, WebhookDelivered, WebhookInput, activity_types as campaign_activities,
 };
 use serde_json::json;
 use temporalio_macros::activities;
@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 mod call_webhook;
 mod channel;
+mod escalate;
 mod fan_out;
 mod prepare;
 pub mod push;
@@ -44,6 +45,8 @@ pub struct ActivitySettings {
     pub send_concurrency: usize,
     /// Prefix of each recipient's deeplink; the unguessable code is appended.
     pub deeplink_base: String,
+    /// Prefix of a manager's escalation link (`GET /v1/escalations/{code}`); the code is appended.
+    pub escalation_link_base: String,
     /// Deliveries per CALL_WEBHOOK POST: a campaign with more is reported in consecutive parts.
     pub webhook_part_size: i64,
     /// Webhook channel events sent at once by one sender.
@@ -62,6 +65,7 @@ impl Default for ActivitySettings {
             page_size: 1_000,
             send_concurrency: 256,
             deeplink_base: "http://127.0.0.1:8080/v1/deeplinks/".into(),
+            escalation_link_base: "http://127.0.0.1:8080/v1/escalations/".into(),
             webhook_part_size: 10_000,
             channel_concurrency: 64,
             max_recipients: 1_000_000,
@@ -281,6 +285,17 @@ impl CampaignActivitiesImpl {
     ) -> Result<ChannelEventsDelivered, ActivityError> {
         let span = activity_span(&ctx, &input.campaign);
         self.deliver_events(&ctx, input).instrument(span).await
+    }
+
+    /// ESCALATE: each manager of recipients still unresolved is told once per step.
+    #[activity(definition = campaign_activities::Escalate)]
+    pub async fn escalate(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: EscalateInput,
+    ) -> Result<EscalationResult, ActivityError> {
+        let span = activity_span(&ctx, &input.campaign);
+        self.escalate_step(&ctx, input).instrument(span).await
     }
 
     #[activity(definition = campaign_activities::CountDeliveries)]

@@ -258,7 +258,19 @@ pub async fn create(
     };
     let validated = match definition_json {
         Some((json, pointer)) => match validate_at(&state, pointer, &json) {
-            Ok(validated) => Some(validated),
+            Ok(validated) => {
+                // ESCALATE steps name a template of the organisation: it must exist.
+                problems.extend(
+                    crate::escalations::missing_templates(
+                        &state,
+                        org,
+                        pointer,
+                        &validated.definition,
+                    )
+                    .await?,
+                );
+                Some(validated)
+            }
             Err(found) => {
                 problems.extend(found);
                 None

@@ -26,6 +26,7 @@ mod codec;
 mod deliveries;
 mod directory;
 mod error;
+mod escalations;
 mod idempotency;
 mod input;
 mod integrations;

@@ -13,8 +13,8 @@ use pidgr_store::SetKind;
 use crate::auth::{Access, authorize};
 use crate::input::MAX_BODY_BYTES;
 use crate::{
-    AppState, api_keys, app_links, campaigns, deliveries, directory, idempotency, integrations,
-    member_sets, roles, templates, webhook_channel, workflow_definitions,
+    AppState, api_keys, app_links, campaigns, deliveries, directory, escalations, idempotency,
+    integrations, member_sets, roles, templates, webhook_channel, workflow_definitions,
 };
 
 /// The OpenAPI document, kept in the repository beside this crate and served as is.
@@ -216,6 +216,13 @@ fn table() -> Vec<Entry> {
             "/c/{code}",
             Access::KeyOrPublicPage(DeliveriesWrite),
             get(app_links::deeplink),
+        ),
+        // A manager's escalation link, resolved by the mobile backend like a deeplink.
+        needs(
+            DeliveriesWrite,
+            M::GET,
+            "/v1/escalations/{code}",
+            get(escalations::read),
         ),
         // Templates.
         needs(TemplatesRead, M::GET, "/v1/templates", get(templates::list)),

@@ -142,6 +142,28 @@ pub fn event_body(
     .to_string()
 }
 
+/// An ESCALATE step's event for one manager, serialised once like [`event_body`] and signed the
+/// same way: the manager's `user_id`, `"type": "escalation"`, the number of their reports'
+/// deliveries still unacknowledged and the link that lists those reports. Like every event it
+/// carries no content: the message and the names stay in Pidgr, behind the link.
+pub fn escalation_event_body(
+    manager_user_id: &str,
+    campaign_id: &str,
+    deeplink_url: &str,
+    unacknowledged_count: u64,
+    occurred_at: DateTime<Utc>,
+) -> String {
+    serde_json::json!({
+        "type": "escalation",
+        "user_id": manager_user_id,
+        "campaign_id": campaign_id,
+        "deeplink_url": deeplink_url,
+        "unacknowledged_count": unacknowledged_count,
+        "occurred_at": occurred_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+    })
+    .to_string()
+}
+
 /// The lowercase hex HMAC-SHA256 of `body`, keyed with `secret` (its UTF-8 bytes, as the
 /// receiver checks in docs/webhooks.md use the secret string).
 pub fn sign(secret: &str, body: &[u8]) -> String {
@@ -189,6 +211,30 @@ mod tests {
                 "user_id": "user-1",
                 "campaign_id": "campaign-1",
                 "deeplink_url": "https://links.example/c/abc",
+                "occurred_at": "2026-06-12T14:00:00.123Z",
+            })
+        );
+    }
+
+    #[test]
+    fn an_escalation_body_names_the_manager_the_count_and_the_link_only() {
+        let at = Utc.timestamp_millis_opt(1_781_272_800_123).unwrap();
+        let body = escalation_event_body(
+            "manager-1",
+            "campaign-1",
+            "https://pidgr.example/v1/escalations/abc",
+            2,
+            at,
+        );
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "type": "escalation",
+                "user_id": "manager-1",
+                "campaign_id": "campaign-1",
+                "deeplink_url": "https://pidgr.example/v1/escalations/abc",
+                "unacknowledged_count": 2,
                 "occurred_at": "2026-06-12T14:00:00.123Z",
             })
         );

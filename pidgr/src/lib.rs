@@ -480,11 +480,22 @@ impl Config {
         format!("{}/c/", base.trim_end_matches('/'))
     }
 
+    /// A manager's escalation link is `<public URL>/v1/escalations/<code>`, resolved with a key
+    /// like the mobile backend's deeplinks.
+    fn escalation_link_base(&self) -> String {
+        let base = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen));
+        format!("{}/v1/escalations/", base.trim_end_matches('/'))
+    }
+
     pub fn activity_settings(&self) -> ActivitySettings {
         ActivitySettings {
             page_size: self.fanout_page_size.max(1),
             send_concurrency: self.fanout_concurrency.max(1),
             deeplink_base: self.deeplink_base(),
+            escalation_link_base: self.escalation_link_base(),
             webhook_part_size: self.webhook_part_size.max(1),
             channel_concurrency: self.channel_concurrency.max(1),
             max_recipients: self.max_recipients,

@@ -18,6 +18,7 @@ mod console_sessions;
 mod definitions;
 mod deliveries;
 mod devices;
+mod escalations;
 mod header_secrets;
 mod idempotency;
 mod key_rotation;
@@ -49,6 +50,7 @@ pub use deliveries::{
     DeliveryReport, DeliveryStatus, NotifiedRows, NotifyTarget, ShownMessage,
 };
 pub use devices::{Device, Platform, masked_token};
+pub use escalations::{EscalatedReport, Escalation, EscalationPlan};
 pub use header_secrets::{
     HEADER_SECRET_PREFIX, PlainHeadersSealed, WebhookTarget, header_secret_id, mask_webhook_headers,
 };

@@ -41,6 +41,7 @@ mod channels;
 mod console_sessions;
 mod content;
 mod directory;
+mod escalations;
 mod idempotency;
 mod import;
 mod managers;
