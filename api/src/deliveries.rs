@@ -7,10 +7,12 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
 use pidgr_metrics::DeliveryEvent;
-use pidgr_store::{ActionKind, Campaign, CampaignStatus, Delivery};
+use pidgr_store::{
+    ActionAttestation, ActionKind, AttestedAction, Campaign, CampaignStatus, Delivery,
+};
 use pidgr_workflows::contract::DeliveryCounts;
 use pidgr_workflows::{CampaignWorkflow, workflow_id};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use temporalio_client::WorkflowSignalOptions;
 
@@ -25,20 +27,42 @@ pub struct ActionRequest {
     /// Where the action came from (`inbox`, `push`, ...), kept with the action.
     #[serde(default)]
     source: Option<Text<64>>,
+    /// The `content_sha256` the member's app was served with the message: when given, the
+    /// action is recorded only if it is the hash of what this member is shown.
+    #[serde(default)]
+    content_sha256: Option<Text<64>>,
+}
+
+/// A delivery as the API answers it, with the hash of the content its member is shown
+/// (`None` when the message cannot be rendered).
+#[derive(Debug, Serialize)]
+pub struct AttestedDelivery {
+    #[serde(flatten)]
+    delivery: Delivery,
+    content_sha256: Option<String>,
 }
 
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Delivery>, ApiError> {
-    Ok(Json(
-        state
-            .store
-            .get_delivery(&caller.org_id, &id)
-            .await
-            .or_not_found("delivery")?,
-    ))
+) -> Result<Json<AttestedDelivery>, ApiError> {
+    let delivery = state
+        .store
+        .get_delivery(&caller.org_id, &id)
+        .await
+        .or_not_found("delivery")?;
+    let campaign = state
+        .store
+        .get_campaign(&caller.org_id, &delivery.campaign_id)
+        .await?;
+    let content_sha256 = message::for_delivery(&campaign, &delivery)
+        .ok()
+        .map(|rendered| rendered.content_sha256());
+    Ok(Json(AttestedDelivery {
+        delivery,
+        content_sha256,
+    }))
 }
 
 pub async fn mark_read(
@@ -46,7 +70,7 @@ pub async fn mark_read(
     caller: Caller,
     path: Path<String>,
     body: Body<ActionRequest>,
-) -> Result<Json<Delivery>, ApiError> {
+) -> Result<Json<AttestedDelivery>, ApiError> {
     act(state, caller, path, body, ActionKind::Read).await
 }
 
@@ -55,7 +79,7 @@ pub async fn acknowledge(
     caller: Caller,
     path: Path<String>,
     body: Body<ActionRequest>,
-) -> Result<Json<Delivery>, ApiError> {
+) -> Result<Json<AttestedDelivery>, ApiError> {
     act(state, caller, path, body, ActionKind::Ack).await
 }
 
@@ -64,6 +88,8 @@ fn inbox_item(settings: &crate::ApiSettings, campaign: &Campaign, delivery: &Del
     let pending = campaign.status == CampaignStatus::Active && !delivery.status.is_resolved();
     let rendered = message::for_delivery(campaign, delivery);
     json!({
+        // What a READ or ACK sends back to attest that this is what the member read.
+        "content_sha256": rendered.as_ref().ok().map(message::Rendered::content_sha256),
         "delivery": delivery,
         "campaign": {
             "id": campaign.id,
@@ -170,14 +196,31 @@ async fn act(
     Path(id): Path<String>,
     Body(request): Body<ActionRequest>,
     kind: ActionKind,
-) -> Result<Json<Delivery>, ApiError> {
+) -> Result<Json<AttestedDelivery>, ApiError> {
     let arrived = std::time::Instant::now();
-    let source = request.source.as_ref().map_or("api", Text::as_str);
-    let outcome = state
+    let attestation = ActionAttestation {
+        source: request.source.as_ref().map_or("api", Text::as_str),
+        api_key_id: Some(&caller.key_id),
+        content_sha256: request.content_sha256.as_ref().map(Text::as_str),
+    };
+    let recorded = state
         .store
-        .record_action(&caller.org_id, &id, kind, source)
+        .record_attested_action(
+            &caller.org_id,
+            &id,
+            kind,
+            attestation,
+            message::shown_sha256,
+        )
         .await
         .or_not_found("delivery")?;
+    let (outcome, content_sha256) = match recorded {
+        AttestedAction::Recorded {
+            outcome,
+            content_sha256,
+        } => (outcome, content_sha256),
+        AttestedAction::ContentMismatch { .. } => return Err(ApiError::ContentMismatch),
+    };
     let delivery = outcome.delivery;
     if outcome.changed {
         state.metrics.deliveries(
@@ -206,7 +249,10 @@ async fn act(
             }
         }
     }
-    Ok(Json(delivery))
+    Ok(Json(AttestedDelivery {
+        delivery,
+        content_sha256,
+    }))
 }
 
 /// Signals the campaign's workflow with fresh counts: at most once per `signal_interval`, but

@@ -27,6 +27,11 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// A READ or ACK attested other content than the member is shown (`content_sha256`).
+    #[error(
+        "the member acknowledged different content: content_sha256 is not the hash of the message this delivery shows now; fetch the message again and show it before acknowledging"
+    )]
+    ContentMismatch,
     #[error("the request is not valid: {0}")]
     BadRequest(String),
     #[error("this route does not take the method {0}")]
@@ -69,6 +74,9 @@ impl ApiError {
                 (StatusCode::NOT_FOUND, "not-found", "Not found")
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::ContentMismatch => {
+                (StatusCode::CONFLICT, "content-mismatch", "Content mismatch")
+            }
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
             ApiError::MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -141,6 +149,16 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound => ApiError::NotFound("resource"),
             StoreError::Conflict(message) => ApiError::Conflict(message),
+            // Handlers point at the field that named the manager; this is the fallback.
+            StoreError::Manager(errors) => ApiError::Invalid(
+                errors
+                    .iter()
+                    .map(|error| Problem {
+                        pointer: "/manager_id".to_owned(),
+                        message: crate::managers::detail(&error.problem),
+                    })
+                    .collect(),
+            ),
             other => ApiError::Internal(other.to_string()),
         }
     }

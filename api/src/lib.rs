@@ -20,6 +20,7 @@ use temporalio_client::Client;
 
 mod api_keys;
 mod app_links;
+mod audit;
 mod auth;
 mod campaigns;
 mod codec;

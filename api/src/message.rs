@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use pidgr_store::{Campaign, Delivery, Recipient};
+use pidgr_store::{Campaign, Delivery, Recipient, ShownMessage};
 use pidgr_workflows::definition::{Definition, StepKind};
 use pidgr_workflows::template::{self, RenderError};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::ApiError;
 use crate::markdown::to_safe_html;
@@ -17,6 +18,13 @@ pub struct Rendered {
     pub title: String,
     pub body_markdown: String,
     pub body_html: String,
+}
+
+impl Rendered {
+    /// The [`content_sha256`] of this message.
+    pub fn content_sha256(&self) -> String {
+        content_sha256(&self.title, &self.body_markdown)
+    }
 }
 
 /// Who the message is for: what the built-in variables and their own variables say.
@@ -59,6 +67,22 @@ pub fn render(
     step_variables: &BTreeMap<String, String>,
     reader: &Reader,
 ) -> Result<Rendered, RenderError> {
+    let (title, body_markdown) = render_text(title, body, campaign_title, step_variables, reader)?;
+    Ok(Rendered {
+        title,
+        body_html: to_safe_html(&body_markdown),
+        body_markdown,
+    })
+}
+
+/// The title and Markdown body of [`render`], without the HTML.
+fn render_text(
+    title: &str,
+    body: &str,
+    campaign_title: &str,
+    step_variables: &BTreeMap<String, String>,
+    reader: &Reader,
+) -> Result<(String, String), RenderError> {
     let values = template::recipient_values(
         [
             ("name", reader.name),
@@ -69,11 +93,34 @@ pub fn render(
         reader.variables,
     );
     let body_markdown = template::render(body, &values)?;
-    Ok(Rendered {
-        title: template::render(title, &values)?,
-        body_html: to_safe_html(&body_markdown),
-        body_markdown,
-    })
+    Ok((template::render(title, &values)?, body_markdown))
+}
+
+/// The SHA-256 (hex) of what a member is shown, over the one canonical form: the rendered title,
+/// a line feed, and the rendered Markdown body, as UTF-8 exactly as served (the HTML is derived
+/// from the Markdown, so it adds nothing). The inbox serves it as `content_sha256`; a READ or
+/// ACK may send it back to attest what was read (docs/audit.md).
+pub fn content_sha256(title: &str, body_markdown: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(title.as_bytes());
+    digest.update(b"\n");
+    digest.update(body_markdown.as_bytes());
+    hex::encode(digest.finalize())
+}
+
+/// [`content_sha256`] of a campaign's message as `delivery`'s member is shown it, rendered from
+/// the message the store read with the delivery; `None` when it cannot be rendered (too large).
+/// Renders the text only: the hash needs no HTML.
+pub fn shown_sha256(delivery: &Delivery, shown: &ShownMessage) -> Option<String> {
+    let (title, body_markdown) = render_text(
+        &shown.message_title,
+        &shown.body,
+        &shown.campaign_title,
+        &step_variables(&shown.definition),
+        &Reader::of_delivery(delivery),
+    )
+    .ok()?;
+    Some(content_sha256(&title, &body_markdown))
 }
 
 /// The problem answered when a preview's message is too large: the template is at fault, and
@@ -85,17 +132,21 @@ pub fn too_large(error: RenderError) -> ApiError {
 /// A started campaign's message for one of its deliveries, as the inbox shows it (with the
 /// variables of the campaign's first notification step).
 pub fn for_delivery(campaign: &Campaign, delivery: &Delivery) -> Result<Rendered, RenderError> {
-    let definition: Option<Definition> = serde_json::from_str(&campaign.definition).ok();
     render(
         &campaign.message_title,
         &campaign.body,
         &campaign.title,
-        &definition
-            .as_ref()
-            .map(notification_variables)
-            .unwrap_or_default(),
+        &step_variables(&campaign.definition),
         &Reader::of_delivery(delivery),
     )
+}
+
+/// The variables of a stored definition's first notification step (none if it does not parse).
+fn step_variables(definition: &str) -> BTreeMap<String, String> {
+    serde_json::from_str::<Definition>(definition)
+        .as_ref()
+        .map(notification_variables)
+        .unwrap_or_default()
 }
 
 /// The variables of the definition's first notification step.

@@ -13,8 +13,9 @@ use pidgr_store::SetKind;
 use crate::auth::{Access, authorize};
 use crate::input::MAX_BODY_BYTES;
 use crate::{
-    AppState, api_keys, app_links, campaigns, deliveries, directory, escalations, idempotency,
-    integrations, member_sets, roles, templates, webhook_channel, workflow_definitions,
+    AppState, api_keys, app_links, audit, campaigns, deliveries, directory, escalations,
+    idempotency, integrations, member_sets, roles, templates, webhook_channel,
+    workflow_definitions,
 };
 
 /// The OpenAPI document, kept in the repository beside this crate and served as is.
@@ -95,6 +96,13 @@ fn table() -> Vec<Entry> {
             "/v1/organisation",
             Access::Authenticated,
             get(roles::organisation),
+        ),
+        // The public keys that check the organisation's signed audit exports.
+        entry(
+            M::GET,
+            "/v1/organisation/signing-keys",
+            Access::Authenticated,
+            get(audit::signing_keys),
         ),
         // Roles and API keys.
         needs(RolesRead, M::GET, "/v1/roles", get(roles::list)),
@@ -335,6 +343,12 @@ fn table() -> Vec<Entry> {
             M::GET,
             "/v1/campaigns/{campaign_id}/activity",
             get(campaigns::activity),
+        ),
+        needs(
+            CampaignsRead,
+            M::GET,
+            "/v1/campaigns/{campaign_id}/audit",
+            get(audit::export),
         ),
         // The organisation's webhook channel (sending is the delivery channels' business).
         needs(
