@@ -9,6 +9,7 @@ mod console;
 mod console_support;
 mod directory_bulk;
 mod durability;
+mod escalation;
 mod fan_out;
 mod faults;
 mod harness;
