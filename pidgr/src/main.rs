@@ -1,6 +1,7 @@
 //! `pidgr`: serve | api | worker | migrate | check | temporal setup | validate | org create |
-//! key create | members import | campaign status | dev-key.
+//! key create | members import | campaign status | audit verify | dev-key.
 
+mod audit;
 mod campaign_status;
 mod import;
 
@@ -63,6 +64,9 @@ enum Command {
     /// API keys, for operators (a way back in when an organisation has lost its keys).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Signed audit exports.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Secrets sealed at rest with PIDGR_SECRET_KEY.
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -130,6 +134,31 @@ enum KeyCommand {
         /// What the key is for, as the API lists it.
         #[arg(long, default_value = "created with pidgr key create")]
         name: String,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Checks an audit export (GET /v1/campaigns/{id}/audit, JSON lines or CSV) offline: every
+    /// record's hash chained from the first to the signed trailer, and the trailer's Ed25519
+    /// signature. Prints `ok` with what the file holds, or the first bad record's line and
+    /// why; exits 1 when the file does not verify.
+    Verify {
+        file: PathBuf,
+        /// The organisation's public key in base64 (`public_key` of
+        /// GET /v1/organisation/signing-keys).
+        #[arg(
+            long,
+            required_unless_present = "key_file",
+            conflicts_with = "key_file"
+        )]
+        public_key: Option<String>,
+        /// A file with the answer of GET /v1/organisation/signing-keys (the trailer's key_id
+        /// picks the key), one key object, or a base64 key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
         #[command(flatten)]
         config: Config,
     },
@@ -245,6 +274,7 @@ impl Command {
             | Command::Members(MembersCommand::Import { config, .. })
             | Command::Campaign(CampaignCommand::Status { config, .. })
             | Command::Key(KeyCommand::Create { config, .. })
+            | Command::Audit(AuditCommand::Verify { config, .. })
             | Command::Secrets(SecretsCommand::RotateKey { config, .. }) => config,
         }
     }
@@ -252,6 +282,35 @@ impl Command {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Audit(AuditCommand::Verify {
+            file,
+            public_key,
+            key_file,
+            config: _,
+        }) => {
+            let key = match (&public_key, &key_file) {
+                (Some(key), _) => audit::KeySource::Inline(key),
+                (None, Some(path)) => audit::KeySource::File(path),
+                (None, None) => anyhow::bail!("give --public-key or --key-file"),
+            };
+            return Ok(match audit::verify_file(&file, key)? {
+                Ok(verified) => {
+                    println!(
+                        "{}: ok: {} events of campaign {}, chained and signed by key {} (final hash {})",
+                        file.display(),
+                        verified.events,
+                        verified.campaign_id,
+                        verified.key_id,
+                        verified.final_hash
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(fault) => {
+                    println!("{}: {fault}", file.display());
+                    ExitCode::FAILURE
+                }
+            });
+        }
         Command::Validate { file, config } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;

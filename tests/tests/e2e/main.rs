@@ -2,6 +2,7 @@
 //! webhooks POSTed to a real receiver on loopback. Each test starts its own system.
 
 mod api;
+mod audit;
 mod bounds;
 mod channels;
 mod codec;
