@@ -40,6 +40,7 @@ pub mod reconcile;
 mod roles;
 mod routes;
 mod server;
+mod simulate;
 mod templates;
 mod webhook_channel;
 mod workflow_definitions;

@@ -14,7 +14,7 @@ use crate::auth::{Access, authorize};
 use crate::input::MAX_BODY_BYTES;
 use crate::{
     AppState, api_keys, app_links, audit, campaigns, deliveries, directory, escalations,
-    idempotency, integrations, member_sets, roles, templates, webhook_channel,
+    idempotency, integrations, member_sets, roles, simulate, templates, webhook_channel,
     workflow_definitions,
 };
 
@@ -281,6 +281,12 @@ fn table() -> Vec<Entry> {
             M::POST,
             "/v1/workflow-definitions/validate",
             post(workflow_definitions::validate),
+        ),
+        needs(
+            CampaignsRead,
+            M::POST,
+            "/v1/workflow-definitions/simulate",
+            post(simulate::run),
         ),
         needs(
             CampaignsRead,

@@ -1,9 +1,10 @@
-//! `pidgr`: serve | api | worker | migrate | check | temporal setup | validate | org create |
-//! key create | members import | campaign status | audit verify | dev-key.
+//! `pidgr`: serve | api | worker | migrate | check | temporal setup | validate | simulate |
+//! org create | key create | members import | campaign status | audit verify | dev-key.
 
 mod audit;
 mod campaign_status;
 mod import;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,18 @@ enum Command {
     /// Validates a workflow definition file; exits 1 and lists every problem if it is invalid.
     Validate {
         file: PathBuf,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Dry-runs a workflow definition on a simulated clock: FILE holds `definition`, `audience`
+    /// (`{"size": N}` or `{"members": [{"id", "manager"}]}`) and `scenario` (who reads or
+    /// acknowledges when). Prints each step's simulated start, end, outcome and who it reached,
+    /// then how every delivery ends; exits 1 with every problem when the input is invalid.
+    Simulate {
+        file: PathBuf,
+        /// Print the timeline as JSON (the API's answer) instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: Config,
     },
@@ -270,6 +283,7 @@ impl Command {
             | Command::Temporal(TemporalCommand::Setup(config))
             | Command::DevKey { config, .. }
             | Command::Validate { config, .. }
+            | Command::Simulate { config, .. }
             | Command::Org(OrgCommand::Create { config, .. })
             | Command::Members(MembersCommand::Import { config, .. })
             | Command::Campaign(CampaignCommand::Status { config, .. })
@@ -335,6 +349,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         file.display(),
                         problems.len()
                     );
+                    ExitCode::FAILURE
+                }
+            });
+        }
+        Command::Simulate { file, json, config } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            return Ok(match simulate::run(&text, &config.url_policy()?)? {
+                Ok(timeline) if json => {
+                    println!("{}", serde_json::to_string_pretty(&timeline)?);
+                    ExitCode::SUCCESS
+                }
+                Ok(timeline) => {
+                    print!("{}", simulate::table(&timeline));
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    for problem in &problems {
+                        println!("{problem}");
+                    }
+                    println!("{}: {} problem(s)", file.display(), problems.len());
                     ExitCode::FAILURE
                 }
             });

@@ -21,6 +21,7 @@ use crate::definition::{
     Channel, DeadlineConfig, Definition, EscalateConfig, NotifyConfig, Outcome, Step, StepKind,
     WebhookConfig,
 };
+use crate::engine::{Interpreter, UnknownStep, wait_outcome};
 use crate::search_attributes;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, UNIX_EPOCH};
@@ -271,17 +272,15 @@ async fn drive(
 ) -> WorkflowResult<CampaignOutcome> {
     let definition = &input.definition;
     let mut resume = input.resume.clone();
-    let mut step = match &resume {
-        Some(r) => definition
-            .step(&r.step_id)
-            .ok_or_else(|| corrupt(&r.step_id))?,
-        None => definition.entry(),
+    let mut run = match &resume {
+        Some(r) => Interpreter::resume(definition, &r.step_id).map_err(corrupt)?,
+        None => Interpreter::start(definition),
     };
     if resume.is_none() && ctx.patched(DELIVERIES_IN_WORKFLOW) {
         prepare_deliveries(ctx, input).await?;
     }
     let mut first_step_of_run = true;
-    loop {
+    while let Some(step) = run.current() {
         if !first_step_of_run
             && history_is_long(ctx, input)
             && ctx.patched(CONTINUE_AT_STEP_BOUNDARIES)
@@ -295,16 +294,19 @@ async fn drive(
             s.waiting_until_ms = None;
         });
         ctx.set_current_details(format!("step `{}` ({})", step.id, step.kind.type_name()));
-        let outcome = match &step.kind {
+        // What a DEADLINE_CHECK's wait decided; the other step types do their work and go on.
+        let waited = match &step.kind {
             StepKind::SendNotification(config) => {
-                fan_out(ctx, input, step, config, false, resumed).await?
+                fan_out(ctx, input, step, config, false, resumed).await?;
+                None
             }
             StepKind::SendReminder(config) => {
-                fan_out(ctx, input, step, config, true, resumed).await?
+                fan_out(ctx, input, step, config, true, resumed).await?;
+                None
             }
             StepKind::DeadlineCheck(config) => {
                 let resumed_deadline = resumed.and_then(|r| r.wait_deadline_ms);
-                wait(ctx, input, step, config, resumed_deadline).await?
+                Some(wait(ctx, input, step, config, resumed_deadline).await?)
             }
             StepKind::MarkMissed => {
                 let counts = ctx
@@ -318,15 +320,18 @@ async fn drive(
                     )
                     .await?;
                 ctx.state_mut(|s| s.counts = counts);
-                Outcome::Next
+                None
             }
-            StepKind::CallWebhook(config) => call_webhook(ctx, input, step, config).await?,
-            StepKind::Escalate(config) => escalate(ctx, input, step, config).await?,
+            StepKind::CallWebhook(config) => {
+                call_webhook(ctx, input, step, config).await?;
+                None
+            }
+            StepKind::Escalate(config) => {
+                escalate(ctx, input, step, config).await?;
+                None
+            }
         };
-        match definition.next_step(&step.id, outcome) {
-            Some(next) => step = next,
-            None => break,
-        }
+        run.step_ended(waited);
     }
     ctx.state_mut(|s| s.current_step = None);
     let counts = ctx
@@ -357,7 +362,7 @@ async fn fan_out(
     config: &NotifyConfig,
     reminder: bool,
     resumed: Option<Resume>,
-) -> WorkflowResult<Outcome> {
+) -> WorkflowResult<()> {
     let fan_out = FanOutInput {
         campaign: input.campaign.clone(),
         step_id: step.id.clone(),
@@ -383,7 +388,7 @@ async fn fan_out(
     if config.channels.contains(&Channel::Webhook) && ctx.patched(WEBHOOK_CHANNEL_EVENTS) {
         deliver_channel_events(ctx, input, step).await?;
     }
-    Ok(Outcome::Next)
+    Ok(())
 }
 
 /// A fan-out split into ranges of audience positions, each an activity that any worker may
@@ -620,14 +625,11 @@ async fn wait(
         s.record_counts(counts);
         s.waiting_until_ms = Some(deadline_ms);
     });
-    if counts.unresolved() == 0 {
-        return Ok(Outcome::AllAcknowledged);
+    let now = now_ms(ctx);
+    if let Some(outcome) = wait_outcome(counts.unresolved(), now, deadline_ms) {
+        return Ok(outcome);
     }
     let max_signals = input.settings.max_signals_per_run;
-    let now = now_ms(ctx);
-    if now >= deadline_ms {
-        return Ok(Outcome::Deadline);
-    }
     // One durable timer for the whole wait (a clone of the context owns it, so the loop can
     // still run activities); signals only wake the loop to re-count.
     let timer_ctx = ctx.clone();
@@ -681,15 +683,19 @@ async fn wait(
                 // `deadline` means "fired with deliveries unresolved": ask the database, since
                 // the signal of the last ACK may have been lost. Patched in after histories
                 // without this count existed, so those still replay.
-                if ctx.patched(RECOUNT_AT_DEADLINE) {
+                let unresolved = if ctx.patched(RECOUNT_AT_DEADLINE) {
                     ctx.state_mut(|s| s.all_resolved_hint = false);
                     let counts = count_deliveries(ctx, input, step).await?;
                     ctx.state_mut(|s| s.record_counts(counts));
-                    if counts.unresolved() == 0 {
-                        return Ok(Outcome::AllAcknowledged);
-                    }
-                }
-                return Ok(Outcome::Deadline);
+                    counts.unresolved()
+                } else {
+                    // Histories from before the re-count: the fired timer alone decides.
+                    u64::MAX
+                };
+                // The timer fired: the deadline has come, whatever the clock reads.
+                return Ok(
+                    wait_outcome(unresolved, deadline_ms, deadline_ms).unwrap_or(Outcome::Deadline)
+                );
             }
             Wake::Deadline(_) | Wake::Recount(TimerResult::Cancelled) => {
                 return Err(WorkflowTermination::cancelled());
@@ -705,8 +711,12 @@ async fn wait(
         ctx.state_mut(|s| s.all_resolved_hint = false);
         let counts = count_deliveries(ctx, input, step).await?;
         ctx.state_mut(|s| s.record_counts(counts));
-        if counts.unresolved() == 0 {
-            return Ok(Outcome::AllAcknowledged);
+        // Woken before the deadline: only "nothing unresolved" can end the wait here; the
+        // deadline itself is the timer's to call, so replay never depends on a clock reading.
+        if let Some(outcome @ Outcome::AllAcknowledged) =
+            wait_outcome(counts.unresolved(), 0, deadline_ms)
+        {
+            return Ok(outcome);
         }
     }
 }
@@ -742,7 +752,7 @@ async fn call_webhook(
     input: &CampaignInput,
     step: &Step,
     config: &WebhookConfig,
-) -> WorkflowResult<Outcome> {
+) -> WorkflowResult<()> {
     let settings = &input.settings;
     let retry = RetryPolicy::builder()
         .initial_interval(Duration::from_millis(settings.webhook_initial_retry_ms))
@@ -783,7 +793,7 @@ async fn call_webhook(
         )
         .await?;
     }
-    Ok(Outcome::Next)
+    Ok(())
 }
 
 /// Activity options named after the step, so the Web UI shows which step each activity serves.
@@ -826,12 +836,9 @@ fn now_ms(ctx: &WorkflowContext<CampaignWorkflow>) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn corrupt(step_id: &str) -> WorkflowTermination {
+fn corrupt(unknown: UnknownStep) -> WorkflowTermination {
     WorkflowTermination::Failed(
-        temporalio_sdk::ApplicationFailure::non_retryable(format!(
-            "resume names step {step_id:?}, which the definition does not have"
-        ))
-        .into(),
+        temporalio_sdk::ApplicationFailure::non_retryable(unknown.to_string()).into(),
     )
 }
 

@@ -3,7 +3,9 @@
 //! - [`definition`] parses and validates the JSON DAG a campaign runs (pure: std, serde).
 //! - [`contract`] declares the activities the workflow calls and the data they exchange; the
 //!   `pidgr-activities` crate implements them.
-//! - [`campaign`] is the workflow itself: it interprets a definition step by step.
+//! - [`engine`] is the interpreter: which step runs, where each outcome leads, when a wait ends.
+//! - [`campaign`] is the workflow itself: it drives the interpreter with activities and timers.
+//! - [`simulate`] drives the same interpreter on a simulated clock, for dry runs.
 //!
 //! May import: the Temporal SDK, serde. Never sqlx, reqwest, `tokio::spawn`, `tokio::time`,
 //! `rand`, `SystemTime::now` or iteration over a `HashMap`: replay must be deterministic.
@@ -11,6 +13,8 @@
 pub mod campaign;
 pub mod contract;
 pub mod definition;
+pub mod engine;
+pub mod simulate;
 pub mod template;
 
 pub use campaign::{CampaignInput, CampaignOutcome, CampaignWorkflow, EngineSettings, Progress};

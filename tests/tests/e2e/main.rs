@@ -18,6 +18,7 @@ mod limits;
 mod observability;
 mod operations;
 mod secrets;
+mod simulation;
 mod standard_webhooks;
 mod tracing;
 mod walkthrough;

@@ -1,0 +1,385 @@
+//! The simulator against the real thing: generated definitions and scenarios, each simulated
+//! through the API and then run as a campaign on the dev server with the scenario's actions
+//! applied in the steps the simulation put them in. The two must agree on the steps taken,
+//! each wait's outcome, who was reminded, every delivery's final status and which late
+//! acknowledgements were refused.
+//!
+//! Actions are applied when the real campaign reaches the wait the simulation put them in:
+//! the steps a campaign takes depend only on what happened within each wait, not on when
+//! within it, so the comparison needs no clock shared between the two.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, ensure};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Options, System, postgres_configured};
+use crate::{act, delivery_ids};
+
+/// A small deterministic generator, so a failing case names a seed that reproduces it.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One generated case: a definition of 1–3 rounds (a wait, then maybe a reminder or a
+/// MARK_MISSED), whose early ends lead on, skip a step or end the campaign; an audience of
+/// 3–5; and one to two actions per recipient on average, at times spread over the waits and
+/// beyond.
+struct Case {
+    seed: u64,
+    users: Vec<String>,
+    definition: Value,
+    scenario: Value,
+}
+
+fn generate(seed: u64, prefix: &str) -> Case {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let rounds = 1 + rng.below(3) as usize;
+    // The chain's ids in order: send, wait1, [after1], wait2, [after2], ...
+    let mut chain: Vec<(String, Value)> = vec![(
+        "send".into(),
+        json!({"type": "SEND_NOTIFICATION", "config": {"variables": {"deadline": "Friday"}}}),
+    )];
+    let mut span_ms = 0;
+    for round in 1..=rounds {
+        let seconds = 5 + rng.below(3);
+        span_ms += seconds * 1000;
+        chain.push((
+            format!("wait{round}"),
+            json!({"type": "DEADLINE_CHECK", "config": {"duration": format!("{seconds}s")}}),
+        ));
+        match rng.below(3) {
+            0 => chain.push((
+                format!("remind{round}"),
+                json!({"type": "SEND_REMINDER", "config": {"variables": {"deadline": "Friday"}}}),
+            )),
+            1 => chain.push((format!("miss{round}"), json!({"type": "MARK_MISSED"}))),
+            _ => {}
+        }
+    }
+    let ids: Vec<String> = chain.iter().map(|(id, _)| id.clone()).collect();
+    let steps: Vec<Value> = chain
+        .into_iter()
+        .enumerate()
+        .map(|(index, (id, mut step))| {
+            step["id"] = json!(id);
+            let next = ids.get(index + 1);
+            if step["type"] == "DEADLINE_CHECK" {
+                let mut transitions = json!({});
+                if let Some(next) = next {
+                    transitions["deadline"] = json!(next);
+                }
+                // Early end: go on, skip one step, or end the campaign.
+                match (rng.below(3), ids.get(index + 2)) {
+                    (0, _) => {}
+                    (1, Some(after)) => transitions["all_acknowledged"] = json!(after),
+                    _ => {
+                        if let Some(next) = next {
+                            transitions["all_acknowledged"] = json!(next);
+                        }
+                    }
+                }
+                step["transitions"] = transitions;
+            } else if let Some(next) = next {
+                step["transitions"] = json!({"next": next});
+            }
+            step
+        })
+        .collect();
+    let size = 3 + rng.below(3) as usize;
+    let users: Vec<String> = (1..=size).map(|n| format!("{prefix}-{seed}-{n}")).collect();
+    let mut scenario = Vec::new();
+    for _ in 0..size as u64 + rng.below(size as u64 + 1) {
+        let user = &users[rng.below(size as u64) as usize];
+        let action = if rng.below(10) < 4 { "READ" } else { "ACK" };
+        // Anywhere after the start, up to a little past the last deadline.
+        let at = 1 + rng.below(span_ms + 3_000);
+        scenario.push(json!({"recipient": user, "action": action, "at": at}));
+    }
+    Case {
+        seed,
+        users,
+        definition: json!({"version": 1, "steps": steps}),
+        scenario: Value::Array(scenario),
+    }
+}
+
+async fn simulate(system: &System, case: &Case) -> Result<Value> {
+    let (status, timeline) = system
+        .post(
+            "/v1/workflow-definitions/simulate",
+            json!({
+                "definition": case.definition,
+                "audience": {"members": case.users.iter().map(|u| json!({"id": u})).collect::<Vec<_>>()},
+                "scenario": case.scenario,
+            }),
+        )
+        .await?;
+    ensure!(
+        status == StatusCode::OK,
+        "simulate answered {status}: {timeline}"
+    );
+    Ok(timeline)
+}
+
+/// What a campaign did, in the terms both runs can show.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    /// Step ids in the order they ran, each wait with its outcome.
+    steps: Vec<String>,
+    /// Recipient → (final status, reminders).
+    deliveries: BTreeMap<String, (String, u64)>,
+    /// The late actions' answers: true where it was refused.
+    refused: Vec<bool>,
+}
+
+fn simulated(timeline: &Value) -> Observed {
+    let steps = timeline["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| match s["type"].as_str() {
+            Some("DEADLINE_CHECK") => format!("{} {}", s["step_id"], s["outcome"]),
+            _ => s["step_id"].to_string(),
+        })
+        .collect();
+    let deliveries = timeline["deliveries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            (
+                d["recipient"].as_str().unwrap_or_default().to_owned(),
+                (
+                    d["status"].as_str().unwrap_or_default().to_owned(),
+                    d["reminders"].as_u64().unwrap_or_default(),
+                ),
+            )
+        })
+        .collect();
+    let refused = late_actions(timeline)
+        .iter()
+        .map(|a| a["effect"] == "refused")
+        .collect();
+    Observed {
+        steps,
+        deliveries,
+        refused,
+    }
+}
+
+/// The actions the simulation applied after the campaign ended.
+fn late_actions(timeline: &Value) -> Vec<Value> {
+    timeline["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["during_step"].is_null())
+        .cloned()
+        .collect()
+}
+
+/// Runs the case as a real campaign: each action applied once the campaign waits in the step
+/// the simulation put it in, the late ones after it completed.
+async fn run_for_real(system: &System, case: &Case, timeline: &Value) -> Result<Observed> {
+    let campaign = system
+        .start_campaign(
+            &case.users.iter().map(String::as_str).collect::<Vec<_>>(),
+            case.definition.clone(),
+        )
+        .await?;
+    let deliveries = delivery_ids(system, &campaign).await?;
+    let actions = timeline["actions"].as_array().context("actions")?;
+    for action in actions.iter().filter(|a| !a["during_step"].is_null()) {
+        let step = action["during_step"].as_str().context("step")?;
+        system.until_waiting(&campaign, step).await?;
+        let delivery = &deliveries[action["recipient"].as_str().context("recipient")?];
+        let verb = if action["action"] == "ACK" {
+            "ack"
+        } else {
+            "read"
+        };
+        let (status, body) = act(system, delivery, verb).await?;
+        ensure!(
+            status == StatusCode::OK,
+            "{verb} during {step}: {status} {body}"
+        );
+    }
+    system.until_status(&campaign, "COMPLETED").await?;
+    let mut refused = Vec::new();
+    for action in late_actions(timeline) {
+        let delivery = &deliveries[action["recipient"].as_str().context("recipient")?];
+        let verb = if action["action"] == "ACK" {
+            "ack"
+        } else {
+            "read"
+        };
+        let (status, body) = act(system, delivery, verb).await?;
+        ensure!(
+            status == StatusCode::OK || status == StatusCode::CONFLICT,
+            "late {verb}: {status} {body}"
+        );
+        refused.push(status == StatusCode::CONFLICT);
+    }
+    let activity = system.activity(&campaign).await?;
+    let mut steps = Vec::new();
+    for entry in &activity {
+        let step = entry["step_id"].to_string();
+        match entry["kind"].as_str() {
+            Some("step_started") => steps.push(step),
+            // A wait's end names its outcome; it follows the wait's start.
+            Some("step_finished") if entry["details"]["outcome"].is_string() => {
+                let last = steps.last_mut().context("a wait's end before its start")?;
+                ensure!(*last == step, "{step} ended while {last} ran");
+                *last = format!("{step} {}", entry["details"]["outcome"]);
+            }
+            _ => {}
+        }
+    }
+    let deliveries = system
+        .deliveries(&campaign)
+        .await?
+        .into_iter()
+        .map(|d| {
+            (
+                d["user_id"].as_str().unwrap_or_default().to_owned(),
+                (
+                    d["status"].as_str().unwrap_or_default().to_owned(),
+                    d["reminder_count"].as_u64().unwrap_or_default(),
+                ),
+            )
+        })
+        .collect();
+    Ok(Observed {
+        steps,
+        deliveries,
+        refused,
+    })
+}
+
+/// Simulates and runs each case (concurrently), and compares.
+async fn agree(system: &System, cases: Vec<Case>) -> Result<()> {
+    let checks = cases.iter().map(|case| async move {
+        let timeline = simulate(system, case).await?;
+        let expected = simulated(&timeline);
+        let real = run_for_real(system, case, &timeline)
+            .await
+            .with_context(|| format!("seed {}", case.seed))?;
+        ensure!(
+            real == expected,
+            "seed {}: the simulation and the real run disagree\n definition: {}\n scenario: {}\n simulated: {expected:?}\n real: {real:?}",
+            case.seed,
+            case.definition,
+            case.scenario
+        );
+        eprintln!(
+            "seed {}: agreed on {} steps, {} deliveries, {} late actions",
+            case.seed,
+            expected.steps.len(),
+            expected.deliveries.len(),
+            expected.refused.len()
+        );
+        Ok::<_, anyhow::Error>(())
+    });
+    for result in futures_util::future::join_all(checks).await {
+        result?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_agrees_with_real_runs_of_generated_cases() -> Result<()> {
+    let system = System::start(Options::default()).await?;
+    let cases: Vec<Case> = (1..=5).map(|seed| generate(seed, "sim")).collect();
+    // The cases must between them exercise what can go differently: waits ended early and at
+    // their deadline, reminders, MARK_MISSED and a refused late acknowledgement.
+    let mut seen = String::new();
+    for case in &cases {
+        seen.push_str(&simulate(&system, case).await?.to_string());
+    }
+    for wanted in [
+        "\"all_acknowledged\"",
+        "\"deadline\"",
+        "\"reminded\"",
+        "\"MARK_MISSED\"",
+        "\"refused\"",
+    ] {
+        assert!(seen.contains(wanted), "no generated case has {wanted}");
+    }
+    agree(&system, cases).await?;
+    system.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_agrees_with_real_runs_on_postgres() -> Result<()> {
+    if !postgres_configured("the_simulator_agrees_with_real_runs_on_postgres") {
+        return Ok(());
+    }
+    let system = System::start(Options {
+        postgres: true,
+        ..Options::default()
+    })
+    .await?;
+    let cases: Vec<Case> = (101..=103).map(|seed| generate(seed, "simpg")).collect();
+    agree(&system, cases).await?;
+    system.shutdown().await;
+    Ok(())
+}
+
+/// The simulation answers bad input with pointers into the request, and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_simulation_request_is_refused_with_pointers() -> Result<()> {
+    let system = System::start(Options::default()).await?;
+    let (status, body) = system
+        .post(
+            "/v1/workflow-definitions/simulate",
+            json!({
+                "definition": {"version": 1, "steps": [{"id": "w", "type": "DEADLINE_CHECK",
+                    "config": {"duration": "forever"}}]},
+                "audience": {"size": 2},
+            }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.to_string()
+            .contains("/definition/steps/0/config/duration"),
+        "{body}"
+    );
+    let (status, body) = system
+        .post(
+            "/v1/workflow-definitions/simulate",
+            json!({
+                "definition": generate(1, "bad").definition,
+                "audience": {"size": 2},
+                "scenario": [{"recipient": "3", "action": "ACK", "at": "1s"}],
+            }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("/scenario/0/recipient"), "{body}");
+    let (status, body) = system
+        .post(
+            "/v1/workflow-definitions/simulate",
+            json!({"definition": generate(1, "bad").definition, "audience": {"size": 2}, "extra": 1}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("extra"), "{body}");
+    system.shutdown().await;
+    Ok(())
+}
