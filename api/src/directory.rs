@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::error::OrNotFound;
 use crate::input::{Body, Name, Page, Text, Variables};
+use crate::managers::{field_of, manager_ref, present, refused_at, resolve};
 use crate::roles::grantable_role;
 use crate::{ApiError, AppState, Caller};
 
@@ -98,6 +99,16 @@ pub struct CreateMember {
     /// Defaults to the system role `member` (no admin permissions).
     #[serde(default)]
     role_id: Option<Name>,
+    /// The manager by id, or (next field) by external id; see [`crate::managers`].
+    #[serde(default, deserialize_with = "present")]
+    manager_id: Option<Option<Name>>,
+    #[serde(default, deserialize_with = "present")]
+    manager_external_id: Option<Option<Name>>,
+}
+
+/// A body that names its manager both ways, as a 422 at `/{field}` under `at`.
+fn both_ways(at: &str) -> impl Fn((&'static str, String)) -> ApiError + '_ {
+    move |(field, message)| ApiError::invalid(format!("{at}/{field}"), message)
 }
 
 pub async fn create(
@@ -107,6 +118,8 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Member>), ApiError> {
     let role_id = new.role_id.as_ref().map_or("member", Name::as_str);
     let role = grantable_role(&state, &caller, "/role_id", role_id).await?;
+    let manager = manager_ref(&new.manager_id, &new.manager_external_id).map_err(both_ways(""))?;
+    let manager_id = resolve(&state, &caller, &manager).await?;
     let member = state
         .store
         .create_member(
@@ -117,10 +130,11 @@ pub async fn create(
                 display_name: new.display_name.0,
                 attributes: new.attributes.0,
                 role_id: role.id,
-                manager_id: None,
+                manager_id,
             },
         )
-        .await?;
+        .await
+        .map_err(|e| refused_at(e, &format!("/{}", field_of(&manager))))?;
     Ok((StatusCode::CREATED, Json(member)))
 }
 
@@ -138,19 +152,26 @@ pub struct UpsertMember {
     /// A new member gets `member` when left out; an existing member keeps their role.
     #[serde(default)]
     role_id: Option<Name>,
+    /// Left out, an existing member keeps their manager; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    manager_id: Option<Option<Name>>,
+    #[serde(default, deserialize_with = "present")]
+    manager_external_id: Option<Option<Name>>,
 }
 
 impl CreateMember {
-    fn imported(&self) -> ImportedMember {
-        ImportedMember {
+    /// The row for the store's writes by external id; `Err` (field, problem) when it names its
+    /// manager both ways.
+    fn imported(&self) -> Result<ImportedMember, (&'static str, String)> {
+        Ok(ImportedMember {
             external_id: self.external_id.0.clone(),
             email: self.email.0.clone(),
             display_name: self.display_name.0.clone(),
             attributes: self.attributes.0.clone(),
             devices: Vec::new(),
             teams: Vec::new(),
-            manager: pidgr_store::ManagerRef::Keep,
-        }
+            manager: manager_ref(&self.manager_id, &self.manager_external_id)?,
+        })
     }
 }
 
@@ -179,7 +200,10 @@ pub async fn upsert(
         display_name: body.display_name,
         attributes: body.attributes,
         role_id: body.role_id,
+        manager_id: body.manager_id,
+        manager_external_id: body.manager_external_id,
     };
+    let imported = row.imported().map_err(both_ways(""))?;
     let existing = state
         .store
         .find_member_by_external_id(&caller.org_id, row.external_id.as_str())
@@ -192,14 +216,12 @@ pub async fn upsert(
         Refused::Forbidden(error) => error,
         Refused::Rows(_) => ApiError::invalid("/role_id", "no role has this id"),
     })?;
+    let manager_field = format!("/{}", field_of(&imported.manager));
     let (_, written) = state
         .store
-        .upsert_members(
-            &caller.org_id,
-            &[row.imported()],
-            &[row.role_id.map(|r| r.0)],
-        )
-        .await?;
+        .upsert_members(&caller.org_id, &[imported], &[row.role_id.map(|r| r.0)])
+        .await
+        .map_err(|e| refused_at(e, &manager_field))?;
     let (outcome, id) = written
         .into_iter()
         .next()
@@ -331,7 +353,9 @@ pub async fn bulk(
         let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?;
         match crate::input::parse_json::<CreateMember>(&bytes) {
             Ok(row) => {
-                if let Some(first) = first_row_of.get(row.external_id.as_str()) {
+                if let Err((field, message)) = row.imported() {
+                    problems.push((index, format!("{at}/{field}"), message));
+                } else if let Some(first) = first_row_of.get(row.external_id.as_str()) {
                     problems.push((
                         index,
                         format!("{at}/external_id"),
@@ -376,15 +400,43 @@ pub async fn bulk(
     if !problems.is_empty() {
         return Ok(bad_rows(problems));
     }
-    let batch: Vec<ImportedMember> = rows.iter().map(|(_, row)| row.imported()).collect();
+    let batch = rows
+        .iter()
+        .map(|(_, row)| row.imported())
+        .collect::<Result<Vec<ImportedMember>, _>>()
+        .map_err(|(_, message)| ApiError::Internal(message))?;
     let roles: Vec<Option<String>> = rows
         .iter()
         .map(|(_, row)| row.role_id.as_ref().map(|r| r.0.clone()))
         .collect();
-    let (counts, _) = state
+    let counts = match state
         .store
         .upsert_members(&caller.org_id, &batch, &roles)
-        .await?;
+        .await
+    {
+        Ok((counts, _)) => counts,
+        // Managers are checked once every row is in (one may name a manager a later row
+        // writes): refused, they are reported by row like any other problem.
+        Err(StoreError::Manager(errors)) => {
+            let problems = errors
+                .iter()
+                .filter_map(|error| {
+                    let position = batch
+                        .iter()
+                        .position(|row| row.external_id == error.external_id)?;
+                    let field = field_of(&batch[position].manager);
+                    let index = rows[position].0;
+                    Some((
+                        index,
+                        format!("/members/{index}/{field}"),
+                        crate::managers::detail(&error.problem),
+                    ))
+                })
+                .collect();
+            return Ok(bad_rows(problems));
+        }
+        Err(other) => return Err(other.into()),
+    };
     Ok(Json(json!({
         "created": counts.created,
         "updated": counts.updated,
@@ -430,6 +482,11 @@ pub struct UpdateMember {
     attributes: Option<Variables>,
     #[serde(default)]
     role_id: Option<Name>,
+    /// Left out keeps the manager; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    manager_id: Option<Option<Name>>,
+    #[serde(default, deserialize_with = "present")]
+    manager_external_id: Option<Option<Name>>,
 }
 
 pub async fn update(
@@ -455,6 +512,12 @@ pub async fn update(
         }
         None => None,
     };
+    let manager =
+        manager_ref(&update.manager_id, &update.manager_external_id).map_err(both_ways(""))?;
+    let manager_id = match &manager {
+        pidgr_store::ManagerRef::Keep => None,
+        other => Some(resolve(&state, &caller, other).await?),
+    };
     let member = state
         .store
         .update_member(
@@ -465,11 +528,11 @@ pub async fn update(
                 display_name: update.display_name.map(|n| n.0),
                 attributes: update.attributes.map(|a| a.0),
                 role_id,
-                manager_id: None,
+                manager_id,
             },
         )
         .await
-        .or_not_found("member")?;
+        .map_err(|e| refused_at(e, &format!("/{}", field_of(&manager))))?;
     Ok(Json(member))
 }
 

@@ -32,6 +32,7 @@ mod idempotency;
 mod input;
 mod integrations;
 mod limits;
+mod managers;
 mod markdown;
 mod member_sets;
 mod message;

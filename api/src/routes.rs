@@ -14,7 +14,7 @@ use crate::auth::{Access, authorize};
 use crate::input::MAX_BODY_BYTES;
 use crate::{
     AppState, api_keys, app_links, audit, campaigns, deliveries, directory, escalations,
-    idempotency, integrations, member_sets, roles, simulate, templates, webhook_channel,
+    idempotency, integrations, managers, member_sets, roles, simulate, templates, webhook_channel,
     workflow_definitions,
 };
 
@@ -181,6 +181,12 @@ fn table() -> Vec<Entry> {
             M::GET,
             "/v1/members/{member_id}/devices",
             get(directory::list_devices),
+        ),
+        needs(
+            MembersRead,
+            M::GET,
+            "/v1/members/{member_id}/reports",
+            get(managers::reports),
         ),
         creates(
             DeliveriesWrite,

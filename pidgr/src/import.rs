@@ -14,6 +14,12 @@
 //! The field rules are the API's own types (`POST /v1/members`, `POST /v1/members/{id}/devices`,
 //! team names), re-exported by `pidgr_api`: an imported member could have been created through
 //! the API as well. An import adds devices and team memberships; it never removes any.
+//!
+//! A `manager` column (field, in JSON lines) names the member's manager by external id: a
+//! member of the file, before or after this row, or one already in the directory. An empty
+//! cell (`null`) removes the manager; without the column, members keep the managers they have.
+//! The validation pass refuses a manager who is no one, the member themself, or a loop among
+//! the file's rows. A manager whose row comes in a later batch is set after the last batch.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -23,14 +29,16 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use pidgr_api::{Email, Name, Text, Variables};
-use pidgr_store::{ImportCounts, ImportedMember, Platform, Store, counted};
-use serde::Deserialize;
+use pidgr_store::{
+    ImportCounts, ImportedMember, ManagerProblem, ManagerRef, Platform, Store, StoreError, counted,
+};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// Problems listed before the rest are only counted.
 const MAX_PROBLEMS_SHOWN: usize = 50;
 /// The CSV columns, in any order; the first three are required.
-const COLUMNS: [&str; 7] = [
+const COLUMNS: [&str; 8] = [
     "external_id",
     "email",
     "display_name",
@@ -38,6 +46,7 @@ const COLUMNS: [&str; 7] = [
     "fcm_token",
     "apns_token",
     "teams",
+    "manager",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +97,16 @@ struct Row {
     apns_token: Option<Text<4096>>,
     #[serde(default)]
     teams: Vec<Name>,
+    /// The manager's external id; `null` for none, left out to keep the stored one.
+    #[serde(default, deserialize_with = "present")]
+    manager: Option<Option<Name>>,
+}
+
+/// A field left out stays `None`, `null` is `Some(None)`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl Row {
@@ -109,7 +128,11 @@ impl Row {
             attributes: self.attributes.0,
             devices,
             teams,
-            manager: pidgr_store::ManagerRef::Keep,
+            manager: match self.manager {
+                None => ManagerRef::Keep,
+                Some(None) => ManagerRef::Clear,
+                Some(Some(manager)) => ManagerRef::ExternalId(manager.0),
+            },
         }
     }
 }
@@ -296,6 +319,9 @@ fn csv_member(header: &[usize], line: &str) -> Result<ImportedMember, Problem> {
         let name = COLUMNS[column];
         let value = match name {
             "external_id" | "email" | "display_name" => Value::String(cell),
+            // The column is there: an empty cell says "no manager".
+            "manager" if cell.trim().is_empty() => Value::Null,
+            "manager" => Value::String(cell),
             _ if cell.trim().is_empty() => continue,
             "attributes" => serde_json::from_str(&cell).map_err(|error| {
                 Problem::in_column(
@@ -368,10 +394,20 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
 struct Checked {
     lines: usize,
     teams: BTreeSet<String>,
+    /// The line of each external id, when some row names a manager by it (to tell a manager
+    /// written by a later batch, and to report a refused manager at its row).
+    lines_of: HashMap<String, usize>,
 }
 
-/// The first pass: every line checked, external ids and device tokens unique in the file.
-fn validate(path: &Path, format: Format) -> anyhow::Result<Checked> {
+/// The first pass: every line checked, external ids and device tokens unique in the file, and
+/// every manager named someone (in the file, or in the organisation's directory), not the
+/// member themself, and no loop among the file's rows.
+async fn validate(
+    store: &Store,
+    org_id: &str,
+    path: &Path,
+    format: Format,
+) -> anyhow::Result<Checked> {
     let mut problems: Vec<String> = Vec::new();
     let mut problem_count = 0usize;
     let mut rejected_rows = BTreeSet::new();
@@ -385,6 +421,8 @@ fn validate(path: &Path, format: Format) -> anyhow::Result<Checked> {
     let mut external_ids: HashMap<String, usize> = HashMap::new();
     let mut tokens: HashMap<(Platform, String), usize> = HashMap::new();
     let mut teams = BTreeSet::new();
+    // (line, member, manager) of each row that names a manager.
+    let mut managed: Vec<(usize, String, String)> = Vec::new();
     let mut lines = 0;
     for item in Lines::open(path, format)? {
         let (line, checked) = item?;
@@ -428,6 +466,14 @@ fn validate(path: &Path, format: Format) -> anyhow::Result<Checked> {
             }
         }
         teams.extend(member.teams);
+        if let ManagerRef::ExternalId(manager) = member.manager {
+            managed.push((line, member.external_id, manager));
+        }
+    }
+    if !managed.is_empty() {
+        for (line, problem) in manager_problems(store, org_id, &external_ids, &managed).await? {
+            report(line, problem);
+        }
     }
     if problem_count > 0 {
         let mut message = problems.join("\n");
@@ -441,7 +487,182 @@ fn validate(path: &Path, format: Format) -> anyhow::Result<Checked> {
             counted(rejected_rows.len() as u64, "row", "rows"),
         );
     }
-    Ok(Checked { lines, teams })
+    if managed.is_empty() {
+        external_ids = HashMap::new();
+    }
+    Ok(Checked {
+        lines,
+        teams,
+        lines_of: external_ids,
+    })
+}
+
+/// The problems of the file's managers (`managed`: line, member, manager), in line order: a
+/// manager neither in the file (`lines_of`) nor in the directory, the member themself, and every row on a loop of
+/// managers among the file's rows. A loop through members the file does not name is refused
+/// by the store when the batch that closes it is written.
+async fn manager_problems(
+    store: &Store,
+    org_id: &str,
+    lines_of: &HashMap<String, usize>,
+    managed: &[(usize, String, String)],
+) -> anyhow::Result<Vec<(usize, Problem)>> {
+    let outside: Vec<&str> = managed
+        .iter()
+        .map(|(_, _, manager)| manager.as_str())
+        .filter(|manager| !lines_of.contains_key(*manager))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let stored = store.find_members_by_external_ids(org_id, &outside).await?;
+    let mut problems = Vec::new();
+    let mut manager_of: HashMap<&str, &str> = HashMap::with_capacity(managed.len());
+    for (line, member, manager) in managed {
+        if manager == member {
+            problems.push((
+                *line,
+                Problem::in_column("manager", "a member cannot be their own manager"),
+            ));
+        } else if lines_of.contains_key(manager.as_str()) {
+            manager_of.insert(member, manager);
+        } else if !stored.contains_key(manager.as_str()) {
+            problems.push((
+                *line,
+                Problem::in_column(
+                    "manager",
+                    format!(
+                        "no member has the external id {manager:?}, in the file or the directory"
+                    ),
+                ),
+            ));
+        }
+    }
+    // Each row's chain is followed once: `state` is 1 while on the current walk, 2 when done.
+    let mut state: HashMap<&str, u8> = HashMap::with_capacity(manager_of.len());
+    for (_, start, _) in managed {
+        let mut walk: Vec<&str> = Vec::new();
+        let mut at = start.as_str();
+        loop {
+            match state.get(at) {
+                Some(2) => break,
+                Some(_) => {
+                    // Back on this walk: the members from `at` on are a loop.
+                    let from = walk.iter().position(|m| *m == at).unwrap_or(0);
+                    let around = &walk[from..];
+                    for member in around {
+                        let mut chain: Vec<&str> = around.to_vec();
+                        let turn = chain.iter().position(|m| m == member).unwrap_or(0);
+                        chain.rotate_left(turn);
+                        chain.push(member);
+                        problems.push((
+                            lines_of[*member],
+                            Problem::in_column(
+                                "manager",
+                                format!("the chain of managers loops: {}", chain.join(" → ")),
+                            ),
+                        ));
+                    }
+                    break;
+                }
+                None => {
+                    state.insert(at, 1);
+                    walk.push(at);
+                    match manager_of.get(at) {
+                        Some(next) => at = next,
+                        None => break,
+                    }
+                }
+            }
+        }
+        for member in walk {
+            state.insert(member, 2);
+        }
+    }
+    problems.sort_by_key(|(line, _)| *line);
+    Ok(problems)
+}
+
+/// Of a batch about to be written (ending at `last_line`), the members whose manager's row
+/// comes in a later batch: each is written without a manager and set after the last batch
+/// (in `deferred`), so the directory never holds a manager the file does not give (and so no
+/// loop the file has not got). A member who already has exactly that manager keeps them, so
+/// that importing the same file again leaves them unchanged.
+async fn defer_later_managers(
+    store: &Store,
+    org_id: &str,
+    checked: &Checked,
+    last_line: usize,
+    members: &mut [ImportedMember],
+    deferred: &mut Vec<(String, Option<String>)>,
+) -> anyhow::Result<()> {
+    let later = |member: &ImportedMember| match &member.manager {
+        ManagerRef::ExternalId(manager) => checked
+            .lines_of
+            .get(manager)
+            .is_some_and(|line| *line > last_line),
+        _ => false,
+    };
+    let mut named: Vec<&str> = Vec::new();
+    for member in members.iter().filter(|m| later(m)) {
+        named.push(&member.external_id);
+        if let ManagerRef::ExternalId(manager) = &member.manager {
+            named.push(manager);
+        }
+    }
+    if named.is_empty() {
+        return Ok(());
+    }
+    let stored = store.find_members_by_external_ids(org_id, &named).await?;
+    for member in members.iter_mut() {
+        if !later(member) {
+            continue;
+        }
+        let ManagerRef::ExternalId(manager) = &member.manager else {
+            continue;
+        };
+        let already = stored
+            .get(&member.external_id)
+            .and_then(|m| m.manager_id.as_ref());
+        if already.is_some() && already == stored.get(manager).map(|m| &m.id) {
+            continue;
+        }
+        deferred.push((member.external_id.clone(), Some(manager.clone())));
+        member.manager = ManagerRef::Clear;
+    }
+    Ok(())
+}
+
+/// The store's refusal of managers (a loop through the directory) as the report of a refused
+/// file: each member's row and the problem.
+fn refused_managers(
+    error: StoreError,
+    lines_of: &HashMap<String, usize>,
+    format: Format,
+) -> anyhow::Error {
+    let StoreError::Manager(errors) = error else {
+        return error.into();
+    };
+    let lines: Vec<String> = errors
+        .iter()
+        .map(|error| {
+            let message = match &error.problem {
+                ManagerProblem::Unknown(manager) => {
+                    format!("no member has the external id {manager:?}")
+                }
+                ManagerProblem::OwnManager => "a member cannot be their own manager".to_owned(),
+                ManagerProblem::Cycle(_) => error.to_string(),
+            };
+            let problem = Problem::in_column("manager", message);
+            match lines_of.get(&error.external_id) {
+                Some(line) => problem.report(format, *line),
+                None => format!("{}: {problem}", error.external_id),
+            }
+        })
+        .collect();
+    anyhow::anyhow!(
+        "{}\nthe batch holding these rows was not written; the batches before it were",
+        lines.join("\n")
+    )
 }
 
 /// Rows written so far, told as they go: on a terminal one line redrawn in place (`\r`),
@@ -518,7 +739,7 @@ pub async fn import_members_telling<W: Write>(
 ) -> anyhow::Result<ImportCounts> {
     let started = Instant::now();
     let format = Format::of(path)?;
-    let checked = validate(path, format)?;
+    let checked = validate(store, org_id, path, format).await?;
     progress.say(&format!(
         "{}: {}, all valid ({:.1} s)",
         path.display(),
@@ -533,6 +754,8 @@ pub async fn import_members_telling<W: Write>(
     let mut batch = Vec::with_capacity(batch_size);
     let mut lines = Lines::open(path, format)?;
     let mut analysed_at = 0usize;
+    // Managers whose rows come in a later batch: (member, manager), set after the last batch.
+    let mut deferred: Vec<(String, Option<String>)> = Vec::new();
     loop {
         let next = lines.next().transpose()?;
         let finished = next.is_none();
@@ -544,7 +767,7 @@ pub async fn import_members_telling<W: Write>(
                     problem.report(format, line)
                 )
             })?;
-            batch.push(member);
+            batch.push((line, member));
             if batch.len() < batch_size.max(1) {
                 continue;
             }
@@ -552,9 +775,22 @@ pub async fn import_members_telling<W: Write>(
         if batch.is_empty() {
             break;
         }
-        counts += store.import_members(org_id, &team_ids, &batch).await?;
-        done += batch.len();
-        batch.clear();
+        let last_line = batch.last().map_or(0, |(line, _)| *line);
+        let mut members: Vec<ImportedMember> = batch.drain(..).map(|(_, m)| m).collect();
+        defer_later_managers(
+            store,
+            org_id,
+            &checked,
+            last_line,
+            &mut members,
+            &mut deferred,
+        )
+        .await?;
+        counts += store
+            .import_members(org_id, &team_ids, &members)
+            .await
+            .map_err(|e| refused_managers(e, &checked.lines_of, format))?;
+        done += members.len();
         // Statistics taken while the directory was small make the planner scan it whole for
         // each batch's lookups (PostgreSQL slowed to a crawl past 100,000): refresh them each
         // time it has doubled, which also re-plans the cached statements.
@@ -569,6 +805,12 @@ pub async fn import_members_telling<W: Write>(
         }
     }
     progress.end_line();
+    for chunk in deferred.chunks(batch_size.max(1)) {
+        store
+            .assign_managers(org_id, chunk)
+            .await
+            .map_err(|e| refused_managers(e, &checked.lines_of, format))?;
+    }
     // The directory may have grown many times over: fresh statistics for the planner.
     store.optimize().await?;
     Ok(counts)
@@ -921,5 +1163,114 @@ e-1,ada2@acme.test,Ada again,
             directory["e-2"].devices,
             [(Platform::Apns, "alan-phone".to_owned())]
         );
+    }
+
+    /// Each member's manager, by external id.
+    async fn managers(store: &Store, org: &str) -> BTreeMap<String, Option<String>> {
+        let members = store.list_members(org, "", 500).await.unwrap();
+        let external: HashMap<&str, &str> = members
+            .iter()
+            .map(|m| (m.id.as_str(), m.external_id.as_str()))
+            .collect();
+        members
+            .iter()
+            .map(|m| {
+                let manager = m.manager_id.as_deref().map(|id| external[id].to_owned());
+                (m.external_id.clone(), manager)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_manager_column_names_managers_by_external_id_even_in_a_later_batch() {
+        let store = testing::sqlite().await.unwrap();
+        let org = store.create_organisation("Acme").await.unwrap().id;
+        // e-1 reports to e-3, two batches later; e-3 to boss, already in the directory.
+        store
+            .create_member(
+                &org,
+                pidgr_store::NewMember {
+                    external_id: "boss".into(),
+                    email: "boss@acme.test".into(),
+                    display_name: "Boss".into(),
+                    role_id: "member".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let csv = "external_id,email,display_name,manager
+e-1,ada@acme.test,Ada,e-3
+e-2,alan@acme.test,Alan,e-1
+e-3,grace@acme.test,Grace,boss
+";
+        let file = TempFile::new("managers.csv", csv);
+        let counts = import_members(&store, &org, &file.0, 1).await.unwrap();
+        assert_eq!(counts.created, 3);
+        let expected = |e1: Option<&str>| {
+            BTreeMap::from([
+                ("boss".to_owned(), None),
+                ("e-1".to_owned(), e1.map(str::to_owned)),
+                ("e-2".to_owned(), Some("e-1".to_owned())),
+                ("e-3".to_owned(), Some("boss".to_owned())),
+            ])
+        };
+        assert_eq!(managers(&store, &org).await, expected(Some("e-3")));
+        // The same file again changes nothing, forward reference included.
+        let counts = import_members(&store, &org, &file.0, 1).await.unwrap();
+        assert_eq!((counts.updated, counts.unchanged), (0, 3));
+        // An empty cell removes the manager; a file without the column keeps them.
+        let cleared = TempFile::new("cleared.csv", &csv.replace("Ada,e-3", "Ada,"));
+        import_members(&store, &org, &cleared.0, 2).await.unwrap();
+        assert_eq!(managers(&store, &org).await, expected(None));
+        let without = TempFile::new(
+            "without.csv",
+            "external_id,email,display_name\ne-2,alan@acme.test,Alan Turing\n",
+        );
+        import_members(&store, &org, &without.0, 2).await.unwrap();
+        assert_eq!(managers(&store, &org).await, expected(None));
+        // JSON lines name the manager in the same field.
+        let json = TempFile::new(
+            "managers.jsonl",
+            r#"{"external_id": "e-1", "email": "ada@acme.test", "display_name": "Ada", "manager": "e-3"}"#,
+        );
+        import_members(&store, &org, &json.0, 2).await.unwrap();
+        assert_eq!(managers(&store, &org).await, expected(Some("e-3")));
+    }
+
+    #[tokio::test]
+    async fn a_bad_manager_is_reported_at_its_row_and_nothing_is_imported() {
+        let store = testing::sqlite().await.unwrap();
+        let org = store.create_organisation("Acme").await.unwrap().id;
+        let before = testing::row_counts(&store).await.unwrap();
+        let csv = "external_id,email,display_name,manager
+e-1,ada@acme.test,Ada,e-2
+e-2,alan@acme.test,Alan,e-3
+e-3,grace@acme.test,Grace,e-1
+e-4,kay@acme.test,Kay,nobody
+e-5,lin@acme.test,Lin,e-5
+e-6,max@acme.test,Max,e-1
+";
+        let file = TempFile::new("bad-managers.csv", csv);
+        let error = import_members(&store, &org, &file.0, 2)
+            .await
+            .unwrap_err()
+            .to_string();
+        let lines: Vec<&str> = error.lines().collect();
+        assert_eq!(
+            lines[..5],
+            [
+                "row 2, column manager: the chain of managers loops: e-1 → e-2 → e-3 → e-1",
+                "row 3, column manager: the chain of managers loops: e-2 → e-3 → e-1 → e-2",
+                "row 4, column manager: the chain of managers loops: e-3 → e-1 → e-2 → e-3",
+                r#"row 5, column manager: no member has the external id "nobody", in the file or the directory"#,
+                "row 6, column manager: a member cannot be their own manager",
+            ]
+        );
+        assert!(
+            lines[5].ends_with("5 problems in 5 rows rejected; nothing was imported"),
+            "{error}"
+        );
+        assert_eq!(testing::row_counts(&store).await.unwrap(), before);
     }
 }

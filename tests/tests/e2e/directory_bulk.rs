@@ -287,3 +287,219 @@ async fn a_bulk_write_on_postgresql_writes_every_row_or_none() -> Result<()> {
     system.shutdown().await;
     Ok(())
 }
+
+/// Managers through the API: named by id or by external id on every write, listed as a
+/// manager's reports, and refused with a 422 pointing at the field (unknown, another
+/// organisation's member, the member themself, a loop), nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_manager_is_set_by_either_id_and_every_bad_one_is_pointed_at() -> Result<()> {
+    let system = System::start(Options {
+        in_process_worker: false,
+        ..Options::default()
+    })
+    .await?;
+    let person = |id: &str| json!({ "external_id": id, "email": format!("{id}@acme.test"), "display_name": id });
+    let boss = system.create("/v1/members", person("boss")).await?;
+    assert_eq!(boss["manager_id"], Value::Null);
+    let mut body = person("ann");
+    body["manager_id"] = boss["id"].clone();
+    let ann = system.create("/v1/members", body).await?;
+    assert_eq!(ann["manager_id"], boss["id"]);
+    let (status, bob) = upsert(
+        &system,
+        "bob",
+        json!({ "email": "bob@acme.test", "display_name": "Bob", "manager_external_id": "ann" }),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{bob}");
+    assert_eq!(bob["manager_id"], ann["id"]);
+    // Left out, the manager stays; null removes it.
+    let (status, kept) = upsert(
+        &system,
+        "bob",
+        json!({ "email": "bob@acme.test", "display_name": "Bobby" }),
+    )
+    .await?;
+    assert_eq!((status, &kept["manager_id"]), (StatusCode::OK, &ann["id"]));
+
+    let reports = system
+        .get(&format!(
+            "/v1/members/{}/reports",
+            boss["id"].as_str().unwrap()
+        ))
+        .await?;
+    assert_eq!(
+        reports["items"].as_array().map(Vec::len),
+        Some(1),
+        "{reports}"
+    );
+    assert_eq!(reports["items"][0]["id"], ann["id"]);
+    let (status, _) = system
+        .call(Method::GET, "/v1/members/no-such-member/reports", None)
+        .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Refusals, each a 422 at the field that named the manager.
+    let other_org = system.store.create_organisation("Elsewhere").await?;
+    let outsider = system
+        .store
+        .create_member(
+            &other_org.id,
+            pidgr_store::NewMember {
+                external_id: "out".into(),
+                email: "out@elsewhere.test".into(),
+                display_name: "Out".into(),
+                role_id: "member".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let boss_path = format!("/v1/members/{}", boss["id"].as_str().unwrap());
+    let refusals = [
+        (
+            Method::POST,
+            "/v1/members".to_owned(),
+            json!({ "external_id": "cy", "email": "cy@acme.test", "display_name": "Cy",
+                    "manager_id": outsider.id }),
+            "/manager_id",
+            "no member of this organisation",
+        ),
+        (
+            Method::POST,
+            "/v1/members".to_owned(),
+            json!({ "external_id": "cy", "email": "cy@acme.test", "display_name": "Cy",
+                    "manager_external_id": "out" }),
+            "/manager_external_id",
+            "no member of this organisation",
+        ),
+        (
+            Method::PATCH,
+            boss_path.clone(),
+            json!({ "manager_id": boss["id"] }),
+            "/manager_id",
+            "their own manager",
+        ),
+        (
+            Method::PATCH,
+            boss_path.clone(),
+            json!({ "manager_external_id": "bob" }),
+            "/manager_external_id",
+            "loop (by external id: boss → bob → ann → boss)",
+        ),
+        (
+            Method::PUT,
+            "/v1/members/by-external-id/boss".to_owned(),
+            json!({ "email": "boss@acme.test", "display_name": "boss", "manager_id": ann["id"] }),
+            "/manager_id",
+            "loop",
+        ),
+        (
+            Method::PATCH,
+            boss_path.clone(),
+            json!({ "manager_id": ann["id"], "manager_external_id": "ann" }),
+            "/manager_external_id",
+            "not both",
+        ),
+    ];
+    for (method, path, body, pointer, detail) in refusals {
+        let (status, problem) = system.call(method.clone(), &path, Some(body)).await?;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {path}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["pointer"], pointer, "{problem}");
+        assert!(
+            problem["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(detail)),
+            "{problem}"
+        );
+    }
+    assert!(member(&system, "cy").await?.is_none());
+    assert_eq!(
+        member(&system, "boss").await?.expect("boss")["manager_id"],
+        Value::Null
+    );
+
+    // In bulk, a manager may come in a later row; bad ones are reported by row.
+    let row = |id: &str, manager: &str| json!({ "external_id": id, "email": format!("{id}@acme.test"), "display_name": id, "manager_external_id": manager });
+    let (status, counts) = system
+        .post(
+            "/v1/members/bulk",
+            json!({ "members": [row("dee", "eve"), row("eve", "boss")] }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{counts}");
+    let eve = member(&system, "eve").await?.expect("eve");
+    assert_eq!(
+        member(&system, "dee").await?.expect("dee")["manager_id"],
+        eve["id"]
+    );
+    assert_eq!(eve["manager_id"], boss["id"]);
+    let (status, problem) = system
+        .post(
+            "/v1/members/bulk",
+            json!({ "members": [
+                row("fay", "gus"),
+                row("gus", "fay"),
+                row("hal", "nobody"),
+                row("ivy", "ivy"),
+                { "external_id": "jo", "email": "jo@acme.test", "display_name": "Jo",
+                  "manager_id": null, "manager_external_id": null },
+            ] }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let errors: Vec<(u64, &str)> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| (e["row"].as_u64().unwrap(), e["pointer"].as_str().unwrap()))
+        .collect();
+    // Rows are checked first; the managers of rows that pass are resolved once all are in.
+    assert_eq!(errors, vec![(4, "/members/4/manager_external_id")]);
+    let (status, problem) = system
+        .post(
+            "/v1/members/bulk",
+            json!({ "members": [row("fay", "gus"), row("gus", "fay"), row("hal", "nobody"), row("ivy", "ivy")] }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let errors: Vec<(u64, &str)> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| (e["row"].as_u64().unwrap(), e["pointer"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (2, "/members/2/manager_external_id"),
+            (3, "/members/3/manager_external_id")
+        ]
+    );
+    let (status, problem) = system
+        .post(
+            "/v1/members/bulk",
+            json!({ "members": [row("fay", "gus"), row("gus", "fay")] }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(
+        problem["errors"].as_array().map(Vec::len),
+        Some(2),
+        "{problem}"
+    );
+    assert!(
+        problem["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("loop")
+    );
+    for untouched in ["fay", "gus", "hal", "ivy", "jo"] {
+        assert!(member(&system, untouched).await?.is_none(), "{untouched}");
+    }
+    system.shutdown().await;
+    Ok(())
+}
