@@ -139,20 +139,7 @@ impl CampaignActivitiesImpl {
                 counted(managers.len() as u64, "manager", "managers")
             ));
         }
-        let mut message = format!(
-            "Escalated to {} for {}; {} without a manager skipped",
-            counted(result.managers, "manager", "managers"),
-            counted(
-                result.unresolved,
-                "unresolved delivery",
-                "unresolved deliveries"
-            ),
-            result.without_manager
-        );
-        for note in &notes {
-            message.push_str("; ");
-            message.push_str(note);
-        }
+        let message = escalated_message(&result, &notes);
         tracing::info!(
             org_id = %cref.org_id,
             campaign_id = %cref.campaign_id,
@@ -285,5 +272,58 @@ impl CampaignActivitiesImpl {
             .mark_escalation_pushed(org_id, &escalation.id)
             .await
             .map_err(retryable)
+    }
+}
+
+/// "Escalated to 2 managers for 3 unresolved deliveries; 1 without a manager skipped", then
+/// what a channel could not do.
+fn escalated_message(result: &EscalationResult, notes: &[String]) -> String {
+    let mut message = format!(
+        "Escalated to {} for {}; {} without a manager skipped",
+        counted(result.managers, "manager", "managers"),
+        counted(
+            result.unresolved,
+            "unresolved delivery",
+            "unresolved deliveries"
+        ),
+        result.without_manager
+    );
+    for note in notes {
+        message.push_str("; ");
+        message.push_str(note);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(managers: u64, unresolved: u64, without_manager: u64) -> EscalationResult {
+        EscalationResult {
+            managers,
+            unresolved,
+            without_manager,
+        }
+    }
+
+    #[test]
+    fn the_log_line_counts_with_plurals() {
+        assert_eq!(
+            escalated_message(&result(1, 1, 0), &[]),
+            "Escalated to 1 manager for 1 unresolved delivery; 0 without a manager skipped"
+        );
+        assert_eq!(
+            escalated_message(&result(2, 3, 1), &[]),
+            "Escalated to 2 managers for 3 unresolved deliveries; 1 without a manager skipped"
+        );
+        assert_eq!(
+            escalated_message(
+                &result(0, 0, 4),
+                &["no webhook event: the organisation has no webhook channel".into()]
+            ),
+            "Escalated to 0 managers for 0 unresolved deliveries; 4 without a manager skipped; \
+             no webhook event: the organisation has no webhook channel"
+        );
     }
 }
