@@ -34,18 +34,21 @@ impl Rng {
     }
 }
 
-/// One generated case: a definition of 1–3 rounds (a wait, then maybe a reminder or a
-/// MARK_MISSED), whose early ends lead on, skip a step or end the campaign; an audience of
-/// 3–5; and one to two actions per recipient on average, at times spread over the waits and
-/// beyond.
+/// One generated case: a definition of 1–3 rounds (a wait, then maybe a reminder, a
+/// MARK_MISSED or an ESCALATE), whose early ends lead on, skip a step or end the campaign; an
+/// audience of 3–5, each with one of two managers or none; and one to two actions per
+/// recipient on average, at times spread over the waits and beyond.
 struct Case {
     seed: u64,
     users: Vec<String>,
+    /// The manager of each user, if any (members outside the audience).
+    managers: Vec<Option<String>>,
     definition: Value,
     scenario: Value,
 }
 
-fn generate(seed: u64, prefix: &str) -> Case {
+/// `template` is the id of the managers' template (version 1) for ESCALATE steps.
+fn generate(seed: u64, prefix: &str, template: &str) -> Case {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let rounds = 1 + rng.below(3) as usize;
     // The chain's ids in order: send, wait1, [after1], wait2, [after2], ...
@@ -61,12 +64,17 @@ fn generate(seed: u64, prefix: &str) -> Case {
             format!("wait{round}"),
             json!({"type": "DEADLINE_CHECK", "config": {"duration": format!("{seconds}s")}}),
         ));
-        match rng.below(3) {
+        match rng.below(4) {
             0 => chain.push((
                 format!("remind{round}"),
                 json!({"type": "SEND_REMINDER", "config": {"variables": {"deadline": "Friday"}}}),
             )),
             1 => chain.push((format!("miss{round}"), json!({"type": "MARK_MISSED"}))),
+            2 => chain.push((
+                format!("escalate{round}"),
+                json!({"type": "ESCALATE",
+                       "config": {"template_id": template, "template_version": 1}}),
+            )),
             _ => {}
         }
     }
@@ -101,6 +109,12 @@ fn generate(seed: u64, prefix: &str) -> Case {
         .collect();
     let size = 3 + rng.below(3) as usize;
     let users: Vec<String> = (1..=size).map(|n| format!("{prefix}-{seed}-{n}")).collect();
+    let managers = (0..size)
+        .map(|_| match rng.below(3) {
+            0 => None,
+            n => Some(format!("{prefix}-{seed}-manager{n}")),
+        })
+        .collect();
     let mut scenario = Vec::new();
     for _ in 0..size as u64 + rng.below(size as u64 + 1) {
         let user = &users[rng.below(size as u64) as usize];
@@ -112,6 +126,7 @@ fn generate(seed: u64, prefix: &str) -> Case {
     Case {
         seed,
         users,
+        managers,
         definition: json!({"version": 1, "steps": steps}),
         scenario: Value::Array(scenario),
     }
@@ -123,7 +138,8 @@ async fn simulate(system: &System, case: &Case) -> Result<Value> {
             "/v1/workflow-definitions/simulate",
             json!({
                 "definition": case.definition,
-                "audience": {"members": case.users.iter().map(|u| json!({"id": u})).collect::<Vec<_>>()},
+                "audience": {"members": case.users.iter().zip(&case.managers)
+                    .map(|(u, m)| json!({"id": u, "manager": m})).collect::<Vec<_>>()},
                 "scenario": case.scenario,
             }),
         )
@@ -153,6 +169,22 @@ fn simulated(timeline: &Value) -> Observed {
         .flatten()
         .map(|s| match s["type"].as_str() {
             Some("DEADLINE_CHECK") => format!("{} {}", s["step_id"], s["outcome"]),
+            Some("ESCALATE") => {
+                let escalated = s["escalated"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        let reports = e["reports"].as_array().map_or(0, Vec::len);
+                        (
+                            e["manager"].as_str().unwrap_or_default().to_owned(),
+                            reports as u64,
+                        )
+                    })
+                    .collect();
+                let skipped = s["skipped_without_manager"].as_array().map_or(0, Vec::len);
+                escalation(&s["step_id"], escalated, skipped as u64)
+            }
             _ => s["step_id"].to_string(),
         })
         .collect();
@@ -181,6 +213,13 @@ fn simulated(timeline: &Value) -> Observed {
     }
 }
 
+/// An ESCALATE step as both runs can show it: each manager with their unresolved reports'
+/// count, and how many recipients were skipped for want of a manager.
+fn escalation(step: &Value, mut escalated: Vec<(String, u64)>, skipped: u64) -> String {
+    escalated.sort();
+    format!("{step} escalated {escalated:?}, {skipped} without a manager")
+}
+
 /// The actions the simulation applied after the campaign ended.
 fn late_actions(timeline: &Value) -> Vec<Value> {
     timeline["actions"]
@@ -195,6 +234,21 @@ fn late_actions(timeline: &Value) -> Vec<Value> {
 /// Runs the case as a real campaign: each action applied once the campaign waits in the step
 /// the simulation put it in, the late ones after it completed.
 async fn run_for_real(system: &System, case: &Case, timeline: &Value) -> Result<Observed> {
+    for (user, manager) in case.users.iter().zip(&case.managers) {
+        let Some(manager) = manager else { continue };
+        let members = system.members(&[user, manager]).await?;
+        system
+            .store
+            .update_member(
+                &system.org_id,
+                &members[0].id,
+                pidgr_store::MemberUpdate {
+                    manager_id: Some(Some(members[1].id.clone())),
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
     let campaign = system
         .start_campaign(
             &case.users.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -246,6 +300,27 @@ async fn run_for_real(system: &System, case: &Case, timeline: &Value) -> Result<
                 ensure!(*last == step, "{step} ended while {last} ran");
                 *last = format!("{step} {}", entry["details"]["outcome"]);
             }
+            // An escalation's end names each manager and the count of their reports.
+            Some("step_finished") if entry["details"]["escalations"].is_array() => {
+                let last = steps
+                    .last_mut()
+                    .context("an escalation's end before its start")?;
+                ensure!(*last == step, "{step} ended while {last} ran");
+                let details = &entry["details"];
+                let escalated = details["escalations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        (
+                            e["manager_user_id"].as_str().unwrap_or_default().to_owned(),
+                            e["unresolved_count"].as_u64().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                let skipped = details["without_manager"].as_u64().unwrap_or_default();
+                *last = escalation(&entry["step_id"], escalated, skipped);
+            }
             _ => {}
         }
     }
@@ -286,11 +361,11 @@ async fn agree(system: &System, cases: Vec<Case>) -> Result<()> {
             case.scenario
         );
         eprintln!(
-            "seed {}: agreed on {} steps, {} deliveries, {} late actions",
+            "seed {}: agreed on {} deliveries, {} late actions and the steps {}",
             case.seed,
-            expected.steps.len(),
             expected.deliveries.len(),
-            expected.refused.len()
+            expected.refused.len(),
+            expected.steps.join(" → ")
         );
         Ok::<_, anyhow::Error>(())
     });
@@ -300,25 +375,55 @@ async fn agree(system: &System, cases: Vec<Case>) -> Result<()> {
     Ok(())
 }
 
+/// The template ESCALATE steps render the managers' message from.
+async fn managers_template(system: &System) -> Result<String> {
+    let template = system
+        .create(
+            "/v1/templates",
+            json!({
+                "name": "managers' digest",
+                "title": "{{unacknowledged_count}} of your reports have not acknowledged",
+                "body": "See who: {{deeplink}}",
+            }),
+        )
+        .await?;
+    Ok(template["id"].as_str().context("template id")?.to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_agrees_with_real_runs_of_generated_cases() -> Result<()> {
     let system = System::start(Options::default()).await?;
-    let cases: Vec<Case> = (1..=5).map(|seed| generate(seed, "sim")).collect();
-    // The cases must between them exercise what can go differently: waits ended early and at
-    // their deadline, reminders, MARK_MISSED and a refused late acknowledgement.
-    let mut seen = String::new();
-    for case in &cases {
-        seen.push_str(&simulate(&system, case).await?.to_string());
-    }
-    for wanted in [
+    let template = managers_template(&system).await?;
+    // Seeds from 1 upward until the cases between them exercise everything that can go
+    // differently (and at least four of them): waits ended early and at their deadline,
+    // reminders, MARK_MISSED, escalations with a recipient skipped for want of a manager, and
+    // a refused late acknowledgement. Deterministic: the same seeds every run.
+    let wanted = [
         "\"all_acknowledged\"",
         "\"deadline\"",
         "\"reminded\"",
         "\"MARK_MISSED\"",
+        "\"escalated\"",
+        "\"skipped_without_manager\"",
         "\"refused\"",
-    ] {
-        assert!(seen.contains(wanted), "no generated case has {wanted}");
+    ];
+    let mut cases = Vec::new();
+    let mut seen = String::new();
+    for seed in 1..=30 {
+        let case = generate(seed, "sim", &template);
+        seen.push_str(&simulate(&system, &case).await?.to_string());
+        cases.push(case);
+        if cases.len() >= 4 && wanted.iter().all(|w| seen.contains(w)) {
+            break;
+        }
     }
+    let missing: Vec<_> = wanted.iter().filter(|w| !seen.contains(*w)).collect();
+    assert!(missing.is_empty(), "no generated case has {missing:?}");
+    ensure!(
+        cases.len() <= 8,
+        "{} cases needed to cover everything",
+        cases.len()
+    );
     agree(&system, cases).await?;
     system.shutdown().await;
     Ok(())
@@ -334,7 +439,10 @@ async fn the_simulator_agrees_with_real_runs_on_postgres() -> Result<()> {
         ..Options::default()
     })
     .await?;
-    let cases: Vec<Case> = (101..=103).map(|seed| generate(seed, "simpg")).collect();
+    let template = managers_template(&system).await?;
+    let cases: Vec<Case> = (101..=103)
+        .map(|seed| generate(seed, "simpg", &template))
+        .collect();
     agree(&system, cases).await?;
     system.shutdown().await;
     Ok(())
@@ -364,7 +472,7 @@ async fn a_bad_simulation_request_is_refused_with_pointers() -> Result<()> {
         .post(
             "/v1/workflow-definitions/simulate",
             json!({
-                "definition": generate(1, "bad").definition,
+                "definition": generate(1, "bad", "no-template").definition,
                 "audience": {"size": 2},
                 "scenario": [{"recipient": "3", "action": "ACK", "at": "1s"}],
             }),
@@ -375,7 +483,7 @@ async fn a_bad_simulation_request_is_refused_with_pointers() -> Result<()> {
     let (status, body) = system
         .post(
             "/v1/workflow-definitions/simulate",
-            json!({"definition": generate(1, "bad").definition, "audience": {"size": 2}, "extra": 1}),
+            json!({"definition": generate(1, "bad", "no-template").definition, "audience": {"size": 2}, "extra": 1}),
         )
         .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
