@@ -177,11 +177,11 @@ pub struct Check {
     pub graph: String,
     /// The API said the definition is valid.
     pub valid: bool,
-    /// The channels of each notification and reminder step, as checkboxes.
+    /// The channels of each notification, reminder and escalation step, as checkboxes.
     pub channels: Vec<Channels>,
 }
 
-/// One notification or reminder step's channels.
+/// One notification, reminder or escalation step's channels.
 pub struct Channels {
     pub index: usize,
     pub step: String,
@@ -199,7 +199,7 @@ fn channels_of(definition: &Value) -> Vec<Channels> {
         .filter(|(_, step)| {
             matches!(
                 step.get("type").and_then(Value::as_str),
-                Some("SEND_NOTIFICATION" | "SEND_REMINDER")
+                Some("SEND_NOTIFICATION" | "SEND_REMINDER" | "ESCALATE")
             )
         })
         .map(|(index, step)| {
@@ -886,10 +886,18 @@ mod tests {
         let definition = json!({"steps": [
             {"id": "n", "type": "SEND_NOTIFICATION"},
             {"id": "r", "type": "SEND_REMINDER", "config": {"channels": ["push", "webhook"]}},
-            {"id": "w", "type": "DEADLINE_CHECK"}
+            {"id": "w", "type": "DEADLINE_CHECK"},
+            {"id": "e", "type": "ESCALATE", "config": {"channels": ["webhook"], "template_id": "t", "template_version": 1}}
         ]});
         let shown = channels_of(&definition);
-        assert_eq!(shown.len(), 2);
+        assert_eq!(shown.len(), 3);
+        assert_eq!(shown[2].step, "e");
+        assert_eq!(shown[2].options, [("push", false), ("webhook", true)]);
+        let escalating = toggle_channel(definition.clone(), 3, "push").unwrap();
+        assert_eq!(
+            escalating["steps"][3]["config"],
+            json!({"channels": ["webhook", "push"], "template_id": "t", "template_version": 1})
+        );
         assert_eq!(shown[0].options, [("push", true), ("webhook", false)]);
         assert_eq!(shown[1].step, "r");
         assert_eq!(shown[1].options, [("push", true), ("webhook", true)]);
