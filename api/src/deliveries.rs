@@ -218,7 +218,7 @@ async fn act(
         AttestedAction::Recorded {
             outcome,
             content_sha256,
-        } => (outcome, content_sha256),
+        } => (*outcome, content_sha256),
         AttestedAction::ContentMismatch { .. } => return Err(ApiError::ContentMismatch),
     };
     let delivery = outcome.delivery;

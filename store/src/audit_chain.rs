@@ -586,7 +586,7 @@ mod tests {
     fn a_changed_field_is_found_on_its_line() {
         let (pair, public) = key();
         let text = jsonl(&export(&pair)).replacen("\"ACKNOWLEDGED\"", "\"READ\"", 1);
-        let error = check(&text, &[public.clone()]).unwrap_err();
+        let error = check(&text, std::slice::from_ref(&public)).unwrap_err();
         assert_eq!(error.line, 2);
         assert!(error.reason.contains("changed"), "{error}");
 

@@ -191,7 +191,7 @@ pub enum AttestedAction {
     /// Recorded (or an idempotent repeat); `content_sha256` is the hash of the content this
     /// member is shown (`None` when it cannot be rendered).
     Recorded {
-        outcome: ActionOutcome,
+        outcome: Box<ActionOutcome>,
         content_sha256: Option<String>,
     },
     /// The client acknowledged other content than this member is shown: nothing was written.
@@ -471,7 +471,7 @@ impl Store {
             .record_attested_action(org_id, delivery_id, kind, attestation, |_, _| None)
             .await?
         {
-            AttestedAction::Recorded { outcome, .. } => Ok(outcome),
+            AttestedAction::Recorded { outcome, .. } => Ok(*outcome),
             // No hash was claimed, so none can differ.
             AttestedAction::ContentMismatch { .. } => Err(StoreError::Conflict(
                 "the member acknowledged different content".into(),
@@ -569,12 +569,12 @@ impl Store {
         let Some(update) = update else {
             tx.rollback().await?;
             return Ok(AttestedAction::Recorded {
-                outcome: ActionOutcome {
+                outcome: Box::new(ActionOutcome {
                     delivery: current,
                     changed: false,
                     campaign_status,
                     last_signal_at,
-                },
+                }),
                 content_sha256: hash,
             });
         };
@@ -617,12 +617,12 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(AttestedAction::Recorded {
-            outcome: ActionOutcome {
+            outcome: Box::new(ActionOutcome {
                 delivery,
                 changed: true,
                 campaign_status,
                 last_signal_at,
-            },
+            }),
             content_sha256: hash,
         })
     }

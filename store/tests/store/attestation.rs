@@ -270,7 +270,7 @@ async fn an_organisation_gets_one_sealed_signing_key(store: Store) {
     assert_eq!(first.key.algorithm, "Ed25519");
     assert_eq!(
         store.list_signing_keys(&org).await.unwrap(),
-        [first.key.clone()]
+        std::slice::from_ref(&first.key)
     );
     let signature = first.pair.sign(b"hash");
     let public = pidgr_store::audit_chain::base64_decode(&first.key.public_key).unwrap();
