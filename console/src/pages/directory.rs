@@ -346,11 +346,15 @@ impl ParsedFile {
 }
 
 /// The columns every file has; `name` may also be written `display_name`. `role_id`, when
-/// present, is each member's role; every other column is an attribute (empty cells are left
-/// out, so a member without a value has no such attribute).
+/// present, is each member's role; `manager`, when present, is the external id of each
+/// member's manager (an empty cell: no manager); every other column is an attribute (empty
+/// cells are left out, so a member without a value has no such attribute).
 const REQUIRED: [&str; 2] = ["external_id", "email"];
 const NAME_COLUMNS: [&str; 2] = ["name", "display_name"];
 const ROLE_COLUMN: &str = "role_id";
+const MANAGER_COLUMN: &str = "manager";
+/// The bulk route's field the `manager` column fills.
+const MANAGER_FIELD: &str = "manager_external_id";
 
 /// Reads a CSV file (UTF-8, comma-separated, a header row first) into the API's member rows.
 /// A row that cannot be read (a column count that differs from the header's, text that is not
@@ -495,7 +499,8 @@ fn header_problem(columns: &[String]) -> Option<String> {
         // Said once here rather than by the API for every row: the same rule it applies.
         let is_attribute = !REQUIRED.contains(&column.as_str())
             && !NAME_COLUMNS.contains(&column.as_str())
-            && column != ROLE_COLUMN;
+            && column != ROLE_COLUMN
+            && column != MANAGER_COLUMN;
         if is_attribute && !is_variable_name(column) {
             return Some(format!(
                 "the column \"{column}\" cannot be an attribute: its name must be 1 to \
@@ -540,6 +545,11 @@ fn record_member(columns: &[String], record: &csv::ByteRecord) -> Result<Value, 
                     member.insert(ROLE_COLUMN.to_owned(), json!(cell.trim()));
                 }
             }
+            // The column is there, so an empty cell removes the manager (null).
+            MANAGER_COLUMN => {
+                let manager = Some(cell.trim()).filter(|m| !m.is_empty());
+                member.insert(MANAGER_FIELD.to_owned(), json!(manager));
+            }
             _ => {
                 if !cell.is_empty() {
                     attributes.insert(column.clone(), cell.to_owned());
@@ -576,6 +586,7 @@ pub fn rejections_of(errors: &Value, parsed: &ParsedFile) -> Vec<Rejection> {
                 .and_then(|rest| rest.split_once('/'))
                 .map(|(_, field)| match field {
                     "display_name" => parsed.name_column.clone(),
+                    MANAGER_FIELD => MANAGER_COLUMN.to_owned(),
                     other => other.replace('/', "."),
                 });
             Rejection {
@@ -960,6 +971,32 @@ mod tests {
                 "row 4: name: must not be empty",
                 "row 4: email: must be an e-mail address",
             ]
+        );
+    }
+
+    #[test]
+    fn a_manager_column_is_the_managers_external_id_and_its_errors_name_the_column() {
+        let parsed = parse_members(
+            b"external_id,email,name,manager,site\n\
+              e1,a@example.com,Ada,e2,Leeds\n\
+              e2,b@example.com,Bob,,York\n",
+        );
+        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+        assert_eq!(
+            parsed.members[0].1,
+            json!({ "external_id": "e1", "email": "a@example.com", "display_name": "Ada",
+                    "manager_external_id": "e2", "attributes": { "site": "Leeds" } })
+        );
+        // An empty cell removes the manager rather than leaving it as it is.
+        assert_eq!(parsed.members[1].1["manager_external_id"], Value::Null);
+        assert!(parsed.members[1].1["attributes"].get("manager").is_none());
+        let errors = json!([{
+            "row": 0, "pointer": "/members/0/manager_external_id",
+            "detail": "no member of this organisation is \"e9\"",
+        }]);
+        assert_eq!(
+            rejections_of(&errors, &parsed)[0].to_string(),
+            "row 2: manager: no member of this organisation is \"e9\""
         );
     }
 
