@@ -54,26 +54,23 @@ pub fn table(timeline: &Timeline) -> String {
     );
     for step in &timeline.steps {
         let mut who = Vec::new();
+        let managers: Vec<String> = step
+            .escalated
+            .iter()
+            .map(|e| format!("{} ({})", e.manager, e.reports.len()))
+            .collect();
         for (verb, people) in [
             ("notified", &step.notified),
             ("reminded", &step.reminded),
             ("missed", &step.missed),
+            ("escalated to", &managers),
             ("without a manager", &step.skipped_without_manager),
         ] {
             if !people.is_empty() {
                 who.push(format!("{verb} {}", names(people)));
             }
         }
-        if !step.escalated.is_empty() {
-            let managers: Vec<String> = step
-                .escalated
-                .iter()
-                .map(|e| format!("{} ({})", e.manager, e.reports.len()))
-                .collect();
-            who.push(format!("escalated to {}", names(&managers)));
-        }
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{:<width$}  {:<17}  {:>12}  {:>12}  {:<16}  {}",
             step.step_id,
             step.step_type,
@@ -82,6 +79,7 @@ pub fn table(timeline: &Timeline) -> String {
             step.outcome.as_str(),
             who.join("; ")
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     let counts = &timeline.counts;
     let _ = writeln!(

@@ -491,3 +491,41 @@ async fn a_bad_simulation_request_is_refused_with_pointers() -> Result<()> {
     system.shutdown().await;
     Ok(())
 }
+
+/// The example of the README: `pidgr simulate` prints its table offline, and `--json` prints
+/// exactly what the API answers for the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_prints_the_apis_timeline_for_the_example() -> Result<()> {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/simulation.json");
+    let simulate_file = |json: bool| async move {
+        let mut command = tokio::process::Command::new(crate::harness::pidgr_binary()?);
+        command
+            .arg("simulate")
+            .args(json.then_some("--json"))
+            .arg(example)
+            .env("PIDGR_ENVIRONMENT", "development");
+        let output = command.output().await.context("running pidgr simulate")?;
+        ensure!(output.status.success(), "pidgr simulate: {output:?}");
+        Ok::<_, anyhow::Error>(String::from_utf8(output.stdout)?)
+    };
+    let table = simulate_file(false).await?;
+    for line in [
+        "remind          SEND_REMINDER                3d            3d  next              reminded 4: bob, cem, dee, eve",
+        "escalate        ESCALATE                     4d            4d  next              escalated to 2: mia (1), noah (1); without a manager 1: dee",
+        "mark_missed     MARK_MISSED                  5d            5d  next              missed 2: bob, dee",
+        "completed at 5d: 3 of 5 acknowledged, 2 missed",
+        "refused: dee's ACK at 6d (already missed)",
+    ] {
+        assert!(table.lines().any(|l| l == line), "{line:?} not in\n{table}");
+    }
+    let system = System::start(Options::default()).await?;
+    let request: Value = serde_json::from_str(&std::fs::read_to_string(example)?)?;
+    let (status, answer) = system
+        .post("/v1/workflow-definitions/simulate", request)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let printed: Value = serde_json::from_str(&simulate_file(true).await?)?;
+    assert_eq!(printed, answer);
+    system.shutdown().await;
+    Ok(())
+}
