@@ -1,6 +1,7 @@
 //! ESCALATE end to end: after a deadline, each manager of recipients who have not
 //! acknowledged gets one signed webhook channel event with their count and a link that lists
-//! exactly those reports; recipients without a manager are skipped and counted.
+//! exactly those reports, and one push rendered from the step's template; recipients without a
+//! manager are skipped and counted.
 
 use std::collections::BTreeMap;
 
@@ -51,7 +52,7 @@ fn definition(template_id: &Value, template_version: i64) -> Value {
             { "id": "wait", "type": "DEADLINE_CHECK", "config": { "duration": "10s" },
               "transitions": { "deadline": "escalate" } },
             { "id": "escalate", "type": "ESCALATE",
-              "config": { "channels": ["webhook"], "template_id": template_id,
+              "config": { "channels": ["webhook", "push"], "template_id": template_id,
                           "template_version": template_version,
                           "variables": { "deadline": "Friday" } } }
         ]
@@ -220,6 +221,36 @@ async fn managers_of_unacknowledged_reports_are_told_once_with_a_link_to_them() 
     assert!(
         receiver.requests.try_recv().is_err(),
         "each manager was told once"
+    );
+    // The push is the escalation template rendered for the manager, with the count, the
+    // step's variables and the same link.
+    let mut pushed: Vec<(String, String)> = system
+        .store
+        .list_pushes(&system.org_id, &campaign)
+        .await?
+        .into_iter()
+        .filter(|p| p.step_id == "escalate")
+        .map(|p| {
+            assert!(
+                p.body.ends_with(&p.deeplink) && p.deeplink.contains("/v1/escalations/"),
+                "{p:?}"
+            );
+            (p.title, p.body.replace(&p.deeplink, "<link>"))
+        })
+        .collect();
+    pushed.sort();
+    assert_eq!(
+        pushed,
+        [
+            (
+                "1 of your reports have not acknowledged".to_owned(),
+                "Hi User ada, see who by Friday: <link>".to_owned()
+            ),
+            (
+                "1 of your reports have not acknowledged".to_owned(),
+                "Hi User bob, see who by Friday: <link>".to_owned()
+            ),
+        ]
     );
     // A made-up code is no escalation.
     let (status, _) = system
