@@ -90,6 +90,8 @@ struct MemberRow {
     email: String,
     role: String,
     attributes: String,
+    /// The manager's name and external id, or empty.
+    manager: String,
     updated: String,
 }
 
@@ -110,8 +112,52 @@ fn member_row(m: &Value) -> MemberRow {
         email: text(&m["email"]),
         role: text(&m["role_id"]),
         attributes,
+        manager: String::new(),
         updated: when(&m["updated_at"]),
     }
+}
+
+/// A page of members as rows, each with their manager: named from the page when they are on
+/// it, else read once each (a manager deleted meanwhile shows as their id).
+async fn member_rows(session: &Session, items: &[Value]) -> Result<Vec<MemberRow>, ConsoleError> {
+    let describe =
+        |m: &Value| format!("{} ({})", text(&m["display_name"]), text(&m["external_id"]));
+    let mut managers: BTreeMap<String, String> = items
+        .iter()
+        .map(|m| (text(&m["id"]), describe(m)))
+        .collect();
+    for item in items {
+        let Some(manager) = item["manager_id"].as_str() else {
+            continue;
+        };
+        if managers.contains_key(manager) {
+            continue;
+        }
+        let reply = session
+            .api()
+            .send(
+                Method::GET,
+                &format!("/v1/members/{}", segment(manager)),
+                None,
+            )
+            .await?;
+        let shown = if reply.is_success() {
+            describe(&reply.body)
+        } else {
+            manager.to_owned()
+        };
+        managers.insert(manager.to_owned(), shown);
+    }
+    Ok(items
+        .iter()
+        .map(|m| {
+            let mut row = member_row(m);
+            if let Some(manager) = m["manager_id"].as_str() {
+                row.manager = managers.get(manager).cloned().unwrap_or_default();
+            }
+            row
+        })
+        .collect())
 }
 
 #[derive(Deserialize)]
@@ -150,7 +196,7 @@ async fn members(
     render(MembersPage {
         layout: Layout::new(&session, "Directory"),
         tabs: tabs(&session, "Members"),
-        rows: listing.items.iter().map(member_row).collect(),
+        rows: member_rows(&session, &listing.items).await?,
         next: listing
             .next_cursor
             .filter(|_| q.is_empty())
@@ -281,7 +327,7 @@ async fn set_members(
         kind: plural(kind),
         name: text(&set["name"]),
         member_count: set["member_count"].as_i64().unwrap_or_default(),
-        rows: listing.items.iter().map(member_row).collect(),
+        rows: member_rows(&session, &listing.items).await?,
         next: listing.next_cursor.map(|after| {
             with_query(
                 &format!("/console/directory/{}/{}", plural(kind), segment(&set_id)),

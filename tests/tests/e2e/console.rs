@@ -838,10 +838,10 @@ async fn a_csv_import_with_bad_rows_writes_nothing_and_lists_them_then_a_good_fi
             let good = dir.join("good.csv");
             std::fs::write(
                 &good,
-                "external_id,email,name,department\n\
-             e-1,ada@example.com,Ada Lovelace,Research\n\
-             e-3,grace@example.com,Grace Hopper,Navy\n\
-             e-5,linus@example.com,Linus Torvalds,Kernel\n",
+                "external_id,email,name,department,manager\n\
+             e-1,ada@example.com,Ada Lovelace,Research,e-5\n\
+             e-3,grace@example.com,Grace Hopper,Navy,e-1\n\
+             e-5,linus@example.com,Linus Torvalds,Kernel,\n",
             )?;
             ensure!(external_ids(&system).await?.is_empty());
 
@@ -896,9 +896,19 @@ async fn a_csv_import_with_bad_rows_writes_nothing_and_lists_them_then_a_good_fi
             let grace = &grace["items"][0];
             ensure!(grace["display_name"] == "Grace Hopper", "{grace}");
             ensure!(grace["attributes"]["department"] == "Navy", "{grace}");
+            // The manager column names managers by external id, even one in a later row.
+            let ada = system.get("/v1/members?external_id=e-1").await?;
+            let ada = &ada["items"][0];
+            ensure!(grace["manager_id"] == ada["id"], "{grace}");
+            ensure!(grace["attributes"].get("manager").is_none(), "{grace}");
+            ensure!(ada["manager_id"].is_string(), "{ada}");
 
             browser.open("/console/directory").await?;
-            browser.element("table#members").await?;
+            let table = browser.text("table#members").await?;
+            ensure!(
+                table.contains("Ada Lovelace (e-1)"),
+                "the manager shown: {table}"
+            );
             browser.picture("directory").await?;
             let _ = std::fs::remove_dir_all(&dir);
             Ok(())
