@@ -298,6 +298,29 @@ async fn a_members_manager_is_set_by_either_id_and_every_bad_one_is_pointed_at()
         ..Options::default()
     })
     .await?;
+    managers_are_set_and_refused_with_pointers(&system).await?;
+    system.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_manager_on_postgresql_is_set_and_refused_with_pointers() -> Result<()> {
+    if !postgres_configured("a_members_manager_on_postgresql_is_set_and_refused_with_pointers") {
+        return Ok(());
+    }
+    let system = System::start(Options {
+        in_process_worker: false,
+        postgres: true,
+        ..Options::default()
+    })
+    .await?;
+    managers_are_set_and_refused_with_pointers(&system).await?;
+    system.shutdown().await;
+    Ok(())
+}
+
+/// The managers' contract, on whichever database `system` runs.
+async fn managers_are_set_and_refused_with_pointers(system: &System) -> Result<()> {
     let person = |id: &str| json!({ "external_id": id, "email": format!("{id}@acme.test"), "display_name": id });
     let boss = system.create("/v1/members", person("boss")).await?;
     assert_eq!(boss["manager_id"], Value::Null);
@@ -306,7 +329,7 @@ async fn a_members_manager_is_set_by_either_id_and_every_bad_one_is_pointed_at()
     let ann = system.create("/v1/members", body).await?;
     assert_eq!(ann["manager_id"], boss["id"]);
     let (status, bob) = upsert(
-        &system,
+        system,
         "bob",
         json!({ "email": "bob@acme.test", "display_name": "Bob", "manager_external_id": "ann" }),
     )
@@ -315,7 +338,7 @@ async fn a_members_manager_is_set_by_either_id_and_every_bad_one_is_pointed_at()
     assert_eq!(bob["manager_id"], ann["id"]);
     // Left out, the manager stays; null removes it.
     let (status, kept) = upsert(
-        &system,
+        system,
         "bob",
         json!({ "email": "bob@acme.test", "display_name": "Bobby" }),
     )
@@ -416,9 +439,9 @@ async fn a_members_manager_is_set_by_either_id_and_every_bad_one_is_pointed_at()
             "{problem}"
         );
     }
-    assert!(member(&system, "cy").await?.is_none());
+    assert!(member(system, "cy").await?.is_none());
     assert_eq!(
-        member(&system, "boss").await?.expect("boss")["manager_id"],
+        member(system, "boss").await?.expect("boss")["manager_id"],
         Value::Null
     );
 
@@ -431,9 +454,9 @@ async fn a_members_manager_is_set_by_either_id_and_every_bad_one_is_pointed_at()
         )
         .await?;
     assert_eq!(status, StatusCode::OK, "{counts}");
-    let eve = member(&system, "eve").await?.expect("eve");
+    let eve = member(system, "eve").await?.expect("eve");
     assert_eq!(
-        member(&system, "dee").await?.expect("dee")["manager_id"],
+        member(system, "dee").await?.expect("dee")["manager_id"],
         eve["id"]
     );
     assert_eq!(eve["manager_id"], boss["id"]);
@@ -498,8 +521,7 @@ async fn a_members_manager_is_set_by_either_id_and_every_bad_one_is_pointed_at()
             .contains("loop")
     );
     for untouched in ["fay", "gus", "hal", "ivy", "jo"] {
-        assert!(member(&system, untouched).await?.is_none(), "{untouched}");
+        assert!(member(system, untouched).await?.is_none(), "{untouched}");
     }
-    system.shutdown().await;
     Ok(())
 }
