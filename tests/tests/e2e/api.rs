@@ -58,6 +58,8 @@ struct Fixture {
     campaign: String,
     delivery: String,
     deeplink_code: String,
+    /// The code of a manager's escalation link (bob manages ann).
+    escalation_code: String,
     /// A loopback receiver that accepts every webhook channel event (the channel's URL).
     hook: Receiver,
 }
@@ -165,6 +167,28 @@ impl Fixture {
         system.deliveries_written(&campaign).await?;
         let deliveries = system.deliveries(&campaign).await?;
         let first = deliveries.first().context("a delivery")?;
+        // bob manages ann: an ESCALATE step's record of the campaign names bob, with a link.
+        system
+            .store
+            .update_member(
+                &system.org_id,
+                &members[0],
+                pidgr_store::MemberUpdate {
+                    manager_id: Some(Some(members[1].clone())),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let escalations = system
+            .store
+            .record_escalations(&system.org_id, &campaign, "escalate")
+            .await?;
+        let escalation_code = escalations
+            .escalations
+            .first()
+            .context("an escalation")?
+            .code
+            .clone();
         Ok(Fixture {
             member: members[0].clone(),
             other_member: members[1].clone(),
@@ -177,6 +201,7 @@ impl Fixture {
             campaign,
             delivery: first["id"].as_str().unwrap().to_owned(),
             deeplink_code: first["deeplink_code"].as_str().unwrap().to_owned(),
+            escalation_code,
             hook,
         })
     }
@@ -195,6 +220,7 @@ impl Fixture {
             &self.campaign,
             &self.delivery,
             &self.deeplink_code,
+            &self.escalation_code,
         ]
     }
 }
@@ -328,6 +354,9 @@ async fn prepare(
     }
     // A fresh external id: the upsert creates (201) for every caller allowed to.
     path = path.replace("{external_id}", &unique("ext"));
+    if spec.path.starts_with("/v1/escalations/") {
+        path = path.replace("{code}", &fx.escalation_code);
+    }
     path = path
         .replace("{template_id}", &fx.template)
         .replace("{definition_id}", &fx.definition)
