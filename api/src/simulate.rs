@@ -5,23 +5,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use pidgr_workflows::definition::Problem;
-use pidgr_workflows::simulate::{Audience, ScenarioAction, Timeline, simulate};
-use serde::Deserialize;
-use serde_json::Value;
+use pidgr_workflows::simulate::{SimulationRequest, Timeline, simulate};
 
 use crate::input::Body;
 use crate::workflow_definitions::validate_at;
 use crate::{ApiError, AppState};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulationRequest {
-    definition: Value,
-    audience: Audience,
-    #[serde(default)]
-    scenario: Vec<ScenarioAction>,
-}
 
 pub async fn run(
     State(state): State<AppState>,
@@ -31,5 +19,5 @@ pub async fn run(
         validate_at(&state, "/definition", &request.definition).map_err(ApiError::Invalid)?;
     simulate(&validated.definition, &request.audience, &request.scenario)
         .map(Json)
-        .map_err(|problems: Vec<Problem>| ApiError::Invalid(problems))
+        .map_err(ApiError::Invalid)
 }

@@ -6,22 +6,11 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 use pidgr_workflows::definition::{Problem, UrlPolicy, parse_value};
-use pidgr_workflows::simulate::{Audience, Effect, ScenarioAction, Timeline, human, simulate};
-use serde::Deserialize;
-use serde_json::Value;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SimulationFile {
-    definition: Value,
-    audience: Audience,
-    #[serde(default)]
-    scenario: Vec<ScenarioAction>,
-}
+use pidgr_workflows::simulate::{Effect, SimulationRequest, Timeline, human, simulate};
 
 /// The timeline for the file's text, or every problem with it (pointers into the file).
 pub fn run(text: &str, policy: &UrlPolicy) -> anyhow::Result<Result<Timeline, Vec<Problem>>> {
-    let file: SimulationFile = serde_json::from_str(text).context("reading the simulation")?;
+    let file: SimulationRequest = serde_json::from_str(text).context("reading the simulation")?;
     let definition = match parse_value(&file.definition, policy) {
         Ok(validated) => validated.definition,
         Err(problems) => {
@@ -44,9 +33,7 @@ pub fn table(timeline: &Timeline) -> String {
         .steps
         .iter()
         .map(|s| s.step_id.chars().count())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+        .fold(4, usize::max);
     let _ = writeln!(
         out,
         "{:<width$}  {:<17}  {:>12}  {:>12}  {:<16}  WHO",
@@ -75,7 +62,7 @@ pub fn table(timeline: &Timeline) -> String {
             step.step_id,
             step.step_type,
             step.started_at,
-            human(step.ended_at_ms),
+            step.ended_at,
             step.outcome.as_str(),
             who.join("; ")
         );
@@ -97,7 +84,7 @@ pub fn table(timeline: &Timeline) -> String {
         .map(|d| d.recipient.clone())
         .collect();
     if !missed.is_empty() {
-        let _ = writeln!(out, "missed: {}", names(&missed));
+        let _ = writeln!(out, "missed {}", names(&missed));
     }
     for action in timeline
         .actions

@@ -21,7 +21,7 @@ use crate::definition::{
     Channel, DeadlineConfig, Definition, EscalateConfig, NotifyConfig, Outcome, Step, StepKind,
     WebhookConfig,
 };
-use crate::engine::{Interpreter, UnknownStep, wait_outcome};
+use crate::engine::{Interpreter, UnknownStep, early_outcome, outcome_at_deadline, wait_outcome};
 use crate::search_attributes;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, UNIX_EPOCH};
@@ -683,19 +683,13 @@ async fn wait(
                 // `deadline` means "fired with deliveries unresolved": ask the database, since
                 // the signal of the last ACK may have been lost. Patched in after histories
                 // without this count existed, so those still replay.
-                let unresolved = if ctx.patched(RECOUNT_AT_DEADLINE) {
-                    ctx.state_mut(|s| s.all_resolved_hint = false);
-                    let counts = count_deliveries(ctx, input, step).await?;
-                    ctx.state_mut(|s| s.record_counts(counts));
-                    counts.unresolved()
-                } else {
-                    // Histories from before the re-count: the fired timer alone decides.
-                    u64::MAX
-                };
-                // The timer fired: the deadline has come, whatever the clock reads.
-                return Ok(
-                    wait_outcome(unresolved, deadline_ms, deadline_ms).unwrap_or(Outcome::Deadline)
-                );
+                if !ctx.patched(RECOUNT_AT_DEADLINE) {
+                    return Ok(Outcome::Deadline);
+                }
+                ctx.state_mut(|s| s.all_resolved_hint = false);
+                let counts = count_deliveries(ctx, input, step).await?;
+                ctx.state_mut(|s| s.record_counts(counts));
+                return Ok(outcome_at_deadline(counts.unresolved()));
             }
             Wake::Deadline(_) | Wake::Recount(TimerResult::Cancelled) => {
                 return Err(WorkflowTermination::cancelled());
@@ -711,11 +705,8 @@ async fn wait(
         ctx.state_mut(|s| s.all_resolved_hint = false);
         let counts = count_deliveries(ctx, input, step).await?;
         ctx.state_mut(|s| s.record_counts(counts));
-        // Woken before the deadline: only "nothing unresolved" can end the wait here; the
-        // deadline itself is the timer's to call, so replay never depends on a clock reading.
-        if let Some(outcome @ Outcome::AllAcknowledged) =
-            wait_outcome(counts.unresolved(), 0, deadline_ms)
-        {
+        // Woken before the deadline fired: the deadline itself is the timer's to call.
+        if let Some(outcome) = early_outcome(counts.unresolved()) {
             return Ok(outcome);
         }
     }
@@ -852,7 +843,7 @@ async fn escalate(
     input: &CampaignInput,
     step: &Step,
     config: &EscalateConfig,
-) -> WorkflowResult<Outcome> {
+) -> WorkflowResult<()> {
     let escalation = EscalateInput {
         campaign: input.campaign.clone(),
         step_id: step.id.clone(),
@@ -865,5 +856,5 @@ async fn escalate(
     if config.channels.contains(&Channel::Webhook) {
         deliver_channel_events(ctx, input, step).await?;
     }
-    Ok(Outcome::Next)
+    Ok(())
 }

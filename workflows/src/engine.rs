@@ -4,8 +4,9 @@
 //! with deliveries held in memory) run the very same rules: one interpreter, two drivers.
 //!
 //! A driver asks [`Interpreter::current`] for the step to run, runs it, and reports how it
-//! ended with [`Interpreter::finish`], which moves to the next step or ends the run. A wait
-//! asks [`wait_outcome`] whenever it learns something (a count, a fired timer).
+//! ended with [`Interpreter::step_ended`], which moves to the next step or ends the run. A wait
+//! asks [`wait_outcome`] (or, knowing which of the two happened, [`early_outcome`] and
+//! [`outcome_at_deadline`]) whenever it learns something: a count, a fired timer.
 
 use crate::definition::{Definition, Outcome, Step};
 
@@ -67,17 +68,24 @@ impl<'a> Interpreter<'a> {
     }
 }
 
+/// A wait learnt something before its deadline: it is over only once nothing is unresolved.
+pub fn early_outcome(unresolved: u64) -> Option<Outcome> {
+    (unresolved == 0).then_some(Outcome::AllAcknowledged)
+}
+
+/// A wait's deadline has come: `all_acknowledged` if nothing is unresolved after all (the
+/// last acknowledgement may have come with the deadline), `deadline` otherwise.
+pub fn outcome_at_deadline(unresolved: u64) -> Outcome {
+    early_outcome(unresolved).unwrap_or(Outcome::Deadline)
+}
+
 /// Whether a `DEADLINE_CHECK` wait is over, given how many deliveries are still unresolved
-/// and the time, both as last learnt: `all_acknowledged` as soon as nothing is unresolved
-/// (which wins over a deadline reached at the same moment), `deadline` once the deadline has
-/// come with deliveries unresolved, and `None` while it must go on waiting.
+/// and the time, both as last learnt; `None` while it must go on waiting.
 pub fn wait_outcome(unresolved: u64, now_ms: u64, deadline_ms: u64) -> Option<Outcome> {
-    if unresolved == 0 {
-        Some(Outcome::AllAcknowledged)
-    } else if now_ms >= deadline_ms {
-        Some(Outcome::Deadline)
+    if now_ms >= deadline_ms {
+        Some(outcome_at_deadline(unresolved))
     } else {
-        None
+        early_outcome(unresolved)
     }
 }
 
@@ -127,5 +135,8 @@ mod tests {
         assert_eq!(wait_outcome(3, 20, 20), Some(Outcome::Deadline));
         assert_eq!(wait_outcome(0, 10, 20), Some(Outcome::AllAcknowledged));
         assert_eq!(wait_outcome(0, 20, 20), Some(Outcome::AllAcknowledged));
+        assert_eq!(early_outcome(1), None);
+        assert_eq!(outcome_at_deadline(1), Outcome::Deadline);
+        assert_eq!(outcome_at_deadline(0), Outcome::AllAcknowledged);
     }
 }

@@ -14,7 +14,8 @@
 //! - CALL_WEBHOOK is taken to succeed at once.
 //!
 //! Steps other than DEADLINE_CHECK take no simulated time. An action at the very moment a
-//! deadline comes counts before it. Pure code, like the interpreter.
+//! deadline comes counts before it; one at `0s` happens before the first step (as an ACK can
+//! reach the API before the push). Pure code, like the interpreter.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,7 +28,20 @@ use crate::engine::{Interpreter, wait_outcome};
 /// The most recipients one simulation takes.
 pub const MAX_AUDIENCE: usize = 10_000;
 /// The most actions (after expanding `recipients` and `first`) one scenario takes.
-pub const MAX_ACTIONS: usize = 100_000;
+pub const MAX_ACTIONS: usize = 50_000;
+/// The most problems one answer lists: enough to fix a file by, bounded whatever the input.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// A dry run's input, as the API and `pidgr simulate` take it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationRequest {
+    /// A workflow definition, validated by the caller (problems under `/definition`).
+    pub definition: serde_json::Value,
+    pub audience: Audience,
+    #[serde(default)]
+    pub scenario: Vec<ScenarioAction>,
+}
 
 /// Who the campaign would reach: exactly one of `size` and `members`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -104,6 +118,7 @@ pub struct SimulatedStep {
     pub started_at_ms: u64,
     pub started_at: String,
     pub ended_at_ms: u64,
+    pub ended_at: String,
     pub outcome: Outcome,
     /// SEND_NOTIFICATION: who was notified.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -198,6 +213,7 @@ pub fn simulate(
             started_at_ms: now,
             started_at: human(now),
             ended_at_ms: now,
+            ended_at: String::new(),
             outcome: Outcome::Next,
             notified: Vec::new(),
             reminded: Vec::new(),
@@ -226,7 +242,7 @@ pub fn simulate(
             StepKind::DeadlineCheck(config) => {
                 let deadline = now.saturating_add(config.duration.as_millis() as u64);
                 let outcome = loop {
-                    if let Some(outcome) = wait_outcome(sim.unresolved(), now, deadline) {
+                    if let Some(outcome) = wait_outcome(sim.unresolved, now, deadline) {
                         break outcome;
                     }
                     now = sim.next_action_at().map_or(deadline, |at| at.min(deadline));
@@ -236,6 +252,7 @@ pub fn simulate(
             }
         };
         record.ended_at_ms = now;
+        record.ended_at = human(now);
         record.outcome = waited.unwrap_or(Outcome::Next);
         steps.push(record);
         run.step_ended(waited);
@@ -260,6 +277,8 @@ struct Simulation {
     /// Scheduled actions, latest first (popped from the end): (at, delivery index, action).
     scheduled: Vec<(u64, usize, Action)>,
     applied: Vec<AppliedAction>,
+    /// Deliveries neither acknowledged, missed nor failed, kept as they change.
+    unresolved: u64,
 }
 
 impl Simulation {
@@ -287,7 +306,11 @@ impl Simulation {
         };
         let mut problems = Vec::new();
         if members.is_empty() {
-            problems.push(problem("/audience", "the audience is empty"));
+            let pointer = match audience.size {
+                Some(_) => "/audience/size",
+                None => "/audience/members",
+            };
+            problems.push(problem(pointer, "the audience is empty"));
         }
         if members.len() > MAX_AUDIENCE {
             return Err(vec![problem(
@@ -308,7 +331,12 @@ impl Simulation {
                     format!("the recipient {:?} is listed twice", member.id),
                 ));
             }
-            if member.manager.as_deref() == Some(member.id.as_str()) {
+            if member.manager.as_deref() == Some("") {
+                problems.push(problem(
+                    format!("/audience/members/{index}/manager"),
+                    "a manager needs an id (leave it out for none)",
+                ));
+            } else if member.manager.as_deref() == Some(member.id.as_str()) {
                 problems.push(problem(
                     format!("/audience/members/{index}/manager"),
                     "a recipient cannot be their own manager",
@@ -316,6 +344,7 @@ impl Simulation {
             }
         }
         if !problems.is_empty() {
+            problems.truncate(MAX_PROBLEMS);
             return Err(problems);
         }
         Ok(Simulation {
@@ -330,6 +359,7 @@ impl Simulation {
                     reminders: 0,
                 })
                 .collect(),
+            unresolved: members.len() as u64,
             managers: members.into_iter().map(|m| m.manager).collect(),
             scheduled: Vec::new(),
             applied: Vec::new(),
@@ -362,6 +392,13 @@ impl Simulation {
                 match (&item.recipient, &item.recipients, item.first) {
                     (Some(one), None, None) => {
                         vec![("recipient".into(), index.get(one.as_str()).copied())]
+                    }
+                    (None, Some(many), None) if many.is_empty() => {
+                        problems.push(problem(
+                            format!("/scenario/{n}/recipients"),
+                            "list at least one recipient",
+                        ));
+                        continue;
                     }
                     (None, Some(many), None) => many
                         .iter()
@@ -396,6 +433,9 @@ impl Simulation {
                     (Some(_), None) => {}
                 }
             }
+            if problems.len() >= MAX_PROBLEMS {
+                break;
+            }
             if scheduled.len() > MAX_ACTIONS {
                 problems.push(problem(
                     "/scenario",
@@ -405,6 +445,7 @@ impl Simulation {
             }
         }
         if !problems.is_empty() {
+            problems.truncate(MAX_PROBLEMS);
             return Err(problems);
         }
         // Stable: actions at the same moment keep the order they were written in.
@@ -426,6 +467,7 @@ impl Simulation {
             }
             self.scheduled.pop();
             let delivery = &mut self.deliveries[index];
+            let was_resolved = delivery.status.is_resolved();
             let effect = match (action, delivery.status) {
                 (Action::Ack, Status::Acknowledged) => Effect::Unchanged,
                 (Action::Ack, Status::Missed) => Effect::Refused,
@@ -446,6 +488,9 @@ impl Simulation {
                 }
                 (Action::Read, _) => Effect::Unchanged,
             };
+            if !was_resolved && delivery.status.is_resolved() {
+                self.unresolved -= 1;
+            }
             self.applied.push(AppliedAction {
                 recipient: delivery.recipient.clone(),
                 action,
@@ -490,7 +535,13 @@ impl Simulation {
     ) -> Vec<String> {
         let mut changed = Vec::new();
         for delivery in self.deliveries.iter_mut().filter(|d| which(d)) {
+            let was_resolved = delivery.status.is_resolved();
             apply(delivery);
+            match (was_resolved, delivery.status.is_resolved()) {
+                (false, true) => self.unresolved -= 1,
+                (true, false) => self.unresolved += 1,
+                _ => {}
+            }
             changed.push(delivery.recipient.clone());
         }
         changed
@@ -521,13 +572,6 @@ impl Simulation {
             })
             .collect();
         (escalated, skipped)
-    }
-
-    fn unresolved(&self) -> u64 {
-        self.deliveries
-            .iter()
-            .filter(|d| !d.status.is_resolved())
-            .count() as u64
     }
 
     fn counts(&self) -> DeliveryCounts {

@@ -399,6 +399,9 @@ async fn prepare(
         | ("POST", "/v1/workflow-definitions/{definition_id}/versions") => {
             json!({ "definition": notify_then_wait() })
         }
+        ("POST", "/v1/workflow-definitions/simulate") => {
+            json!({ "definition": notify_then_wait(), "audience": { "size": 2 } })
+        }
         ("POST", "/v1/campaigns") => json!({
             "name": unique("c"), "title": "T", "template_id": fx.template,
             "audience": { "teams": [fx.team] }, "definition": notify_then_wait(),
@@ -883,6 +886,13 @@ async fn bad_input_to_every_writing_route_is_refused_and_nothing_is_written() ->
             Method::POST,
             "/v1/workflow-definitions/validate".into(),
             json!({ "definition": notify_then_wait() }),
+            "definition",
+            true,
+        ),
+        w(
+            Method::POST,
+            "/v1/workflow-definitions/simulate".into(),
+            json!({ "definition": notify_then_wait(), "audience": { "size": 2 } }),
             "definition",
             true,
         ),

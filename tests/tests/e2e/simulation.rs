@@ -58,7 +58,7 @@ fn generate(seed: u64, prefix: &str, template: &str) -> Case {
     )];
     let mut span_ms = 0;
     for round in 1..=rounds {
-        let seconds = 5 + rng.below(3);
+        let seconds = 6 + rng.below(3);
         span_ms += seconds * 1000;
         chain.push((
             format!("wait{round}"),
@@ -116,11 +116,18 @@ fn generate(seed: u64, prefix: &str, template: &str) -> Case {
         })
         .collect();
     let mut scenario = Vec::new();
+    let mut times = std::collections::BTreeSet::new();
     for _ in 0..size as u64 + rng.below(size as u64 + 1) {
         let user = &users[rng.below(size as u64) as usize];
         let action = if rng.below(10) < 4 { "READ" } else { "ACK" };
-        // Anywhere after the start, up to a little past the last deadline.
-        let at = 1 + rng.below(span_ms + 3_000);
+        // Anywhere after the start, up to a little past the last deadline; never two at one
+        // moment, so an action that ends a wait is the last the simulation puts in it.
+        let at = loop {
+            let at = 1 + rng.below(span_ms + 3_000);
+            if times.insert(at) {
+                break at;
+            }
+        };
         scenario.push(json!({"recipient": user, "action": action, "at": at}));
     }
     Case {
@@ -257,9 +264,15 @@ async fn run_for_real(system: &System, case: &Case, timeline: &Value) -> Result<
         .await?;
     let deliveries = delivery_ids(system, &campaign).await?;
     let actions = timeline["actions"].as_array().context("actions")?;
+    // A wait's actions go one after another as soon as the campaign waits there, well before
+    // its deadline of several seconds.
+    let mut waiting_in = None;
     for action in actions.iter().filter(|a| !a["during_step"].is_null()) {
         let step = action["during_step"].as_str().context("step")?;
-        system.until_waiting(&campaign, step).await?;
+        if waiting_in != Some(step) {
+            system.until_waiting(&campaign, step).await?;
+            waiting_in = Some(step);
+        }
         let delivery = &deliveries[action["recipient"].as_str().context("recipient")?];
         let verb = if action["action"] == "ACK" {
             "ack"

@@ -228,7 +228,7 @@ fn bad_input_is_reported_with_pointers() {
         ]
     );
     let empty = simulate(&seventy_two_hours(), &size(0), &[]).unwrap_err();
-    assert_eq!(empty[0].pointer, "/audience");
+    assert_eq!(empty[0].pointer, "/audience/size");
     let huge = simulate(&seventy_two_hours(), &size(MAX_AUDIENCE + 1), &[]).unwrap_err();
     assert_eq!(huge[0].pointer, "/audience/size");
     let neither = simulate(&seventy_two_hours(), &Audience::default(), &[]).unwrap_err();
