@@ -56,11 +56,13 @@ pub use routes::{OPENAPI_JSON, RouteSpec, router, specs};
 pub use server::serve;
 pub use workflow_definitions::MASKED_HEADER_VALUE;
 
-/// The API's field rules (bounded trimmed text, names, variables, e-mail addresses), for other
-/// ways into the directory (`pidgr members import`) that must accept exactly what the API does.
+/// The API's field rules (bounded trimmed text, names, variables, e-mail addresses, a field
+/// left out told from its `null`), for other ways into the directory (`pidgr members import`)
+/// that must accept exactly what the API does.
 pub use crate::{
     directory::Email,
     input::{Name, Text, Variables},
+    managers::present,
 };
 
 /// The most recipients one campaign may have unless configured otherwise.

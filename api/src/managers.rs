@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use pidgr_store::{ManagerProblem, ManagerRef, StoreError};
+use pidgr_store::{ManagerProblem, ManagerRef, StoreError, manager_loop_message};
 use pidgr_workflows::definition::Problem;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -19,7 +19,7 @@ use crate::{ApiError, AppState, Caller};
 
 /// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>`: a field
 /// left out stays `None`, `null` is `Some(None)`, a value is `Some(Some(value))`.
-pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -65,14 +65,7 @@ pub(crate) fn detail(problem: &ManagerProblem) -> String {
             format!("no member of this organisation is {reference:?}")
         }
         ManagerProblem::OwnManager => "a member cannot be their own manager".to_owned(),
-        ManagerProblem::Cycle(chain) => {
-            let mut around = chain.clone();
-            around.extend(chain.first().cloned());
-            format!(
-                "the chain of managers would loop (by external id: {})",
-                around.join(" → ")
-            )
-        }
+        ManagerProblem::Cycle(chain) => manager_loop_message(chain),
     }
 }
 

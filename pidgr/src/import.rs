@@ -28,11 +28,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use pidgr_api::{Email, Name, Text, Variables};
+use pidgr_api::{Email, Name, Text, Variables, present};
 use pidgr_store::{
     ImportCounts, ImportedMember, ManagerProblem, ManagerRef, Platform, Store, StoreError, counted,
+    manager_loop_message,
 };
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Problems listed before the rest are only counted.
@@ -100,13 +101,6 @@ struct Row {
     /// The manager's external id; `null` for none, left out to keep the stored one.
     #[serde(default, deserialize_with = "present")]
     manager: Option<Option<Name>>,
-}
-
-/// A field left out stays `None`, `null` is `Some(None)`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl Row {
@@ -553,13 +547,9 @@ async fn manager_problems(
                         let mut chain: Vec<&str> = around.to_vec();
                         let turn = chain.iter().position(|m| m == member).unwrap_or(0);
                         chain.rotate_left(turn);
-                        chain.push(member);
                         problems.push((
                             lines_of[*member],
-                            Problem::in_column(
-                                "manager",
-                                format!("the chain of managers loops: {}", chain.join(" → ")),
-                            ),
+                            Problem::in_column("manager", manager_loop_message(&chain)),
                         ));
                     }
                     break;
@@ -1260,9 +1250,9 @@ e-6,max@acme.test,Max,e-1
         assert_eq!(
             lines[..5],
             [
-                "row 2, column manager: the chain of managers loops: e-1 → e-2 → e-3 → e-1",
-                "row 3, column manager: the chain of managers loops: e-2 → e-3 → e-1 → e-2",
-                "row 4, column manager: the chain of managers loops: e-3 → e-1 → e-2 → e-3",
+                "row 2, column manager: the chain of managers would loop (by external id: e-1 → e-2 → e-3 → e-1)",
+                "row 3, column manager: the chain of managers would loop (by external id: e-2 → e-3 → e-1 → e-2)",
+                "row 4, column manager: the chain of managers would loop (by external id: e-3 → e-1 → e-2 → e-3)",
                 r#"row 5, column manager: no member has the external id "nobody", in the file or the directory"#,
                 "row 6, column manager: a member cannot be their own manager",
             ]

@@ -321,7 +321,7 @@ impl Config {
             url_policy: self.url_policy()?,
             engine: self.engine(),
             signal_interval: Duration::from_millis(self.signal_interval_ms),
-            deeplink_base: self.deeplink_base(),
+            deeplink_base: self.link_base("/c/"),
             max_recipients: self.max_recipients,
             limits: self.server_limits(),
             codec_token: self.codec_token()?,
@@ -471,31 +471,24 @@ impl Config {
         }
     }
 
-    /// Recipients' deeplinks are `<public URL>/c/<code>`, resolved by the API's `/c/{code}`.
-    fn deeplink_base(&self) -> String {
+    /// A link under the server's public URL (`http://<listen>` without one) that a code is
+    /// appended to: recipients' deeplinks are `<public URL>/c/<code>`, resolved by the API's
+    /// `/c/{code}`; a manager's escalation link is `<public URL>/v1/escalations/<code>`,
+    /// resolved with a key like the mobile backend's deeplinks.
+    fn link_base(&self, path: &str) -> String {
         let base = self
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.listen));
-        format!("{}/c/", base.trim_end_matches('/'))
-    }
-
-    /// A manager's escalation link is `<public URL>/v1/escalations/<code>`, resolved with a key
-    /// like the mobile backend's deeplinks.
-    fn escalation_link_base(&self) -> String {
-        let base = self
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen));
-        format!("{}/v1/escalations/", base.trim_end_matches('/'))
+        format!("{}{path}", base.trim_end_matches('/'))
     }
 
     pub fn activity_settings(&self) -> ActivitySettings {
         ActivitySettings {
             page_size: self.fanout_page_size.max(1),
             send_concurrency: self.fanout_concurrency.max(1),
-            deeplink_base: self.deeplink_base(),
-            escalation_link_base: self.escalation_link_base(),
+            deeplink_base: self.link_base("/c/"),
+            escalation_link_base: self.link_base("/v1/escalations/"),
             webhook_part_size: self.webhook_part_size.max(1),
             channel_concurrency: self.channel_concurrency.max(1),
             max_recipients: self.max_recipients,

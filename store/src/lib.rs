@@ -58,7 +58,7 @@ pub use idempotency::{
     ClaimToken, IDEMPOTENCY_CLAIM_TIMEOUT, IDEMPOTENCY_KEY_LIFETIME, IdempotencyClaim,
 };
 pub use key_rotation::{ROTATION_MAX_PASSES, RotatedTable, RotationReport};
-pub use managers::{ManagerError, ManagerProblem, ManagerRef};
+pub use managers::{ManagerError, ManagerProblem, ManagerRef, manager_loop_message};
 pub use member_sets::{MemberSet, SetKind};
 pub use members::{ImportCounts, ImportedMember, Member, MemberUpdate, NewMember, UpsertOutcome};
 pub use organisations::{ApiKey, Authenticated, GeneratedKey, LAST_USED_GRANULARITY, Organisation};

@@ -54,17 +54,20 @@ impl std::fmt::Display for ManagerError {
                 "no member of this organisation is {reference:?}, so it cannot be a manager"
             ),
             ManagerProblem::OwnManager => f.write_str("a member cannot be their own manager"),
-            ManagerProblem::Cycle(chain) => {
-                let mut around = chain.clone();
-                around.extend(chain.first().cloned());
-                write!(
-                    f,
-                    "the chain of managers would loop: {}",
-                    around.join(" → ")
-                )
-            }
+            ManagerProblem::Cycle(chain) => f.write_str(&manager_loop_message(chain)),
         }
     }
+}
+
+/// The sentence for a loop of managers, `around` being the external ids from one member of
+/// the loop round (the first not repeated): every way into the directory says it alike.
+pub fn manager_loop_message(around: &[impl AsRef<str>]) -> String {
+    let mut names: Vec<&str> = around.iter().map(AsRef::as_ref).collect();
+    names.extend(names.first().copied());
+    format!(
+        "the chain of managers would loop (by external id: {})",
+        names.join(" → ")
+    )
 }
 
 /// Every refused manager of one write, in the order of the rows written.
@@ -77,6 +80,8 @@ const MAX_CHAIN_SHOWN: usize = 64;
 
 /// Serialises the writes that set managers within one organisation, so that two of them
 /// cannot each pass the loop check and make a loop together (A under B beside B under A).
+/// Every such transaction takes it first, before it locks or writes any row: one that updated
+/// a member and then waited here could wait on a holder that waits for that member's row.
 /// SQLite's write transaction already holds the database's one write lock.
 pub(crate) async fn lock_managers(
     tx: &mut Transaction<'static, Any>,
@@ -232,10 +237,10 @@ async fn loop_from(
 }
 
 /// Makes `member_id` report to `manager_id` (or to no one) inside `tx`, holding the rules;
-/// `external_id` names the member in a refusal.
+/// `external_id` names the member in a refusal. With a manager, the caller took
+/// [`lock_managers`] when `tx` began.
 pub(crate) async fn set_manager(
     tx: &mut Transaction<'static, Any>,
-    backend: Backend,
     org_id: &str,
     member_id: &str,
     external_id: &str,
@@ -251,7 +256,6 @@ pub(crate) async fn set_manager(
         if manager_id == member_id {
             return Err(refuse(ManagerProblem::OwnManager));
         }
-        lock_managers(tx, backend, org_id).await?;
         if existing_ids(tx, org_id, &[manager_id]).await?.is_empty() {
             return Err(refuse(ManagerProblem::Unknown(manager_id.to_owned())));
         }

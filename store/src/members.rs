@@ -81,6 +81,10 @@ impl Store {
     pub async fn create_member(&self, org_id: &str, new: NewMember) -> Result<Member> {
         let now = to_millis(Utc::now());
         let mut tx = self.write_tx().await?;
+        if new.manager_id.is_some() {
+            // Before any row is locked: the order every write of managers takes them in.
+            lock_managers(&mut tx, self.backend, org_id).await?;
+        }
         if lock_role(&mut tx, self.backend, org_id, &new.role_id, false)
             .await?
             .is_none()
@@ -116,7 +120,6 @@ impl Store {
         if let Some(manager_id) = &new.manager_id {
             // A new member has no reports yet, so no loop can pass through them: only the
             // manager's existence is in question.
-            lock_managers(&mut tx, self.backend, org_id).await?;
             if existing_ids(&mut tx, org_id, &[manager_id])
                 .await?
                 .is_empty()
@@ -195,6 +198,11 @@ impl Store {
         update: MemberUpdate,
     ) -> Result<Member> {
         let mut tx = self.write_tx().await?;
+        if let Some(Some(_)) = &update.manager_id {
+            // Before the member's row is locked by the update below: a write of managers holds
+            // this lock while it updates rows, so taking it after one would risk a deadlock.
+            lock_managers(&mut tx, self.backend, org_id).await?;
+        }
         if let Some(role_id) = &update.role_id
             && lock_role(&mut tx, self.backend, org_id, role_id, false)
                 .await?
@@ -225,7 +233,6 @@ impl Store {
         if let Some(manager_id) = &update.manager_id {
             set_manager(
                 &mut tx,
-                self.backend,
                 org_id,
                 member_id,
                 &updated.external_id,
@@ -385,6 +392,11 @@ impl Store {
         }
         let now = to_millis(Utc::now());
         let mut tx = self.write_tx().await?;
+        let sets_managers = batch.iter().any(|new| new.manager != ManagerRef::Keep);
+        if sets_managers {
+            // Before any row is written: the order every write of managers takes them in.
+            lock_managers(&mut tx, self.backend, org_id).await?;
+        }
         // Every role given out is locked (shared) so none is deleted while it is given.
         let mut given: Vec<&str> = vec![IMPORTED_ROLE];
         for role in roles.iter().flatten() {
@@ -533,10 +545,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        if !stored_managers.is_empty() {
+        if sets_managers {
             // Once every row is in, so that a manager written by this batch is found whether
             // their row comes before or after their report's.
-            lock_managers(&mut tx, self.backend, org_id).await?;
             let by_id: Vec<&str> = batch
                 .iter()
                 .filter_map(|new| match &new.manager {

@@ -89,3 +89,14 @@ pub fn pool(store: &Store) -> &AnyPool {
 pub fn seal_v1(key: &SecretKey, org_id: &str, plaintext: &str) -> String {
     key.seal_v1(org_id, plaintext)
 }
+
+/// A transaction holding the lock every write of an organisation's managers takes first (a
+/// PostgreSQL advisory lock; on SQLite, nothing), for tests of the order writes take locks in.
+pub async fn hold_managers_lock(
+    store: &Store,
+    org_id: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    let mut tx = store.pool.begin().await?;
+    crate::managers::lock_managers(&mut tx, store.backend, org_id).await?;
+    Ok(tx)
+}

@@ -5,6 +5,7 @@ use pidgr_store::{
     ImportedMember, ManagerError, ManagerProblem, ManagerRef, Member, MemberUpdate, NewMember,
     Store, StoreError, testing,
 };
+use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
 
 fn new_member(external_id: &str, manager_id: Option<&str>) -> NewMember {
@@ -264,7 +265,7 @@ async fn loops_of_two_and_three_managers_are_refused(store: Store) {
     );
     assert_eq!(
         error[0].to_string(),
-        "the chain of managers would loop: A → C → B → A"
+        "the chain of managers would loop (by external id: A → C → B → A)"
     );
     assert_eq!(manager_of(&store, &org, &a).await, None);
 
@@ -485,4 +486,81 @@ async fn managers_assigned_by_external_id_hold_the_same_rules(store: Store) {
         .await
         .unwrap();
     assert_eq!(manager_of(&store, &org, &c).await, None);
+}
+
+/// PostgreSQL: a write that sets a manager waits for the managers' lock before it locks any
+/// member's row. The holder of that lock (another write of managers) may then update the same
+/// member: had the write locked the member first, the two would wait on each other (deadlock).
+#[tokio::test]
+async fn a_write_of_managers_takes_their_lock_before_any_member_row() {
+    crate::on_postgres(|store: Store| async move {
+        let org = store.create_organisation("Acme").await.unwrap().id;
+        let a = add(&store, &org, "A", None).await;
+        let b = add(&store, &org, "B", None).await;
+        for path in ["update", "upsert"] {
+            let holder = testing::hold_managers_lock(&store, &org).await.unwrap();
+            let writer = {
+                let (store, org, a, b) = (store.clone(), org.clone(), a.id.clone(), b.id.clone());
+                tokio::spawn(async move {
+                    match path {
+                        "update" => store
+                            .update_member(
+                                &org,
+                                &b,
+                                MemberUpdate {
+                                    manager_id: Some(Some(a)),
+                                    ..MemberUpdate::default()
+                                },
+                            )
+                            .await
+                            .map(drop),
+                        _ => store
+                            .upsert_members(&org, &[imported("B", by_external("A"))], &[None])
+                            .await
+                            .map(drop),
+                    }
+                })
+            };
+            wait_for_managers_lock(&store).await;
+            let mut holder = holder;
+            sqlx::query("UPDATE members SET display_name = 'Held' WHERE org_id = $1 AND id = $2")
+                .bind(&org)
+                .bind(&b.id)
+                .execute(&mut *holder)
+                .await
+                .unwrap_or_else(|e| panic!("{path}: the holder could not update B: {e}"));
+            holder.commit().await.unwrap();
+            writer
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{path}: the write failed: {e}"));
+            assert_eq!(
+                manager_of(&store, &org, &b).await,
+                Some(a.id.clone()),
+                "{path}"
+            );
+            set(&store, &org, &b, None).await;
+        }
+    })
+    .await;
+}
+
+/// Until some transaction of this database waits for an advisory lock (the managers').
+async fn wait_for_managers_lock(store: &Store) {
+    for _ in 0..3000 {
+        let waiting: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+             WHERE d.datname = current_database() AND l.locktype = 'advisory' AND NOT l.granted",
+        )
+        .fetch_one(testing::pool(store))
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no write waited for the managers' lock");
 }
