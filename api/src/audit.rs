@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use pidgr_store::audit_chain::{ChainWriter, Record, csv_header, csv_row, jsonl_line};
+use pidgr_store::audit_chain::{ChainWriter, Closing, Record, csv_header, csv_row, jsonl_line};
 use pidgr_store::{AuditEvent, Campaign, OrganisationSigner, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -69,6 +69,7 @@ pub async fn export(
         format,
         writer: Some(ChainWriter::default()),
         after_seq: 0,
+        deliveries: 0,
         started: false,
     };
     let body = Body::from_stream(futures_util::stream::unfold(
@@ -112,6 +113,8 @@ struct Export {
     /// `None` once the trailer is written.
     writer: Option<ChainWriter>,
     after_seq: i64,
+    /// Deliveries read so far: the trailer's count of the campaign's deliveries.
+    deliveries: i64,
     started: bool,
 }
 
@@ -137,7 +140,7 @@ impl Export {
                 DELIVERIES_PER_PAGE,
             )
             .await;
-        let (last_seq, events) = match page {
+        let page = match page {
             Ok(page) => page,
             Err(error) => {
                 tracing::error!(campaign_id = %self.campaign.id, %error, "an audit export failed part-way");
@@ -145,19 +148,24 @@ impl Export {
                 return Some(Err(error));
             }
         };
-        for event in events {
+        self.deliveries += page.deliveries;
+        for event in page.events {
             let record = writer.event(event_record(&self.campaign, event));
             chunk.push_str(&line(self.format, &record));
         }
-        match last_seq {
+        match page.last_seq {
             Some(seq) => self.after_seq = seq,
             None => {
                 let writer = self.writer.take()?;
-                let trailer = writer.trailer(
-                    &self.campaign.id,
-                    &self.signer.key.key_id,
-                    &self.signer.pair,
-                );
+                // The status as read when the export began: the events are those of that moment
+                // or later (an active campaign's deliveries may still change while it streams).
+                let closing = Closing {
+                    campaign_id: &self.campaign.id,
+                    org_id: &self.org_id,
+                    campaign_status: self.campaign.status.as_str(),
+                    deliveries: self.deliveries,
+                };
+                let trailer = writer.trailer(&closing, &self.signer.key.key_id, &self.signer.pair);
                 chunk.push_str(&line(self.format, &trailer));
             }
         }
@@ -174,7 +182,8 @@ fn line(format: Format, record: &Record) -> String {
 
 /// One event as a record's fields. SENT and MISSED carry the campaign's template and version
 /// (a campaign's message does not change once it is created); READ and ACKNOWLEDGED what was
-/// recorded with them.
+/// recorded with them, and whether the client sent the content's hash back
+/// (`content_confirmed`).
 fn event_record(campaign: &Campaign, event: AuditEvent) -> Record {
     let recorded = event.source.is_some();
     let (template_id, template_version) = if recorded {
@@ -201,6 +210,7 @@ fn event_record(campaign: &Campaign, event: AuditEvent) -> Record {
         ("template_id", json!(template_id)),
         ("template_version", json!(template_version)),
         ("content_sha256", json!(event.content_sha256)),
+        ("content_confirmed", json!(event.content_confirmed)),
     ];
     fields
         .into_iter()

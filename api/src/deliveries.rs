@@ -30,7 +30,25 @@ pub struct ActionRequest {
     /// The `content_sha256` the member's app was served with the message: when given, the
     /// action is recorded only if it is the hash of what this member is shown.
     #[serde(default)]
-    content_sha256: Option<Text<64>>,
+    content_sha256: Option<ContentHash>,
+}
+
+/// A SHA-256 as the inbox serves it: exactly 64 lowercase hexadecimal characters. Anything else
+/// cannot be a hash the app was served, so it is refused (422) rather than compared.
+#[derive(Debug)]
+struct ContentHash(String);
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(ContentHash(text))
+        } else {
+            Err(serde::de::Error::custom(
+                "must be 64 lowercase hexadecimal characters: the content_sha256 served with the message",
+            ))
+        }
+    }
 }
 
 /// A delivery as the API answers it, with the hash of the content its member is shown
@@ -201,7 +219,7 @@ async fn act(
     let attestation = ActionAttestation {
         source: request.source.as_ref().map_or("api", Text::as_str),
         api_key_id: Some(&caller.key_id),
-        content_sha256: request.content_sha256.as_ref().map(Text::as_str),
+        content_sha256: request.content_sha256.as_ref().map(|hash| hash.0.as_str()),
     };
     let recorded = state
         .store
@@ -311,4 +329,36 @@ async fn signal_progress(
         .await
         .map(|_| true)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::parse_json;
+
+    #[test]
+    fn content_sha256_is_64_lowercase_hex_characters_or_a_422_pointing_at_it() {
+        let good = "0123456789abcdef".repeat(4);
+        let request: ActionRequest =
+            parse_json(json!({ "content_sha256": good }).to_string().as_bytes()).unwrap();
+        assert_eq!(request.content_sha256.unwrap().0, good);
+        for bad in [
+            good.to_uppercase(),
+            good[..63].to_owned(),
+            format!("{good}0"),
+            format!(" {}", &good[1..]),
+            "g".repeat(64),
+        ] {
+            let error = parse_json::<ActionRequest>(
+                json!({ "content_sha256": bad }).to_string().as_bytes(),
+            )
+            .unwrap_err();
+            let problem = format!("{error:?}");
+            assert!(problem.contains("/content_sha256"), "{bad}: {problem}");
+            assert!(
+                problem.contains("64 lowercase hexadecimal"),
+                "{bad}: {problem}"
+            );
+        }
+    }
 }

@@ -96,16 +96,15 @@ fn render_text(
     Ok((template::render(title, &values)?, body_markdown))
 }
 
-/// The SHA-256 (hex) of what a member is shown, over the one canonical form: the rendered title,
-/// a line feed, and the rendered Markdown body, as UTF-8 exactly as served (the HTML is derived
-/// from the Markdown, so it adds nothing). The inbox serves it as `content_sha256`; a READ or
-/// ACK may send it back to attest what was read (docs/audit.md).
+/// The SHA-256 (hex) of what a member is shown, over the one canonical form: the JSON array
+/// `[title, body_markdown]` of the rendered title and Markdown body, compact and escaped as
+/// serde_json writes it, in UTF-8 (the HTML is derived from the Markdown, so it adds nothing).
+/// A title may hold a line feed (a template's title and a variable's value may), so title and
+/// body are not simply joined: as a JSON array, no two messages have the same form. The inbox serves it as
+/// `content_sha256`; a READ or ACK may send it back to attest what was read (docs/audit.md).
 pub fn content_sha256(title: &str, body_markdown: &str) -> String {
-    let mut digest = Sha256::new();
-    digest.update(title.as_bytes());
-    digest.update(b"\n");
-    digest.update(body_markdown.as_bytes());
-    hex::encode(digest.finalize())
+    let form = serde_json::to_string(&[title, body_markdown]).unwrap_or_default();
+    hex::encode(Sha256::digest(form.as_bytes()))
 }
 
 /// [`content_sha256`] of a campaign's message as `delivery`'s member is shown it, rendered from
@@ -187,4 +186,25 @@ pub fn unresolvable_message(name: &str, lacking: usize, total: usize) -> String 
     format!(
         "the variable {{{{{name}}}}} has no value for {lacking} of {total} recipients; give it as a member attribute, a per-member audience variable, or in every notification step's variables"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_content_hash_tells_a_line_feed_in_the_title_from_one_between_title_and_body() {
+        // Joined by a line feed, both would be "Policy\nfor you\nRead it".
+        assert_ne!(
+            content_sha256("Policy\nfor you", "Read it"),
+            content_sha256("Policy", "for you\nRead it")
+        );
+        // The form is the compact JSON array, as serde_json escapes it.
+        assert_eq!(
+            content_sha256("Policy \"A\"\n", "Read é"),
+            hex::encode(Sha256::digest(
+                "[\"Policy \\\"A\\\"\\n\",\"Read é\"]".as_bytes()
+            ))
+        );
+    }
 }

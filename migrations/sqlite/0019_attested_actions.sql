@@ -9,6 +9,9 @@ ALTER TABLE actions ADD COLUMN api_key_id TEXT;
 ALTER TABLE actions ADD COLUMN template_id TEXT;
 ALTER TABLE actions ADD COLUMN template_version INTEGER;
 ALTER TABLE actions ADD COLUMN content_sha256 TEXT;
+-- Whether the request carried content_sha256 and it matched: the member's app attested the
+-- content, rather than the server alone computing what it shows. 1 or 0, as elsewhere.
+ALTER TABLE actions ADD COLUMN content_confirmed INTEGER NOT NULL DEFAULT 0;
 
 CREATE TABLE signing_keys (
     id                  TEXT PRIMARY KEY,

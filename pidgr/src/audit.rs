@@ -15,9 +15,14 @@ pub enum KeySource<'a> {
     File(&'a Path),
 }
 
-/// Reads and checks `file`: `Ok(Err(..))` is a file that does not verify (the first bad record
-/// and why); `Err` is a file or key that could not be read at all.
-pub fn verify_file(file: &Path, key: KeySource) -> anyhow::Result<Result<Verified, VerifyError>> {
+/// Reads and checks `file` (and, given `campaign`, that it is that campaign's export):
+/// `Ok(Err(..))` is a file that does not verify (the first bad record and why); `Err` is a file
+/// or key that could not be read at all.
+pub fn verify_file(
+    file: &Path,
+    key: KeySource,
+    campaign: Option<&str>,
+) -> anyhow::Result<Result<Verified, VerifyError>> {
     let keys = match key {
         KeySource::Inline(text) => vec![inline_key(text)?],
         KeySource::File(path) => {
@@ -29,7 +34,10 @@ pub fn verify_file(file: &Path, key: KeySource) -> anyhow::Result<Result<Verifie
     };
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    Ok(audit_chain::parse(&text).and_then(|records| audit_chain::verify(&records, &keys)))
+    Ok(
+        audit_chain::parse(&text)
+            .and_then(|records| audit_chain::verify(&records, &keys, campaign)),
+    )
 }
 
 fn inline_key(text: &str) -> anyhow::Result<PublicKey> {

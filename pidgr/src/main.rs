@@ -172,6 +172,10 @@ enum AuditCommand {
         /// picks the key), one key object, or a base64 key.
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// The campaign the file must be the export of: the signed trailer's campaign id is
+        /// checked against it (a genuine export of another campaign is refused).
+        #[arg(long)]
+        campaign: Option<String>,
         #[command(flatten)]
         config: Config,
     },
@@ -300,6 +304,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             file,
             public_key,
             key_file,
+            campaign,
             config: _,
         }) => {
             let key = match (&public_key, &key_file) {
@@ -307,13 +312,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 (None, Some(path)) => audit::KeySource::File(path),
                 (None, None) => anyhow::bail!("give --public-key or --key-file"),
             };
-            return Ok(match audit::verify_file(&file, key)? {
+            return Ok(match audit::verify_file(&file, key, campaign.as_deref())? {
                 Ok(verified) => {
                     println!(
-                        "{}: ok: {} events of campaign {}, chained and signed by key {} (final hash {})",
+                        "{}: ok: {} events of {} deliveries of campaign {} (organisation {}, {} at export), chained and signed by key {} (final hash {})",
                         file.display(),
                         verified.events,
+                        verified.deliveries,
                         verified.campaign_id,
+                        verified.org_id,
+                        verified.campaign_status,
                         verified.key_id,
                         verified.final_hash
                     );

@@ -6,9 +6,15 @@
 //! record's `hash` is `hex(SHA-256(prev_hash || canonical bytes))`, where `prev_hash` is the
 //! previous record's `hash` (for the first record [`GENESIS`], 64 zeros) and the canonical bytes
 //! are the record as compact JSON with its keys in byte order, without `hash` and `signature`
-//! and without empty fields. The last record is the trailer: how many events came before it,
-//! and an Ed25519 signature over its own `hash` (the 64 ASCII characters), which covers every
-//! record before it through the chain.
+//! (empty fields are never written at all). The last record is the trailer: the organisation,
+//! the campaign's status and number of deliveries, how many events came before it, and an
+//! Ed25519 signature over its own `hash` (the 64 ASCII characters), which covers every record
+//! before it through the chain.
+//!
+//! A file verifies only if it is byte for byte what the exporter writes: every line is checked
+//! against the canonical encoding of the record read from it, so no two files with different
+//! bytes (a repeated key, an escape written differently, a space, a quoted CSV cell that needs
+//! no quotes, a number written `+3` or `007`) verify with the same signature.
 
 use std::collections::BTreeMap;
 
@@ -25,7 +31,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub const ALGORITHM: &str = "Ed25519";
 
 /// Every field a record may have, in the CSV's column order.
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 23] = [
     "index",
     "type",
     "campaign_id",
@@ -39,7 +45,11 @@ pub const COLUMNS: [&str; 19] = [
     "template_id",
     "template_version",
     "content_sha256",
+    "content_confirmed",
     "count",
+    "deliveries",
+    "org_id",
+    "campaign_status",
     "key_id",
     "algorithm",
     "prev_hash",
@@ -47,22 +57,25 @@ pub const COLUMNS: [&str; 19] = [
     "signature",
 ];
 
-/// The fields that hold whole numbers; every other field holds text.
-const INTEGER_COLUMNS: [&str; 3] = ["index", "template_version", "count"];
+/// The fields that hold whole numbers.
+const INTEGER_COLUMNS: [&str; 4] = ["index", "template_version", "count", "deliveries"];
+
+/// The fields that hold `true` or `false`; every other field holds text.
+const BOOLEAN_COLUMNS: [&str; 1] = ["content_confirmed"];
 
 /// Fields outside the hashed bytes: the hash itself, and the signature over it.
 const UNHASHED: [&str; 2] = ["hash", "signature"];
 
-/// One record: field name to value (text or whole number). An absent field is empty.
+/// One record: field name to value (text, whole number or boolean). An absent field is empty.
 pub type Record = BTreeMap<String, Value>;
 
-/// The bytes a record's hash covers: compact JSON, keys in byte order, without `hash`,
-/// `signature` and empty (null) fields.
+/// The bytes a record's hash covers: compact JSON as serde_json writes it, keys in byte order,
+/// without `hash`, `signature` and empty fields (null or `""`, which the writer never keeps).
 pub fn canonical_bytes(record: &Record) -> Vec<u8> {
     let mut out = String::from("{");
     let mut first = true;
     for (key, value) in record {
-        if UNHASHED.contains(&key.as_str()) || value.is_null() {
+        if UNHASHED.contains(&key.as_str()) || is_empty(value) {
             continue;
         }
         if !first {
@@ -112,12 +125,15 @@ impl ChainWriter {
         self.seal(event)
     }
 
-    /// The trailer: the number of events, the signing key's id, and the signature over the
-    /// trailer's hash.
-    pub fn trailer(mut self, campaign_id: &str, key_id: &str, key: &Ed25519KeyPair) -> Record {
+    /// The trailer: what it says of the campaign, the number of events, the signing key's id,
+    /// and the signature over the trailer's hash.
+    pub fn trailer(mut self, closing: &Closing, key_id: &str, key: &Ed25519KeyPair) -> Record {
         let mut trailer = Record::new();
         trailer.insert("type".into(), "trailer".into());
-        trailer.insert("campaign_id".into(), campaign_id.into());
+        trailer.insert("campaign_id".into(), closing.campaign_id.into());
+        trailer.insert("org_id".into(), closing.org_id.into());
+        trailer.insert("campaign_status".into(), closing.campaign_status.into());
+        trailer.insert("deliveries".into(), closing.deliveries.into());
         trailer.insert("count".into(), self.events.into());
         trailer.insert("key_id".into(), key_id.into());
         trailer.insert("algorithm".into(), ALGORITHM.into());
@@ -137,6 +153,17 @@ impl ChainWriter {
         self.prev_hash = hash;
         record
     }
+}
+
+/// What the signed trailer says of the campaign besides its events.
+#[derive(Clone, Copy, Debug)]
+pub struct Closing<'a> {
+    pub campaign_id: &'a str,
+    pub org_id: &'a str,
+    /// The campaign's status when the export was read (`ACTIVE`, `COMPLETED`, ...).
+    pub campaign_status: &'a str,
+    /// How many deliveries the campaign has (a delivery never sent has no events).
+    pub deliveries: i64,
 }
 
 fn is_empty(value: &Value) -> bool {
@@ -217,6 +244,9 @@ pub struct PublicKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
     pub campaign_id: String,
+    pub org_id: String,
+    pub campaign_status: String,
+    pub deliveries: i64,
     pub events: i64,
     pub final_hash: String,
     pub key_id: String,
@@ -232,39 +262,62 @@ pub fn parse(text: &str) -> Result<Vec<(usize, Record)>, VerifyError> {
     }
 }
 
-/// One JSON object a line; blank lines are skipped.
+/// The fault of a line that parses but is not byte for byte what the exporter writes.
+fn not_canonical(line: usize, how: &str) -> VerifyError {
+    fault(
+        line,
+        format!("the record is not in canonical form ({how}): the exporter did not write it"),
+    )
+}
+
+/// One JSON object a line, each exactly as [`jsonl_line`] writes it.
 pub fn parse_jsonl(text: &str) -> Result<Vec<(usize, Record)>, VerifyError> {
+    if text.is_empty() {
+        return Err(fault(0, "the file is empty"));
+    }
     let mut records = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line_no = number + 1;
+    let mut rest = text;
+    let mut line_no = 0;
+    while !rest.is_empty() {
+        line_no += 1;
+        let end = rest.find('\n').map_or(rest.len(), |end| end + 1);
+        let (line, after) = rest.split_at(end);
+        rest = after;
         if line.trim().is_empty() {
-            continue;
+            return Err(not_canonical(line_no, "a blank line"));
         }
         let record: Record = serde_json::from_str(line)
             .map_err(|error| fault(line_no, format!("not a JSON object: {error}")))?;
         check_fields(line_no, &record)?;
+        if record.values().any(is_empty) || jsonl_line(&record) != line {
+            return Err(not_canonical(
+                line_no,
+                "compact JSON, keys in byte order, escaped as serde_json writes, no empty fields, one line feed",
+            ));
+        }
         records.push((line_no, record));
     }
     Ok(records)
 }
 
-/// The header row names [`COLUMNS`] in order; an empty cell is an absent field.
+/// The header row names [`COLUMNS`] in order; an empty cell is an absent field. Every row is
+/// exactly as [`csv_header`] and [`csv_row`] write it.
 pub fn parse_csv(text: &str) -> Result<Vec<(usize, Record)>, VerifyError> {
     let rows = csv_rows(text)?;
     let mut rows = rows.into_iter();
-    let Some((_, header)) = rows.next() else {
+    let Some((_, header, raw)) = rows.next() else {
         return Err(fault(0, "the file is empty"));
     };
-    if header != COLUMNS {
+    if header != COLUMNS || raw != csv_header() {
         return Err(fault(
             1,
-            format!("the CSV header must be {}", COLUMNS.join(",")),
+            format!("the CSV header must be {} and a CR LF", COLUMNS.join(",")),
         ));
     }
     let mut records = Vec::new();
-    for (line_no, cells) in rows {
+    for (line_no, cells, raw) in rows {
         if cells.len() == 1 && cells[0].is_empty() {
-            continue;
+            return Err(not_canonical(line_no, "a blank line"));
         }
         if cells.len() != COLUMNS.len() {
             return Err(fault(
@@ -288,10 +341,23 @@ pub fn parse_csv(text: &str) -> Result<Vec<(usize, Record)>, VerifyError> {
                         format!("{column} must be a whole number, not {cell:?}"),
                     )
                 })?)
+            } else if BOOLEAN_COLUMNS.contains(column) {
+                Value::from(cell.parse::<bool>().map_err(|_| {
+                    fault(
+                        line_no,
+                        format!("{column} must be true or false, not {cell:?}"),
+                    )
+                })?)
             } else {
                 Value::String(cell)
             };
             record.insert((*column).to_owned(), value);
+        }
+        if csv_row(&record) != raw {
+            return Err(not_canonical(
+                line_no,
+                "cells quoted only when they hold a comma, quote or line break, numbers without signs or leading zeros, CR LF",
+            ));
         }
         records.push((line_no, record));
     }
@@ -299,56 +365,57 @@ pub fn parse_csv(text: &str) -> Result<Vec<(usize, Record)>, VerifyError> {
 }
 
 /// RFC 4180 rows (quoted cells may hold commas, quotes and line breaks), each with the line it
-/// starts on.
-fn csv_rows(text: &str) -> Result<Vec<(usize, Vec<String>)>, VerifyError> {
+/// starts on and its text as written, line break included.
+fn csv_rows(text: &str) -> Result<Vec<(usize, Vec<String>, &str)>, VerifyError> {
     let mut rows = Vec::new();
-    let mut chars = text.chars().peekable();
+    let mut chars = text.char_indices().peekable();
     let mut line = 1;
-    while chars.peek().is_some() {
+    while let Some(&(row_start, _)) = chars.peek() {
         let start = line;
         let mut cells = Vec::new();
         let mut cell = String::new();
         let mut quoted = false;
-        loop {
+        let row_end = loop {
             match chars.next() {
                 None => {
                     if quoted {
                         return Err(fault(start, "a quoted cell is never closed"));
                     }
                     cells.push(std::mem::take(&mut cell));
-                    break;
+                    break text.len();
                 }
-                Some('"') if quoted => {
-                    if chars.peek() == Some(&'"') {
+                Some((_, '"')) if quoted => {
+                    if matches!(chars.peek(), Some((_, '"'))) {
                         chars.next();
                         cell.push('"');
                     } else {
                         quoted = false;
                     }
                 }
-                Some('"') if cell.is_empty() => quoted = true,
-                Some(c) if quoted => {
+                Some((_, '"')) if cell.is_empty() => quoted = true,
+                Some((_, c)) if quoted => {
                     if c == '\n' {
                         line += 1;
                     }
                     cell.push(c);
                 }
-                Some(',') => cells.push(std::mem::take(&mut cell)),
-                Some('\r') if chars.peek() == Some(&'\n') => {}
-                Some('\n') => {
+                Some((_, ',')) => cells.push(std::mem::take(&mut cell)),
+                Some((_, '\r')) if matches!(chars.peek(), Some((_, '\n'))) => {}
+                Some((at, '\n')) => {
                     line += 1;
                     cells.push(std::mem::take(&mut cell));
-                    break;
+                    break at + 1;
                 }
-                Some(c) => cell.push(c),
+                Some((_, c)) => cell.push(c),
             }
-        }
-        rows.push((start, cells));
+        };
+        rows.push((start, cells, &text[row_start..row_end]));
     }
     Ok(rows)
 }
 
-/// Every field is one of [`COLUMNS`], whole numbers where a number belongs, text elsewhere.
+/// Every field is one of [`COLUMNS`], whole numbers where a number belongs, `true` or `false`
+/// where a boolean does, text elsewhere.
 fn check_fields(line: usize, record: &Record) -> Result<(), VerifyError> {
     for (key, value) in record {
         if !COLUMNS.contains(&key.as_str()) {
@@ -356,6 +423,8 @@ fn check_fields(line: usize, record: &Record) -> Result<(), VerifyError> {
         }
         let fits = if INTEGER_COLUMNS.contains(&key.as_str()) {
             value.is_i64() || value.is_null()
+        } else if BOOLEAN_COLUMNS.contains(&key.as_str()) {
+            value.is_boolean() || value.is_null()
         } else {
             value.is_string() || value.is_null()
         };
@@ -367,10 +436,18 @@ fn check_fields(line: usize, record: &Record) -> Result<(), VerifyError> {
 }
 
 /// Checks the chain from [`GENESIS`] to the trailer and the trailer's signature with the key
-/// among `keys` that the trailer names (or a key without an id). The first fault found ends it.
-pub fn verify(records: &[(usize, Record)], keys: &[PublicKey]) -> Result<Verified, VerifyError> {
+/// among `keys` that the trailer names (or a key without an id), and, when `expected_campaign`
+/// is given, that the file is that campaign's. The first fault found ends it.
+pub fn verify(
+    records: &[(usize, Record)],
+    keys: &[PublicKey],
+    expected_campaign: Option<&str>,
+) -> Result<Verified, VerifyError> {
     let mut prev_hash = GENESIS.to_owned();
     let mut events = 0;
+    // Each delivery's events come together, so a new delivery id starts a new delivery.
+    let mut deliveries_named = 0;
+    let mut last_delivery: Option<&str> = None;
     let mut campaign: Option<String> = None;
     for (position, (line, record)) in records.iter().enumerate() {
         let line = *line;
@@ -410,7 +487,14 @@ pub fn verify(records: &[(usize, Record)], keys: &[PublicKey]) -> Result<Verifie
             Some(_) => {}
         }
         match text("type") {
-            Some("event") => events += 1,
+            Some("event") => {
+                events += 1;
+                let delivery = text("delivery_id");
+                if delivery != last_delivery {
+                    deliveries_named += 1;
+                    last_delivery = delivery;
+                }
+            }
             Some("trailer") => {
                 if position + 1 != records.len() {
                     return Err(fault(line, "records follow the trailer"));
@@ -423,10 +507,41 @@ pub fn verify(records: &[(usize, Record)], keys: &[PublicKey]) -> Result<Verifie
                         ),
                     ));
                 }
+                let (Some(org_id), Some(campaign_status), Some(deliveries)) = (
+                    text("org_id"),
+                    text("campaign_status"),
+                    record.get("deliveries").and_then(Value::as_i64),
+                ) else {
+                    return Err(fault(
+                        line,
+                        "the trailer must name the organisation, the campaign's status and its number of deliveries",
+                    ));
+                };
+                if deliveries < deliveries_named {
+                    return Err(fault(
+                        line,
+                        format!(
+                            "the trailer counts {deliveries} deliveries, fewer than the {deliveries_named} the records name"
+                        ),
+                    ));
+                }
                 let key_id = text("key_id").unwrap_or_default();
                 check_signature(line, record, &hash, key_id, keys)?;
+                if let Some(expected) = expected_campaign
+                    && expected != campaign_id
+                {
+                    return Err(fault(
+                        line,
+                        format!(
+                            "the file is signed, but it is the export of campaign {campaign_id}, not {expected}"
+                        ),
+                    ));
+                }
                 return Ok(Verified {
                     campaign_id: campaign_id.to_owned(),
+                    org_id: org_id.to_owned(),
+                    campaign_status: campaign_status.to_owned(),
+                    deliveries,
                     events,
                     final_hash: hash,
                     key_id: key_id.to_owned(),
@@ -460,10 +575,11 @@ fn check_signature(
             format!("the trailer's algorithm is not {ALGORITHM}"),
         ));
     }
+    // The signature is outside the hashed bytes: only its one standard encoding is accepted.
     let signature = trailer
         .get("signature")
         .and_then(Value::as_str)
-        .and_then(base64_decode)
+        .and_then(|text| base64_decode(text).filter(|bytes| base64_encode(bytes) == text))
         .ok_or_else(|| fault(line, "the trailer has no readable signature"))?;
     let candidates: Vec<&PublicKey> = keys
         .iter()
@@ -542,8 +658,17 @@ mod tests {
             writer.event(event("d2", "SENT", "")),
             writer.event(event("d2", "MISSED", "")),
         ];
-        records.push(writer.trailer("c1", "k1", pair));
+        records.push(writer.trailer(&closing(), "k1", pair));
         records
+    }
+
+    fn closing() -> Closing<'static> {
+        Closing {
+            campaign_id: "c1",
+            org_id: "o1",
+            campaign_status: "COMPLETED",
+            deliveries: 2,
+        }
     }
 
     fn jsonl(records: &[Record]) -> String {
@@ -555,7 +680,7 @@ mod tests {
     }
 
     fn check(text: &str, keys: &[PublicKey]) -> Result<Verified, VerifyError> {
-        verify(&parse(text)?, keys)
+        verify(&parse(text)?, keys, None)
     }
 
     #[test]
@@ -567,6 +692,9 @@ mod tests {
         assert_eq!(from_jsonl, from_csv);
         assert_eq!(from_jsonl.events, 4);
         assert_eq!(from_jsonl.campaign_id, "c1");
+        assert_eq!(from_jsonl.org_id, "o1");
+        assert_eq!(from_jsonl.campaign_status, "COMPLETED");
+        assert_eq!(from_jsonl.deliveries, 2);
         assert_eq!(from_jsonl.final_hash, records[4]["hash"].as_str().unwrap());
     }
 
@@ -656,6 +784,176 @@ mod tests {
         records.push(trailer);
         let error = check(&jsonl(&records), &[public]).unwrap_err();
         assert!(error.reason.contains("different number"), "{error}");
+    }
+
+    /// The line of `text` holding `needle`, 1-based.
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines().position(|line| line.contains(needle)).unwrap() + 1
+    }
+
+    fn assert_not_canonical(text: &str, line: usize, public: &PublicKey) {
+        let error = check(text, std::slice::from_ref(public)).unwrap_err();
+        assert_eq!(error.line, line, "{error}");
+        assert!(error.reason.contains("not in canonical form"), "{error}");
+    }
+
+    #[test]
+    fn a_json_line_that_reads_the_same_but_is_written_otherwise_is_refused() {
+        let (pair, public) = key();
+        let text = jsonl(&export(&pair));
+        let ack = line_of(&text, "ACKNOWLEDGED");
+        let variants = [
+            // A repeated key: the last one wins when read, so the record reads the same.
+            text.replacen(
+                "\"source\":\"app\"",
+                "\"source\":\"web\",\"source\":\"app\"",
+                1,
+            ),
+            // An escape serde_json does not write.
+            text.replacen("\"source\":\"app\"", "\"source\":\"\\u0061pp\"", 1),
+            // Whitespace.
+            text.replacen(",\"source\":\"app\"", ", \"source\":\"app\"", 1),
+            // An empty field the writer leaves out.
+            text.replacen(
+                ",\"source\":\"app\"",
+                ",\"member_id\":\"\",\"source\":\"app\"",
+                1,
+            ),
+            text.replacen(
+                ",\"source\":\"app\"",
+                ",\"member_id\":null,\"source\":\"app\"",
+                1,
+            ),
+            // Another line ending.
+            ending(&text, ack, "\n", "\r\n"),
+        ];
+        for variant in variants {
+            assert_ne!(variant, text);
+            assert_not_canonical(&variant, ack, &public);
+        }
+        // A blank line, and a last line without its line feed.
+        let blank = text.replacen('\n', "\n\n", 1);
+        assert_not_canonical(&blank, 2, &public);
+        assert_not_canonical(text.trim_end(), 5, &public);
+    }
+
+    #[test]
+    fn a_csv_row_that_reads_the_same_but_is_written_otherwise_is_refused() {
+        let (pair, public) = key();
+        let text = csv(&export(&pair));
+        let ack = line_of(&text, "ACKNOWLEDGED");
+        let variants = [
+            // A number with a sign or a leading zero.
+            text.replacen(",app,,,3,", ",app,,,+3,", 1),
+            text.replacen(",app,,,3,", ",app,,,003,", 1),
+            // Quotes a cell does not need.
+            text.replacen(",app,", ",\"app\",", 1),
+            // Another line ending.
+            ending(&text, ack, "\r\n", "\n"),
+        ];
+        for variant in variants {
+            assert_ne!(variant, text);
+            assert_not_canonical(&variant, ack, &public);
+        }
+        let blank = text.replacen("\r\n", "\r\n\r\n", 1);
+        assert_not_canonical(&blank, 2, &public);
+    }
+
+    /// `text` with line `line`'s ending `from` written as `to`.
+    fn ending(text: &str, line: usize, from: &str, to: &str) -> String {
+        text.split_inclusive('\n')
+            .enumerate()
+            .map(|(number, written)| {
+                if number + 1 == line {
+                    written.strip_suffix(from).unwrap().to_owned() + to
+                } else {
+                    written.to_owned()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_signature_is_accepted_in_its_one_encoding_only() {
+        let (pair, public) = key();
+        let mut records = export(&pair);
+        let signature = records[4]["signature"].as_str().unwrap().to_owned();
+        records[4].insert("signature".into(), format!(" {signature}").into());
+        let error = check(&jsonl(&records), &[public]).unwrap_err();
+        assert!(error.reason.contains("signature"), "{error}");
+    }
+
+    #[test]
+    fn the_trailer_binds_the_organisation_status_and_deliveries() {
+        let (pair, public) = key();
+        let records = export(&pair);
+        let trailer = &records[4];
+        assert_eq!(trailer["org_id"], "o1");
+        assert_eq!(trailer["campaign_status"], "COMPLETED");
+        assert_eq!(trailer["deliveries"], 2);
+        let canonical = String::from_utf8(canonical_bytes(trailer)).unwrap();
+        assert!(canonical.contains("\"org_id\":\"o1\""), "{canonical}");
+        assert!(canonical.contains("\"deliveries\":2"), "{canonical}");
+
+        // Changed: the hash no longer matches. Rehashed: the signature no longer verifies.
+        let text = jsonl(&records).replacen("\"org_id\":\"o1\"", "\"org_id\":\"o2\"", 1);
+        let error = check(&text, std::slice::from_ref(&public)).unwrap_err();
+        assert!(error.reason.contains("changed"), "{error}");
+        let mut forged = records.clone();
+        forged[4].insert("campaign_status".into(), "ACTIVE".into());
+        let hash = chain_hash(forged[4]["prev_hash"].as_str().unwrap(), &forged[4]);
+        forged[4].insert("hash".into(), hash.into());
+        let error = check(&jsonl(&forged), std::slice::from_ref(&public)).unwrap_err();
+        assert!(error.reason.contains("signature"), "{error}");
+
+        // A trailer that counts fewer deliveries than the events name, even signed.
+        let mut writer = ChainWriter::default();
+        let mut short = vec![
+            writer.event(event("d1", "SENT", "")),
+            writer.event(event("d2", "SENT", "")),
+        ];
+        short.push(writer.trailer(
+            &Closing {
+                deliveries: 1,
+                ..closing()
+            },
+            "k1",
+            &pair,
+        ));
+        let error = check(&jsonl(&short), std::slice::from_ref(&public)).unwrap_err();
+        assert!(error.reason.contains("fewer than the 2"), "{error}");
+    }
+
+    #[test]
+    fn the_expected_campaign_is_checked_against_the_trailer() {
+        let (pair, public) = key();
+        let records = parse(&jsonl(&export(&pair))).unwrap();
+        let keys = std::slice::from_ref(&public);
+        assert!(verify(&records, keys, Some("c1")).is_ok());
+        let error = verify(&records, keys, Some("c2")).unwrap_err();
+        assert_eq!(error.line, 5);
+        assert!(error.reason.contains("campaign c1, not c2"), "{error}");
+    }
+
+    #[test]
+    fn content_confirmed_is_a_boolean_in_json_and_in_csv() {
+        let (pair, public) = key();
+        let mut writer = ChainWriter::default();
+        let mut confirmed = event("d1", "ACKNOWLEDGED", "app");
+        confirmed.insert("content_confirmed".into(), true.into());
+        let mut unconfirmed = event("d2", "ACKNOWLEDGED", "app");
+        unconfirmed.insert("content_confirmed".into(), false.into());
+        let mut records = vec![writer.event(confirmed), writer.event(unconfirmed)];
+        records.push(writer.trailer(&closing(), "k1", &pair));
+        let text = jsonl(&records);
+        assert!(text.contains("\"content_confirmed\":true"), "{text}");
+        assert!(text.contains("\"content_confirmed\":false"), "{text}");
+        check(&text, std::slice::from_ref(&public)).unwrap();
+        let csv_text = csv(&records);
+        assert!(csv_text.contains(",true,"), "{csv_text}");
+        check(&csv_text, std::slice::from_ref(&public)).unwrap();
+        let error = check(&csv_text.replacen(",true,", ",yes,", 1), &[public]).unwrap_err();
+        assert!(error.reason.contains("true or false"), "{error}");
     }
 
     #[test]

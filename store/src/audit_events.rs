@@ -24,6 +24,20 @@ pub struct AuditEvent {
     pub template_id: Option<String>,
     pub template_version: Option<i64>,
     pub content_sha256: Option<String>,
+    /// Of a READ or ACK: whether the request sent `content_sha256` back and it matched (the
+    /// member's app attested the content), rather than the server alone computing it.
+    pub content_confirmed: Option<bool>,
+}
+
+/// One page of a campaign's audit history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditPage {
+    /// The audience position of the page's last delivery (`None`: no deliveries were left), so
+    /// the next page starts after it.
+    pub last_seq: Option<i64>,
+    /// How many deliveries the page read (those never sent have no events).
+    pub deliveries: i64,
+    pub events: Vec<AuditEvent>,
 }
 
 /// The order of a delivery's events that happened in the same millisecond.
@@ -39,16 +53,14 @@ fn rank(event: &str) -> u8 {
 impl Store {
     /// The history of up to `limit` deliveries after audience position `after_seq`: each
     /// delivery's events together, deliveries in audience order, a delivery's events by time
-    /// (same millisecond: SENT, READ, ACKNOWLEDGED, MISSED; then by the action's id). Returns
-    /// the last position read (`None`: no deliveries were left), so the next page starts after
-    /// it.
+    /// (same millisecond: SENT, READ, ACKNOWLEDGED, MISSED; then by the action's id).
     pub async fn audit_events_page(
         &self,
         org_id: &str,
         campaign_id: &str,
         after_seq: i64,
         limit: i64,
-    ) -> Result<(Option<i64>, Vec<AuditEvent>)> {
+    ) -> Result<AuditPage> {
         let deliveries = sqlx::query(
             "SELECT seq, id, user_id, member_id, sent_at, missed_at FROM deliveries
              WHERE campaign_id = $1 AND org_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
@@ -60,7 +72,11 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let Some(last) = deliveries.last() else {
-            return Ok((None, Vec::new()));
+            return Ok(AuditPage {
+                last_seq: None,
+                deliveries: 0,
+                events: Vec::new(),
+            });
         };
         let last_seq: i64 = last.try_get("seq")?;
         let ids: Vec<String> = deliveries
@@ -69,7 +85,7 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let mut query = sqlx::query(AssertSqlSafe(format!(
             "SELECT id, delivery_id, kind, source, occurred_at, api_key_id, template_id,
-                    template_version, content_sha256
+                    template_version, content_sha256, content_confirmed
              FROM actions WHERE org_id = $1 AND campaign_id = $2 AND delivery_id IN ({})",
             placeholders(3, ids.len())
         )))
@@ -101,6 +117,7 @@ impl Store {
                     template_id: row.try_get("template_id")?,
                     template_version: row.try_get("template_version")?,
                     content_sha256: row.try_get("content_sha256")?,
+                    content_confirmed: Some(row.try_get::<i64, _>("content_confirmed")? != 0),
                 },
             ));
         }
@@ -123,6 +140,7 @@ impl Store {
                         template_id: None,
                         template_version: None,
                         content_sha256: None,
+                        content_confirmed: None,
                     },
                 )
             };
@@ -142,6 +160,10 @@ impl Store {
                 event
             }));
         }
-        Ok((Some(last_seq), events))
+        Ok(AuditPage {
+            last_seq: Some(last_seq),
+            deliveries: deliveries.len() as i64,
+            events,
+        })
     }
 }

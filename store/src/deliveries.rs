@@ -596,8 +596,9 @@ impl Store {
         let delivery = delivery(&row)?;
         sqlx::query(
             "INSERT INTO actions (id, org_id, campaign_id, delivery_id, kind, source, occurred_at,
-                                  api_key_id, template_id, template_version, content_sha256)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                  api_key_id, template_id, template_version, content_sha256,
+                                  content_confirmed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(new_id())
         .bind(org_id)
@@ -613,6 +614,8 @@ impl Store {
         .bind(&shown.template_id)
         .bind(shown.template_version)
         .bind(&hash)
+        // A claimed hash that differs returned above: one claimed here matched.
+        .bind(i64::from(attestation.content_sha256.is_some()))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -41,7 +41,7 @@ pub use activity_log::{
     ActivityEntry, ActivityKind, FailureGroup, NewActivity, SAMPLE_NAMES, counted, sample_phrase,
 };
 pub use audiences::{Audience, AudienceMember, AudienceReader, MissingRef, ResolvedAudience};
-pub use audit_events::AuditEvent;
+pub use audit_events::{AuditEvent, AuditPage};
 pub use campaigns::{Campaign, CampaignStatus, NewCampaign, Recipient, StartOutcome};
 pub use console_sessions::{ConsoleSession, NewConsoleSession};
 pub use definitions::{DefinitionVersion, StoredDefinition};

@@ -1,8 +1,8 @@
 //! Attested READs and ACKs, a campaign's audit history, and organisations' signing keys.
 
 use pidgr_store::{
-    ActionAttestation, ActionKind, AttestedAction, DeliveryStatus, NewCampaign, Recipient,
-    SecretKey, Store, StoreError, testing,
+    ActionAttestation, ActionKind, AttestedAction, AuditPage, DeliveryStatus, NewCampaign,
+    Recipient, SecretKey, Store, StoreError, testing,
 };
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -90,7 +90,8 @@ async fn an_attested_ack_keeps_key_template_and_content_hash(store: Store) {
     assert_eq!(outcome.delivery.status, DeliveryStatus::Acknowledged);
     assert_eq!(content_sha256.as_deref(), Some(want));
     let row = sqlx::query(
-        "SELECT kind, source, api_key_id, template_id, template_version, content_sha256
+        "SELECT kind, source, api_key_id, template_id, template_version, content_sha256,
+                content_confirmed
          FROM actions WHERE delivery_id = $1",
     )
     .bind(&ann)
@@ -103,6 +104,61 @@ async fn an_attested_ack_keeps_key_template_and_content_hash(store: Store) {
     assert_eq!(row.get::<String, _>("template_id"), "template-1");
     assert_eq!(row.get::<i64, _>("template_version"), 4);
     assert_eq!(row.get::<String, _>("content_sha256"), want);
+    assert_eq!(
+        row.get::<i64, _>("content_confirmed"),
+        1,
+        "the client sent the hash back"
+    );
+}
+
+store_test!(an_action_without_a_claimed_hash_is_not_content_confirmed);
+async fn an_action_without_a_claimed_hash_is_not_content_confirmed(store: Store) {
+    let (org, campaign) = started(&store, &["ann", "bob"]).await;
+    let ids = delivery_ids(&store, &org, &campaign, &["ann", "bob"]).await;
+    for (id, claimed) in [
+        (&ids[0], None),
+        (&ids[1], Some("Policy for {{name}}|Hello {{name}}|bob")),
+    ] {
+        let attestation = ActionAttestation {
+            source: "app",
+            api_key_id: Some("key-1"),
+            content_sha256: claimed,
+        };
+        store
+            .record_attested_action(&org, id, ActionKind::Ack, attestation, shown_hash)
+            .await
+            .unwrap();
+    }
+    let page = store
+        .audit_events_page(&org, &campaign, 0, 10)
+        .await
+        .unwrap();
+    let confirmed: Vec<(&str, Option<String>, Option<bool>)> = page
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.user_id.as_str(),
+                e.content_sha256.clone(),
+                e.content_confirmed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        confirmed,
+        [
+            (
+                "ann",
+                Some("Policy for {{name}}|Hello {{name}}|ann".to_owned()),
+                Some(false)
+            ),
+            (
+                "bob",
+                Some("Policy for {{name}}|Hello {{name}}|bob".to_owned()),
+                Some(true)
+            ),
+        ]
+    );
 }
 
 store_test!(a_different_content_hash_writes_nothing_even_on_a_repeat);
@@ -186,11 +242,13 @@ async fn the_audit_history_lists_each_deliverys_events_in_order(store: Store) {
         .unwrap();
     store.mark_missed(&org, &campaign).await.unwrap();
 
-    let (last, first_page) = store
+    let page = store
         .audit_events_page(&org, &campaign, 0, 2)
         .await
         .unwrap();
-    assert_eq!(last, Some(2));
+    assert_eq!(page.last_seq, Some(2));
+    assert_eq!(page.deliveries, 2);
+    let first_page = page.events;
     let summary: Vec<(&str, &str)> = first_page
         .iter()
         .map(|e| (e.user_id.as_str(), e.event))
@@ -214,18 +272,26 @@ async fn the_audit_history_lists_each_deliverys_events_in_order(store: Store) {
         Some("Policy for {{name}}|Hello {{name}}|ann")
     );
     assert_eq!(ack.member_id.as_deref(), Some("member-ann"));
-    let (last, rest) = store
+    assert_eq!(ack.content_confirmed, Some(false), "no hash was sent back");
+    assert_eq!(first_page[0].content_confirmed, None, "SENT is no action");
+    let rest = store
         .audit_events_page(&org, &campaign, 2, 2)
         .await
         .unwrap();
-    assert_eq!(last, Some(3));
-    assert_eq!(rest.len(), 2);
+    assert_eq!(rest.last_seq, Some(3));
+    assert_eq!(rest.deliveries, 1);
+    assert_eq!(rest.events.len(), 2);
+    let empty = AuditPage {
+        last_seq: None,
+        deliveries: 0,
+        events: Vec::new(),
+    };
     assert_eq!(
         store
             .audit_events_page(&org, &campaign, 3, 2)
             .await
             .unwrap(),
-        (None, Vec::new())
+        empty
     );
     // Read the same way twice, the history is the same.
     assert_eq!(
@@ -233,7 +299,7 @@ async fn the_audit_history_lists_each_deliverys_events_in_order(store: Store) {
             .audit_events_page(&org, &campaign, 0, 2)
             .await
             .unwrap()
-            .1,
+            .events,
         first_page
     );
     // Another organisation sees none of it.
@@ -243,7 +309,7 @@ async fn the_audit_history_lists_each_deliverys_events_in_order(store: Store) {
             .audit_events_page(&other, &campaign, 0, 10)
             .await
             .unwrap(),
-        (None, Vec::new())
+        empty
     );
 }
 

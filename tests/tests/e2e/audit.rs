@@ -11,13 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::{Options, Receiver, System, example_definition};
 
-/// What the API documents as the hashed form: title, a line feed, the Markdown body.
+/// What the API documents as the hashed form: the compact JSON array [title, Markdown body].
 fn content_hash(message: &Value) -> String {
-    let text = format!(
-        "{}\n{}",
-        message["title"].as_str().unwrap_or_default(),
-        message["body_markdown"].as_str().unwrap_or_default()
-    );
+    let text = json!([message["title"], message["body_markdown"]]).to_string();
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
@@ -88,6 +84,16 @@ async fn an_attested_ack_is_exported_in_a_signed_chain_that_pidgr_verifies() -> 
     let read = system.get(&format!("/v1/deliveries/{delivery}")).await?;
     assert_eq!(read["content_sha256"], hash);
 
+    // Not a hash as served: refused before anything is looked at.
+    let (status, problem) = system
+        .post(
+            &format!("/v1/deliveries/{delivery}/ack"),
+            json!({ "source": "app", "content_sha256": hash.to_uppercase() }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(problem.to_string().contains("/content_sha256"), "{problem}");
+
     // Other content attested: refused, nothing written.
     let (status, problem) = system
         .post(
@@ -155,6 +161,7 @@ async fn an_attested_ack_is_exported_in_a_signed_chain_that_pidgr_verifies() -> 
     assert_eq!(ack["content_sha256"], hash);
     assert_eq!(ack["source"], "app");
     assert_eq!(ack["api_key_id"], key_id);
+    assert_eq!(ack["content_confirmed"], true, "the app sent the hash back");
     assert!(ack["template_id"].is_string(), "{ack}");
     let events: Vec<&str> = records.iter().filter_map(|r| r["event"].as_str()).collect();
     // Three SENT, one READ, one ACK, two MISSED.
@@ -163,6 +170,12 @@ async fn an_attested_ack_is_exported_in_a_signed_chain_that_pidgr_verifies() -> 
     let trailer = records.last().unwrap();
     assert_eq!(trailer["type"], "trailer");
     assert_eq!(trailer["count"], 7);
+    assert_eq!(trailer["deliveries"], 3);
+    assert_eq!(trailer["campaign_status"], "COMPLETED");
+    assert_eq!(
+        trailer["org_id"],
+        system.get("/v1/organisation").await?["id"]
+    );
     // Deterministic: the same campaign exports the same bytes again.
     assert_eq!(export(&system, &campaign, "jsonl").await?.1, jsonl);
 
@@ -196,7 +209,25 @@ async fn an_attested_ack_is_exported_in_a_signed_chain_that_pidgr_verifies() -> 
     std::fs::write(&jsonl_file, &jsonl)?;
     let (ok, printed) = verify(&system, &jsonl_file, &key_args).await?;
     assert!(ok, "{printed}");
-    assert!(printed.contains("ok: 7 events"), "{printed}");
+    assert!(
+        printed.contains("ok: 7 events of 3 deliveries"),
+        "{printed}"
+    );
+    let (ok, printed) = verify(
+        &system,
+        &jsonl_file,
+        &[&key_args[..], &["--campaign", &campaign]].concat(),
+    )
+    .await?;
+    assert!(ok, "{printed}");
+    let (ok, printed) = verify(
+        &system,
+        &jsonl_file,
+        &[&key_args[..], &["--campaign", "another"]].concat(),
+    )
+    .await?;
+    assert!(!ok, "{printed}");
+    assert!(printed.contains("not another"), "{printed}");
     let csv_file = dir.join("audit.csv");
     std::fs::write(&csv_file, &csv)?;
     let (ok, printed) = verify(&system, &csv_file, &["--public-key", &public_key]).await?;
@@ -220,6 +251,11 @@ async fn an_attested_ack_is_exported_in_a_signed_chain_that_pidgr_verifies() -> 
             2,
         ),
         ("reordered", lines_with(&jsonl, |l| l.swap(2, 3)), 3),
+        (
+            "respaced",
+            jsonl.replacen(",\"source\":\"app\"", ", \"source\":\"app\"", 1),
+            ack_line + 1,
+        ),
     ];
     for (what, text, line) in tampered {
         let file = dir.join(format!("{what}.jsonl"));
