@@ -2,10 +2,14 @@
 //! each once per step.
 //!
 //! The step's escalations are recorded first, in one transaction (one per manager, with the
-//! reports and the link's code), so a retried attempt finds the same managers and counts and
-//! tells nobody twice: webhook channel events are queued once per escalation (and sent by the
-//! step's WEBHOOK_CHANNEL activity, as after a fan-out), and a push, once it went out, is marked
-//! on its escalation. A manager's push is the step's template rendered with the manager's own
+//! reports and the link's code), so a retried attempt finds the same managers and counts:
+//! webhook channel events are queued once per escalation (and sent by the step's
+//! WEBHOOK_CHANNEL activity, as after a fan-out), and each push is claimed on its escalation
+//! before it is sent, so that neither a retry nor a second attempt running beside the first
+//! (one whose heartbeat timed out) pushes a manager twice. The price of claiming first: a
+//! worker that crashes between a claim and its push loses that push (the manager still has
+//! the webhook event and the link); a push that reached no device because the providers were
+//! unavailable gives its claim back for the retry. A manager's push is the step's template rendered with the manager's own
 //! values, the step's variables and the digest: `unacknowledged_count` and `deeplink`, the link
 //! that lists the reports still unacknowledged. The webhook event carries no content, like every
 //! channel event: the count and the link only.
@@ -61,11 +65,16 @@ impl CampaignActivitiesImpl {
             format!("escalating unresolved deliveries to managers via {via}"),
         )
         .await?;
-        let plan = self
-            .store
-            .record_escalations(&cref.org_id, &cref.campaign_id, &step_id)
-            .await
-            .map_err(retryable)?;
+        // Heartbeating while it runs: an attempt that outlived its heartbeat timeout would
+        // be retried beside this one.
+        let plan = heartbeat_while(
+            ctx,
+            (),
+            self.store
+                .record_escalations(&cref.org_id, &cref.campaign_id, &step_id),
+        )
+        .await
+        .map_err(retryable)?;
         let result = EscalationResult {
             managers: plan.escalations.len() as u64,
             unresolved: plan.escalations.iter().map(|e| e.unresolved_count).sum(),
@@ -95,10 +104,13 @@ impl CampaignActivitiesImpl {
                         (e.anchor_delivery_id.clone(), body)
                     })
                     .collect();
-                self.store
-                    .enqueue_webhook_events(&cref.org_id, &cref.campaign_id, &step_id, &events)
-                    .await
-                    .map_err(retryable)?;
+                let enqueue = self.store.enqueue_webhook_events(
+                    &cref.org_id,
+                    &cref.campaign_id,
+                    &step_id,
+                    &events,
+                );
+                heartbeat_while(ctx, (), enqueue).await.map_err(retryable)?;
             } else if !plan.escalations.is_empty() {
                 notes.push("no webhook event: the organisation has no webhook channel".to_owned());
             }
@@ -117,6 +129,7 @@ impl CampaignActivitiesImpl {
                 .get_template_version(&cref.org_id, &config.template_id, config.template_version)
                 .await
                 .map_err(retryable)?;
+            // Those no attempt claimed yet (the claim itself decides, just before each push).
             let to_push: Vec<&Escalation> = plan
                 .escalations
                 .iter()
@@ -171,9 +184,10 @@ impl CampaignActivitiesImpl {
         format!("{}{}", self.settings.escalation_link_base, escalation.code)
     }
 
-    /// Pushes each manager their message, marking each escalation as pushed once it is done.
-    /// Returns the managers no device accepted it for, per reason; fails (to be retried) when
-    /// the providers are unavailable, after marking those already pushed.
+    /// Pushes each manager their message, each push claimed on its escalation first (one this
+    /// attempt does not win is another's to send, and is skipped). Returns the managers no
+    /// device accepted it for, per reason; fails (to be retried) when the providers are
+    /// unavailable, after giving back the claim of the push that reached no device.
     #[allow(clippy::too_many_arguments)]
     async fn push_to_managers(
         &self,
@@ -195,38 +209,45 @@ impl CampaignActivitiesImpl {
         let no_devices = Vec::new();
         for escalation in escalations {
             let name = escalation.manager_user_id.clone();
+            let deeplink = self.escalation_link(escalation);
+            // Everything that may fail to be retried comes before the claim.
             let manager = match self.store.get_member(org_id, &escalation.manager_id).await {
-                Ok(manager) => manager,
-                Err(StoreError::NotFound) => {
-                    failures
-                        .entry("the manager is no longer a member".to_owned())
-                        .or_default()
-                        .push(name);
-                    self.mark_pushed(org_id, escalation).await?;
-                    continue;
-                }
+                Ok(manager) => Ok(manager),
+                Err(StoreError::NotFound) => Err("the manager is no longer a member".to_owned()),
                 Err(error) => return Err(retryable(error)),
             };
-            let deeplink = self.escalation_link(escalation);
-            let count = escalation.unresolved_count.to_string();
-            let mut values = template::recipient_values(
-                [
-                    ("name", &manager.display_name),
-                    ("email", &manager.email),
-                    ("title", campaign_title),
-                ],
-                step_variables,
-                &manager.attributes,
-            );
-            values.insert("unacknowledged_count", &count);
-            values.insert("deeplink", &deeplink);
-            let rendered = template::render(&message.title, &values)
-                .and_then(|title| Ok((title, template::render(&message.body, &values)?)));
-            let (title, body) = match rendered {
+            let rendered = manager.and_then(|manager| {
+                let count = escalation.unresolved_count.to_string();
+                let mut values = template::recipient_values(
+                    [
+                        ("name", &manager.display_name),
+                        ("email", &manager.email),
+                        ("title", campaign_title),
+                    ],
+                    step_variables,
+                    &manager.attributes,
+                );
+                values.insert("unacknowledged_count", &count);
+                values.insert("deeplink", &deeplink);
+                let title = template::render(&message.title, &values);
+                let body = template::render(&message.body, &values);
+                match (title, body) {
+                    (Ok(title), Ok(body)) => Ok((manager.id.clone(), title, body)),
+                    (Err(error), _) | (_, Err(error)) => Err(error.to_string()),
+                }
+            });
+            if !self
+                .store
+                .claim_escalation_push(org_id, &escalation.id)
+                .await
+                .map_err(retryable)?
+            {
+                continue;
+            }
+            let (manager_id, title, body) = match rendered {
                 Ok(rendered) => rendered,
-                Err(error) => {
-                    failures.entry(error.to_string()).or_default().push(name);
-                    self.mark_pushed(org_id, escalation).await?;
+                Err(reason) => {
+                    failures.entry(reason).or_default().push(name);
                     continue;
                 }
             };
@@ -241,7 +262,7 @@ impl CampaignActivitiesImpl {
                 body: &body,
                 deeplink: &deeplink,
             };
-            let manager_devices = devices.get(&manager.id).unwrap_or(&no_devices);
+            let manager_devices = devices.get(&manager_id).unwrap_or(&no_devices);
             match self.push.notify(credentials, &push, manager_devices).await {
                 Ok(report) if report.sent => {}
                 Ok(report) => failures
@@ -253,25 +274,17 @@ impl CampaignActivitiesImpl {
                     .or_default()
                     .push(name),
                 Err(error) => {
-                    // What was pushed is marked; the retry pushes the managers left.
+                    // No device took it: the retry pushes this manager and those left.
+                    self.store
+                        .release_escalation_push(org_id, &escalation.id)
+                        .await
+                        .map_err(retryable)?;
                     let delay = error.retry_after;
                     return Err(retry_after(error, delay));
                 }
             }
-            self.mark_pushed(org_id, escalation).await?;
         }
         Ok(failures)
-    }
-
-    async fn mark_pushed(
-        &self,
-        org_id: &str,
-        escalation: &Escalation,
-    ) -> Result<(), ActivityError> {
-        self.store
-            .mark_escalation_pushed(org_id, &escalation.id)
-            .await
-            .map_err(retryable)
     }
 }
 

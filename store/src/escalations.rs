@@ -2,8 +2,9 @@
 //!
 //! A step records its escalations once — one per manager, unique per (campaign, step,
 //! manager), each with the reports it escalated and an unguessable code for the manager's link —
-//! so an activity retried after a crash finds them and tells nobody twice. A recipient counts as
-//! a manager's report through `members.manager_id` when the step runs.
+//! so an activity retried after a crash finds them and counts nobody twice; each push is
+//! claimed before it is sent, so none goes out twice. A recipient counts as a manager's report
+//! through `members.manager_id` when the step runs.
 
 use crate::deliveries::DeliveryStatus;
 use crate::{Result, Store, StoreError, new_id, opt_time, time, to_millis};
@@ -31,7 +32,8 @@ pub struct Escalation {
     /// The unguessable code of the manager's link.
     #[serde(skip)]
     pub code: String,
-    /// The push went out already (a retry does not push again).
+    /// An attempt of the step claimed the push (see [`Store::claim_escalation_push`]): no
+    /// other pushes it.
     #[serde(skip)]
     pub pushed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -203,9 +205,13 @@ impl Store {
         })
     }
 
-    /// Records that the escalation's push went out (a retry of the step skips it).
-    pub async fn mark_escalation_pushed(&self, org_id: &str, escalation_id: &str) -> Result<()> {
-        sqlx::query(
+    /// Claims the escalation's push for the attempt about to send it: true for the one caller
+    /// that finds it unclaimed (and marks it pushed), false for any other, now or later — so
+    /// two attempts of the step running at once, or a retry, never push a manager twice. The
+    /// claim comes before the push: a crash between the two loses that push rather than
+    /// repeating it.
+    pub async fn claim_escalation_push(&self, org_id: &str, escalation_id: &str) -> Result<bool> {
+        let claimed = sqlx::query(
             "UPDATE escalations SET pushed_at = $1
              WHERE id = $2 AND org_id = $3 AND pushed_at IS NULL",
         )
@@ -213,7 +219,19 @@ impl Store {
         .bind(escalation_id)
         .bind(org_id)
         .execute(&self.pool)
-        .await?;
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    /// Gives back a claim whose push reached no device because the providers were unavailable,
+    /// so that the step's retry pushes the manager.
+    pub async fn release_escalation_push(&self, org_id: &str, escalation_id: &str) -> Result<()> {
+        sqlx::query("UPDATE escalations SET pushed_at = NULL WHERE id = $1 AND org_id = $2")
+            .bind(escalation_id)
+            .bind(org_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -131,10 +131,12 @@ async fn each_manager_of_unresolved_reports_is_escalated_once_per_step(store: St
         .record_action(&org, &a2_delivery, ActionKind::Ack, "test")
         .await
         .unwrap();
-    store
-        .mark_escalation_pushed(&org, &ada_escalation.id)
-        .await
-        .unwrap();
+    assert!(
+        store
+            .claim_escalation_push(&org, &ada_escalation.id)
+            .await
+            .unwrap()
+    );
     let again = store
         .record_escalations(&org, &campaign, "escalate")
         .await
@@ -216,4 +218,53 @@ async fn a_step_with_nobody_unresolved_escalates_to_nobody(store: Store) {
         .unwrap();
     assert!(plan.escalations.is_empty());
     assert_eq!(plan.without_manager, 0);
+}
+
+store_test!(of_two_claims_of_one_push_only_one_wins);
+async fn of_two_claims_of_one_push_only_one_wins(store: Store) {
+    let org = store.create_organisation("Acme").await.unwrap().id;
+    let ada = member(&store, &org, "ada", None).await;
+    let a1 = member(&store, &org, "a1", Some(&ada)).await;
+    let campaign = campaign(&store, &org, &[("a1", &a1)]).await;
+    let plan = store
+        .record_escalations(&org, &campaign, "escalate")
+        .await
+        .unwrap();
+    let escalation = &plan.escalations[0].id;
+
+    // Two attempts of the step at once: exactly one may push.
+    let (first, second) = tokio::join!(
+        store.claim_escalation_push(&org, escalation),
+        store.claim_escalation_push(&org, escalation)
+    );
+    let mut claims = [first.unwrap(), second.unwrap()];
+    claims.sort();
+    assert_eq!(claims, [false, true]);
+    // A retry finds it claimed, pushed or not; the claim shows on the escalation.
+    assert!(!store.claim_escalation_push(&org, escalation).await.unwrap());
+    let again = store
+        .record_escalations(&org, &campaign, "escalate")
+        .await
+        .unwrap();
+    assert!(again.escalations[0].pushed_at.is_some());
+
+    // Another organisation cannot claim it; a claim given back is claimed again, once.
+    let other = store.create_organisation("Other").await.unwrap().id;
+    store
+        .release_escalation_push(&other, escalation)
+        .await
+        .unwrap();
+    assert!(!store.claim_escalation_push(&org, escalation).await.unwrap());
+    store
+        .release_escalation_push(&org, escalation)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .claim_escalation_push(&other, escalation)
+            .await
+            .unwrap()
+    );
+    assert!(store.claim_escalation_push(&org, escalation).await.unwrap());
+    assert!(!store.claim_escalation_push(&org, escalation).await.unwrap());
 }
