@@ -364,9 +364,11 @@ pub fn parse_csv(text: &str) -> Result<Vec<(usize, Record)>, VerifyError> {
     Ok(records)
 }
 
-/// RFC 4180 rows (quoted cells may hold commas, quotes and line breaks), each with the line it
-/// starts on and its text as written, line break included.
-fn csv_rows(text: &str) -> Result<Vec<(usize, Vec<String>, &str)>, VerifyError> {
+/// One CSV row: the line it starts on, its cells, and its text as written, line break included.
+type CsvRow<'a> = (usize, Vec<String>, &'a str);
+
+/// RFC 4180 rows (quoted cells may hold commas, quotes and line breaks).
+fn csv_rows(text: &str) -> Result<Vec<CsvRow<'_>>, VerifyError> {
     let mut rows = Vec::new();
     let mut chars = text.char_indices().peekable();
     let mut line = 1;
