@@ -9,10 +9,12 @@
 //! (one whose heartbeat timed out) pushes a manager twice. The price of claiming first: a
 //! worker that crashes between a claim and its push loses that push (the manager still has
 //! the webhook event and the link); a push that reached no device because the providers were
-//! unavailable gives its claim back for the retry. A manager's push is the step's template rendered with the manager's own
-//! values, the step's variables and the digest: `unacknowledged_count` and `deeplink`, the link
-//! that lists the reports still unacknowledged. The webhook event carries no content, like every
-//! channel event: the count and the link only.
+//! unavailable gives its claim back for the retry.
+//!
+//! A manager's push is the step's template rendered with the manager's own values, the step's
+//! variables and the digest: `unacknowledged_count` and `deeplink`, the link that lists the
+//! reports still unacknowledged. The webhook event carries no content, like every channel
+//! event: the count and the link only.
 
 use pidgr_outbound::channel_event;
 use pidgr_store::{ActivityKind, CampaignStatus, Escalation, StoreError, TemplateVersion, counted};
