@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::harness::{Options, Receiver, System};
+use crate::harness::{Options, Receiver, System, postgres_configured};
 
 /// A member written straight to the store, with a device for the `log` push provider.
 async fn member(system: &System, external_id: &str, manager: Option<&str>) -> Result<String> {
@@ -67,8 +67,24 @@ fn signed_with(secret: &str, raw: &[u8], header: Option<&str>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managers_of_unacknowledged_reports_are_told_once_with_a_link_to_them() -> Result<()> {
+    escalation_on(Options::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managers_are_told_once_on_postgres() -> Result<()> {
+    if !postgres_configured("managers_are_told_once_on_postgres") {
+        return Ok(());
+    }
+    escalation_on(Options {
+        postgres: true,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn escalation_on(options: Options) -> Result<()> {
     let mut receiver = Receiver::start(Some(0)).await?;
-    let system = System::start(Options::default()).await?;
+    let system = System::start(options).await?;
     let (status, channel) = system
         .call(
             Method::PUT,
