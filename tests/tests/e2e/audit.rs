@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Options, Receiver, System, example_definition};
+use crate::harness::{Options, Receiver, System, example_definition, postgres_configured};
 
 /// What the API documents as the hashed form: the compact JSON array [title, Markdown body].
 fn content_hash(message: &Value) -> String {
@@ -62,8 +62,24 @@ fn lines_with(text: &str, change: impl FnOnce(&mut Vec<&str>)) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attested_ack_is_exported_in_a_signed_chain_that_pidgr_verifies() -> Result<()> {
+    audit_on(Options::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signed_audit_export_verifies_on_postgres() -> Result<()> {
+    if !postgres_configured("the_signed_audit_export_verifies_on_postgres") {
+        return Ok(());
+    }
+    audit_on(Options {
+        postgres: true,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn audit_on(options: Options) -> Result<()> {
     let receiver = Receiver::start(Some(0)).await?;
-    let system = System::start(Options::default()).await?;
+    let system = System::start(options).await?;
     let campaign = system
         .start_campaign(
             &["au1", "au2", "au3"],
