@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail};
 use fantoccini::elements::Element;
 use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -380,18 +380,27 @@ impl Browser {
     }
 
     /// Sets the viewport (not the window) to `width`×`height`: the window is a little larger
-    /// than its viewport even headless, so the difference is measured and added.
+    /// than its viewport even headless, so the difference is measured and added. A loaded
+    /// machine may report a size from before the resize took effect, so the window is adjusted
+    /// until the viewport reads right (a few rounds). The pictures are a by-product for people
+    /// to look at, not an assertion: one taken at another size is said, not failed.
     async fn resize(&self, width: u32, height: u32) -> Result<()> {
-        self.client.set_window_size(width, height).await?;
-        let (inner_width, inner_height) = self.viewport().await?;
-        let grow = |want: u32, got: u32| want + want.saturating_sub(got);
-        self.client
-            .set_window_size(grow(width, inner_width), grow(height, inner_height))
-            .await?;
-        let viewport = self.viewport().await?;
-        ensure!(
-            viewport == (width, height),
-            "the viewport is {viewport:?}, not {width}×{height}"
+        let (mut window_width, mut window_height) = (width, height);
+        let mut viewport = (0, 0);
+        for _ in 0..5 {
+            self.client
+                .set_window_size(window_width, window_height)
+                .await?;
+            viewport = self.viewport().await?;
+            if viewport == (width, height) {
+                return Ok(());
+            }
+            let adjust = |window: u32, want: u32, got: u32| (window + want).saturating_sub(got);
+            window_width = adjust(window_width, width, viewport.0);
+            window_height = adjust(window_height, height, viewport.1);
+        }
+        eprintln!(
+            "the viewport is {viewport:?}, not {width}×{height}: the picture keeps that size"
         );
         Ok(())
     }
