@@ -17,7 +17,7 @@
 //! deadline comes counts before it; one at `0s` happens before the first step (as an ACK can
 //! reach the API before the push). Pure code, like the interpreter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -318,7 +318,7 @@ impl Simulation {
                 format!("a simulation takes at most {MAX_AUDIENCE} recipients"),
             )]);
         }
-        let mut seen = HashMap::new();
+        let mut seen = BTreeMap::new();
         for (index, member) in members.iter().enumerate() {
             if member.id.is_empty() {
                 problems.push(problem(
@@ -368,7 +368,7 @@ impl Simulation {
 
     /// Checks and expands the scenario, in time order (ties in the order written).
     fn schedule(&mut self, scenario: &[ScenarioAction]) -> Result<(), Vec<Problem>> {
-        let index: HashMap<&str, usize> = self
+        let index: BTreeMap<&str, usize> = self
             .deliveries
             .iter()
             .enumerate()
